@@ -1,0 +1,31 @@
+# Two commands do all set-up from nothing but python3:
+#   make run   create .venv, install effdyn with all extras, run the main job
+#   make test  create .venv if missing, install, run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[all]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m effdyn validate --quick --out effdyn-output
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) effdyn-output build *.egg-info

@@ -1,0 +1,3 @@
+from effdyn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""Kernels for deep matrix factorisation E = ½‖W_L⋯W_1 − M‖_F²; ``params = (M,)``.
+
+θ is the concatenation of the row-major flattened W_1, ..., W_L (each d×d); d is read from
+M and L from len(θ)/d². With 0-based slots i = 0..L−1 (slot i holds W_{i+1}):
+
+* ``Rt[i] = W_{i}⋯W_1`` (factors to the right of slot i, identity for i = 0),
+  ``Lt[i] = W_L⋯W_{i+2}`` (factors to the left), so P = Lt[i] W_{i+1} Rt[i];
+* ∂E/∂W_{i+1} = Lt[i]ᵀ ρ Rt[i]ᵀ with ρ = P − M.
+
+For a direction U = (U_1..U_L) the product is multilinear, so ∏(W + tU) = P + tD1 + ½t²D2
++ O(t³) with D1 = Σᵢ (U at slot i), D2 = Σ_{i≠j} (U at slots i and j, ordered pairs). The
+same expansion of the partial products (dRt, d2Rt, dLt, d2Lt) gives, at slot i,
+
+* Hessian-vector product: dLtᵀρRtᵀ + Ltᵀ D1 Rtᵀ + Ltᵀ ρ dRtᵀ;
+* uᵀHu = ‖D1‖² + ⟨ρ, D2⟩, whose θ-gradient at slot i is
+  2(dLtᵀ D1 Rtᵀ + Ltᵀ D1 dRtᵀ) + Ltᵀ D2 Rtᵀ + d2LtᵀρRtᵀ + 2 dLtᵀρ dRtᵀ + Ltᵀρ d2Rtᵀ.
+
+Everything is O(L d³) matrix products per direction; the dense Hessian is O(P²).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._jit import jit
+
+
+@jit
+def _factors(theta, d):
+    L = theta.shape[0] // (d * d)
+    return np.ascontiguousarray(theta).reshape((L, d, d))
+
+
+@jit
+def _partials(W):
+    """Right products Rt[i] = W[i-1]⋯W[0] and left products Lt[i] = W[L-1]⋯W[i+1]."""
+    L, d = W.shape[0], W.shape[1]
+    Rt = np.empty((L + 1, d, d))
+    Lt = np.empty((L, d, d))
+    Rt[0] = np.eye(d)
+    for i in range(L):
+        Rt[i + 1] = np.dot(W[i], Rt[i])
+    Lt[L - 1] = np.eye(d)
+    for i in range(L - 1, 0, -1):
+        Lt[i - 1] = np.dot(Lt[i], W[i])
+    return Rt, Lt
+
+
+@jit
+def _first_variations(W, V, Rt, Lt):
+    """dRt, dLt: the t-derivatives of Rt and Lt along the direction V."""
+    L, d = W.shape[0], W.shape[1]
+    dRt = np.zeros((L + 1, d, d))
+    dLt = np.zeros((L, d, d))
+    for i in range(L):
+        dRt[i + 1] = np.dot(V[i], Rt[i]) + np.dot(W[i], dRt[i])
+    for i in range(L - 1, 0, -1):
+        dLt[i - 1] = np.dot(dLt[i], W[i]) + np.dot(Lt[i], V[i])
+    return dRt, dLt
+
+
+@jit
+def _second_variations(W, V, dRt, dLt):
+    """d2Rt, d2Lt: the second t-derivatives of Rt and Lt along V (ordered pairs)."""
+    L, d = W.shape[0], W.shape[1]
+    d2Rt = np.zeros((L + 1, d, d))
+    d2Lt = np.zeros((L, d, d))
+    for i in range(L):
+        d2Rt[i + 1] = 2.0 * np.dot(V[i], dRt[i]) + np.dot(W[i], d2Rt[i])
+    for i in range(L - 1, 0, -1):
+        d2Lt[i - 1] = np.dot(d2Lt[i], W[i]) + 2.0 * np.dot(dLt[i], V[i])
+    return d2Rt, d2Lt
+
+
+@jit
+def _loss(theta, params):
+    M = params[0]
+    W = _factors(theta, M.shape[0])
+    Rt, Lt = _partials(W)
+    rho = Rt[W.shape[0]] - M
+    return 0.5 * np.sum(rho * rho)
+
+
+@jit
+def _grad(theta, params):
+    M = params[0]
+    W = _factors(theta, M.shape[0])
+    L = W.shape[0]
+    Rt, Lt = _partials(W)
+    rho = Rt[L] - M
+    g = np.empty_like(W)
+    for i in range(L):
+        g[i] = np.dot(Lt[i].T, np.dot(rho, Rt[i].T))
+    return g.reshape(theta.shape[0])
+
+
+@jit
+def _hvp(theta, v, params):
+    M = params[0]
+    d = M.shape[0]
+    W = _factors(theta, d)
+    V = _factors(v, d)
+    L = W.shape[0]
+    Rt, Lt = _partials(W)
+    dRt, dLt = _first_variations(W, V, Rt, Lt)
+    rho = Rt[L] - M
+    D1 = dRt[L]
+    out = np.empty_like(W)
+    for i in range(L):
+        RtT = Rt[i].T
+        out[i] = np.dot(dLt[i].T, np.dot(rho, RtT)) + np.dot(
+            Lt[i].T, np.dot(D1, RtT) + np.dot(rho, dRt[i].T)
+        )
+    return out.reshape(theta.shape[0])
+
+
+@jit
+def _third(theta, U, s, params):
+    M = params[0]
+    d = M.shape[0]
+    W = _factors(theta, d)
+    L = W.shape[0]
+    Rt, Lt = _partials(W)
+    rho = Rt[L] - M
+    out = np.zeros_like(W)
+    for r in range(U.shape[1]):
+        V = _factors(np.ascontiguousarray(U[:, r]), d)
+        dRt, dLt = _first_variations(W, V, Rt, Lt)
+        d2Rt, d2Lt = _second_variations(W, V, dRt, dLt)
+        D1 = dRt[L]
+        D2 = d2Rt[L]
+        for i in range(L):
+            RtT = Rt[i].T
+            dRtT = dRt[i].T
+            # Grouped by the left factor: Ltᵀ(·), dLtᵀ(·), d2Ltᵀ(·).
+            a = 2.0 * np.dot(D1, dRtT) + np.dot(D2, RtT) + np.dot(rho, d2Rt[i].T)
+            b = 2.0 * (np.dot(D1, RtT) + np.dot(rho, dRtT))
+            c = np.dot(rho, RtT)
+            out[i] += s[r] * (np.dot(Lt[i].T, a) + np.dot(dLt[i].T, b) + np.dot(d2Lt[i].T, c))
+    return out.reshape(theta.shape[0])
+
+
+@jit
+def _hessian(theta, params):
+    # Block (k, m), entry ((a, b), (c, e)) for W_{k+1}[a, b] and W_{m+1}[c, e]:
+    #   Gauss–Newton part (Lt_kᵀ Lt_m)[a, c] (Rt_k Rt_mᵀ)[b, e];
+    #   for k > m, plus ⟨ρ, Lt_k E_ab Mid E_ce Rt_m⟩ = (Lt_kᵀ ρ Rt_mᵀ)[a, e] Mid[b, c],
+    #   Mid = W_k⋯W_{m+2} (the factors strictly between the two slots).
+    # Only k ≥ m is computed and mirrored, so H is exactly symmetric.
+    M = params[0]
+    d = M.shape[0]
+    W = _factors(theta, d)
+    L = W.shape[0]
+    Rt, Lt = _partials(W)
+    rho = Rt[L] - M
+    dd = d * d
+    H = np.empty((L * dd, L * dd))
+    for m in range(L):
+        mid = np.eye(d)
+        for k in range(m, L):
+            A = np.dot(Lt[k].T, Lt[m])
+            B = np.dot(Rt[k], Rt[m].T)
+            if k == m:
+                A = 0.5 * (A + A.T)
+                B = 0.5 * (B + B.T)
+                G = np.zeros((d, d))
+            else:
+                G = np.dot(Lt[k].T, np.dot(rho, Rt[m].T))
+                if k > m + 1:
+                    mid = np.dot(W[k - 1], mid)
+            for a in range(d):
+                for b in range(d):
+                    row = k * dd + a * d + b
+                    for c in range(d):
+                        for e in range(d):
+                            col = m * dd + c * d + e
+                            h = A[a, c] * B[b, e]
+                            if k != m:
+                                h += G[a, e] * mid[b, c]
+                            H[row, col] = h
+                            H[col, row] = h
+    return H

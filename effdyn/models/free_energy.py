@@ -1,0 +1,395 @@
+"""The free-energy θ/Σ flow (theory §2): the average trajectory θ of GD coupled with the
+time-averaged covariance Σ of its fast period-two oscillation.
+
+    dθ/dk = −η ∇_θ F(θ, Σ),    F(θ, Σ) = E(θ) + ½⟨H(θ), Σ⟩
+    log form  : dΣ/dk = GΣ + ΣG,  G = log|I − ηH(θ)|   (Σ = VVᵀ, dV/dk = G V)
+    rate form : dΣ/dk = MΣM − Σ,  M = I − ηH(θ)        (= −η(HΣ+ΣH) + η²HΣH)
+
+Both Σ equations act only on the *oscillating* part of the spectrum: the tracked top
+eigenpairs of H with λ above ``threshold`` (default 1/η, where 1 − ηλ changes sign and an
+oscillation can alternate). Everything else is not an oscillation but part of the mean,
+so Σ is damped there at the rate of the clip, ``log(clip)`` per step. The same clip bounds
+|1 − ηλ| from below, so the log form stays finite at ηλ = 1.
+
+Σ = 0 is invariant: a model started without fluctuations follows gradient flow past 2/η and
+never self-stabilises. Two seeds are offered (see :meth:`FreeEnergyFlow.initial_state`):
+Σ from GD's first half-step displacement, or a floor q along the top eigenvectors. With
+``floor=q > 0`` the floor also persists in time: a decaying top mode relaxes towards
+amplitude² q instead of towards 0. This stands in for the round-off and forcing that keep
+GD's own oscillation alive before the onset; the sharpness overshoot after the onset grows
+like √log(1/q) (measured in the tests).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validation import as_matrix, choice, positive_float, positive_int
+from ..errors import MissingFeatureError
+from .base import AbstractModel
+
+
+class FreeEnergyFlow(AbstractModel):
+    """Free-energy θ/Σ flow of GD at the Edge of Stability.
+
+    Parameters
+    ----------
+    problem : effdyn.problems.Problem
+        Must provide ``third`` (closed-form kernels for built-ins, autodiff for ``from_jax``).
+    eta : float
+        GD learning rate η; time is in GD steps.
+    rank : int
+        Rank r of Σ = VVᵀ (number of oscillating modes carried), 1 <= r <= P.
+    sigma_form : {"log", "rate"}
+        Covariance equation. "log" (default) is exact every two GD steps for frozen H and
+        keeps the rank of Σ; "rate" is the small-step form and needs ``storage="dense"``.
+    storage : {"factor", "dense"}
+        Σ stored as its factor V (P × r, default) or as a dense P × P matrix (small P).
+    n_track : int, optional
+        Number of top eigenpairs of H computed per drift evaluation (default r + 1).
+    threshold : float, optional
+        Eigenvalues above it count as oscillating (default 1/η).
+    clip : float
+        Lower bound on |1 − ηλ| in the log form, and the per-step damping factor of the
+        non-oscillating directions (rate log(clip)). Default 0.25.
+    floor : float
+        Persistent seed q >= 0: a decaying top-r mode relaxes towards amplitude² q. Default 0.
+    dense_max : int
+        Dense eigendecomposition of H up to this P, Lanczos (warm-started) above.
+    """
+
+    name = "free-energy flow"
+
+    def __init__(self, problem, eta, rank: int = 1, *, sigma_form: str = "log", storage: str | None = None,
+                 n_track: int | None = None, threshold: float | None = None, clip: float = 0.25,
+                 floor: float = 0.0, dense_max: int = 64):
+        super().__init__(problem, eta)
+        if not problem.has_third:
+            raise MissingFeatureError(
+                f"FreeEnergyFlow needs `problem.third` (∇_θ⟨H, Σ⟩); {type(problem).__name__} does not "
+                "implement `_third`. Wrap the loss with effdyn.problems.from_jax to get it by autodiff."
+            )
+        P = self.dim
+        self.rank = positive_int(rank, "rank")
+        if self.rank > P:
+            raise ValueError(f"`rank` must be <= the problem dimension P = {P}; got {rank}.")
+        self.sigma_form = choice(sigma_form, "sigma_form", ("log", "rate"))
+        if storage is None:
+            storage = "dense" if sigma_form == "rate" else "factor"
+        self.storage = choice(storage, "storage", ("factor", "dense"))
+        if self.sigma_form == "rate" and self.storage != "dense":
+            raise ValueError(
+                "`sigma_form='rate'` fills in the rank of Σ and cannot be stored as a factor; "
+                "pass `storage='dense'` (small P) or use `sigma_form='log'`."
+            )
+        self.n_track = min(P, self.rank + 1) if n_track is None else positive_int(n_track, "n_track")
+        if not self.rank <= self.n_track <= P:
+            raise ValueError(f"`n_track` must lie in [rank, P] = [{self.rank}, {P}]; got {n_track}.")
+        self.threshold = 1.0 / self.eta if threshold is None else positive_float(threshold, "threshold")
+        self.clip = positive_float(clip, "clip")
+        if self.clip >= 1:
+            raise ValueError(f"`clip` must lie in (0, 1) (a per-step damping factor); got {clip}.")
+        self.floor = float(floor)
+        if not (np.isfinite(self.floor) and self.floor >= 0):
+            raise ValueError(f"`floor` must be a finite number >= 0; got {floor!r}.")
+        if self.floor > 0 and self.sigma_form == "rate":
+            raise ValueError("`floor` is implemented for the log form only; use `sigma_form='log'` or floor=0.")
+        self.dense_max = int(dense_max)
+        self._warm = None  # last tracked eigenvectors, a warm start for Lanczos
+
+    # --- state layout -----------------------------------------------------------------
+    @property
+    def sigma_size(self) -> int:
+        P = self.dim
+        return P * self.rank if self.storage == "factor" else P * P
+
+    @property
+    def state_size(self) -> int:
+        return self.dim + self.sigma_size
+
+    def split(self, y):
+        """(θ, S) with S the factor V (P, r) or the dense Σ (P, P)."""
+        P = self.dim
+        shape = (P, self.rank) if self.storage == "factor" else (P, P)
+        return y[..., :P], y[..., P:].reshape(y.shape[:-1] + shape)
+
+    def sigma_of(self, y) -> np.ndarray:
+        """Dense Σ (P, P) of a state."""
+        _, S = self.split(y)
+        return S @ np.swapaxes(S, -1, -2) if self.storage == "factor" else S
+
+    def factor_of(self, y) -> np.ndarray:
+        """A factor U with Σ = UUᵀ (P, r'), for the third-derivative contraction."""
+        _, S = self.split(y)
+        if self.storage == "factor":
+            return S
+        w, Q = np.linalg.eigh(0.5 * (S + S.T))
+        keep = w > 1e-300
+        return np.ascontiguousarray(Q[:, keep] * np.sqrt(w[keep]))
+
+    # --- eigenpairs and the covariance generator ---------------------------------------
+    def eigenpairs(self, theta):
+        """Top ``n_track`` eigenpairs (descending) of H(θ)."""
+        if self.dim <= self.dense_max:
+            w, Q = np.linalg.eigh(self.problem._hessian(theta))
+            return w[::-1][: self.n_track], Q[:, ::-1][:, : self.n_track]
+        from ..spectrum import top_eigenpairs
+
+        v0 = None if self._warm is None else self._warm[:, 0]
+        w, Q = top_eigenpairs(self.problem, theta, k=self.n_track, v0=v0, dense_max=self.dense_max)
+        self._warm = Q
+        return w, Q
+
+    def rates(self, lam):
+        """Per-step log-amplitude rates g_i of the tracked modes and g_off of the rest."""
+        g_off = np.log(self.clip)
+        osc = lam > self.threshold
+        g = np.where(osc, np.log(np.maximum(np.abs(1.0 - self.eta * lam), self.clip)), g_off)
+        return g, g_off
+
+    def _floored(self, g, Q, S):
+        """Rates with the persistent floor: a decaying top mode relaxes towards amplitude² q."""
+        if self.floor <= 0:
+            return g
+        g = g.copy()
+        r = min(self.rank, len(g))
+        if self.storage == "factor":
+            m = np.sum((Q[:, :r].T @ S) ** 2, axis=1)
+        else:
+            m = np.einsum("pi,pq,qi->i", Q[:, :r], S, Q[:, :r])
+        with np.errstate(divide="ignore"):
+            shrink = np.clip(1.0 - self.floor / np.maximum(m, 1e-300), 0.0, 1.0)
+        g[:r] = np.where(g[:r] < 0, g[:r] * shrink, g[:r])
+        return g
+
+    # --- dynamics ---------------------------------------------------------------------
+    def theta_drift(self, theta, S) -> np.ndarray:
+        """dθ/dk = −η(∇E + ½∇_θ⟨H, Σ⟩)."""
+        U = S if self.storage == "factor" else self._factor_dense(S)
+        g = self.problem._grad(theta)
+        if U.shape[1]:
+            g = g + 0.5 * self.problem._third(theta, np.ascontiguousarray(U), np.ones(U.shape[1]))
+        return -self.eta * g
+
+    @staticmethod
+    def _factor_dense(S):
+        w, Q = np.linalg.eigh(0.5 * (S + S.T))
+        keep = w > 1e-300
+        return np.ascontiguousarray(Q[:, keep] * np.sqrt(w[keep]))
+
+    def drift(self, k, y):
+        theta, S = self.split(y)
+        lam, Q = self.eigenpairs(theta)
+        dtheta = self.theta_drift(theta, S)
+        if self.sigma_form == "log":
+            g, g_off = self.rates(lam)
+            g = self._floored(g, Q, S)
+            GS = Q @ ((g - g_off)[:, None] * (Q.T @ S)) + g_off * S  # G applied to V (or Σ)
+            dS = GS if self.storage == "factor" else GS + GS.T
+        else:
+            MS = self._apply_M(lam, Q, S)
+            dS = self._apply_M(lam, Q, MS.T).T - S
+        return np.concatenate([dtheta, dS.ravel()])
+
+    def _apply_M(self, lam, Q, S):
+        # M = I − ηH on oscillating tracked modes and 0 elsewhere (non-oscillating
+        # directions are not part of the fluctuation: the rate form damps them at rate 1).
+        m = np.where(lam > self.threshold, 1.0 - self.eta * lam, 0.0)
+        return Q @ (m[:, None] * (Q.T @ S))
+
+    def map_step(self, k, y):
+        """One GD step: θ by an explicit Euler step of length 1; Σ by GD's own covariance
+        recursion on the oscillating modes, Σ ← |I − ηH| Σ |I − ηH| (the exact one-step
+        solution of the log form for frozen H, and explicit Euler of the rate form)."""
+        theta, S = self.split(y)
+        lam, Q = self.eigenpairs(theta)
+        theta_new = theta + self.theta_drift(theta, S)
+        if self.sigma_form == "log":
+            g, g_off = self.rates(lam)
+            g = self._floored(g, Q, S)
+            f, f_off = np.exp(g), np.exp(g_off)
+            FS = Q @ ((f - f_off)[:, None] * (Q.T @ S)) + f_off * S
+            S_new = FS if self.storage == "factor" else (Q @ ((f - f_off)[:, None] * (Q.T @ FS.T)) + f_off * FS.T).T
+        else:
+            MS = self._apply_M(lam, Q, S)
+            S_new = self._apply_M(lam, Q, MS.T).T
+        return np.concatenate([theta_new, S_new.ravel()])
+
+    def check_state(self, y):
+        if not np.all(np.isfinite(y)):
+            return "non-finite"
+        if self.storage == "dense":
+            _, S = self.split(y)
+            if np.max(np.abs(S - S.T), initial=0.0) > 1e-8 * max(1.0, np.max(np.abs(S))):
+                return "sigma not symmetric"
+            if np.linalg.eigvalsh(0.5 * (S + S.T))[0] < -1e-8 * max(1.0, np.max(np.abs(S))):
+                return "sigma not PSD"
+        return None
+
+    # --- initial state ------------------------------------------------------------------
+    def initial_state(self, theta0, sigma0=None, *, seed: str = "gd", seed_scale: float | None = None):
+        """Initial (θ, Σ).
+
+        Parameters
+        ----------
+        theta0 : array_like (P,)
+        sigma0 : array_like, optional
+            Σ0 given explicitly: a factor V0 of shape (P, r) or a symmetric PSD (P, P)
+            matrix (rank <= r for factor storage).
+        seed : {"gd", "floor", "zero"}
+            Used when ``sigma0`` is None. "gd": V0 = the projection of GD's first half-step
+            displacement −η∇E(θ0)/2 on the top-r eigenvectors (falls back to "floor" where
+            that projection vanishes). "floor": V0 = √q·v_i along the top-r eigenvectors with
+            q = ``seed_scale`` or the model's ``floor``. "zero": Σ0 = 0 (gradient flow).
+        """
+        theta0 = self._theta0(theta0)
+        P, r = self.dim, self.rank
+        if sigma0 is not None:
+            S0 = self._validate_sigma0(sigma0)
+        else:
+            choice(seed, "seed", ("gd", "floor", "zero"))
+            q = self.floor if seed_scale is None else positive_float(seed_scale, "seed_scale")
+            V = np.zeros((P, r))
+            if seed != "zero":
+                lam, Q = self.eigenpairs(theta0)
+                Q = Q[:, :r]
+                if seed == "gd":
+                    half_step = -0.5 * self.eta * self.problem._grad(theta0)
+                    V = Q * (Q.T @ half_step)
+                if q > 0:
+                    weak = np.sum(V**2, axis=0) < q
+                    V[:, weak] = np.sqrt(q) * Q[:, weak]
+                elif seed == "floor":
+                    raise ValueError(
+                        "`seed='floor'` needs a floor size: pass `seed_scale=q` (q > 0) or build the "
+                        "model with `floor=q`."
+                    )
+            S0 = V if self.storage == "factor" else V @ V.T
+        return np.concatenate([theta0, S0.ravel()])
+
+    def _validate_sigma0(self, sigma0):
+        P, r = self.dim, self.rank
+        arr = np.asarray(sigma0, dtype=np.float64)
+        if arr.ndim == 2 and arr.shape == (P, r) and r != P:
+            V = as_matrix(arr, "sigma0", (P, r))
+            return V if self.storage == "factor" else V @ V.T
+        S = as_matrix(arr, "sigma0", (P, P))
+        scale = max(1.0, float(np.max(np.abs(S))))
+        if np.max(np.abs(S - S.T)) > 1e-12 * scale:
+            raise ValueError("`sigma0` must be symmetric (Σ is a covariance); symmetrise it with (S + S.T)/2.")
+        w, Q = np.linalg.eigh(S)
+        if w[0] < -1e-12 * scale:
+            raise ValueError(f"`sigma0` must be positive semi-definite; its smallest eigenvalue is {w[0]:.3g}.")
+        if self.storage == "dense":
+            return 0.5 * (S + S.T)
+        if np.sum(w > 1e-12 * scale) > r:
+            raise ValueError(
+                f"`sigma0` has rank {int(np.sum(w > 1e-12 * scale))} > `rank` = {r}; raise the model's rank or "
+                "pass a factor of shape (P, rank)."
+            )
+        w, Q = w[::-1][:r], Q[:, ::-1][:, :r]
+        return Q * np.sqrt(np.maximum(w, 0.0))
+
+    # --- JAX drift (diffrax backend) ------------------------------------------------------
+    def jax_args(self):
+        _, jnp = _jax()
+        return {"eta": jnp.asarray(self.eta), "clip": jnp.asarray(self.clip), "floor": jnp.asarray(self.floor),
+                "threshold": jnp.asarray(self.threshold)}
+
+    def jax_drift(self):
+        """Pure-JAX drift: autodiff of the problem's JAX loss, dense eigh of H (small P)."""
+        if getattr(self, "_jax_drift", None) is not None:
+            return self._jax_drift
+        jax, jnp = _jax()
+        loss = self.problem.jax_loss()
+        P, r, n_track, storage, form = self.dim, self.rank, self.n_track, self.storage, self.sigma_form
+        grad = jax.grad(loss)
+        hess = jax.hessian(loss)
+
+        def curvature(theta, U):  # Σ_r u_rᵀ H(θ) u_r by forward-over-reverse
+            hvp = jax.vmap(lambda u: jax.jvp(grad, (theta,), (u,))[1], in_axes=1, out_axes=1)(U)
+            return jnp.sum(U * hvp)
+
+        third = jax.grad(curvature)
+
+        def drift(k, y, args):
+            eta, clip, floor, thr = args["eta"], args["clip"], args["floor"], args["threshold"]
+            theta = y[:P]
+            S = y[P:].reshape((P, r) if storage == "factor" else (P, P))
+            if storage == "factor":
+                U = S
+            else:
+                w, E = jnp.linalg.eigh(0.5 * (S + S.T))
+                U = E * jnp.sqrt(jnp.maximum(w, 0.0))
+            dtheta = -eta * (grad(theta) + 0.5 * third(theta, U))
+            w, E = jnp.linalg.eigh(hess(theta))
+            lam, Q = w[::-1][:n_track], E[:, ::-1][:, :n_track]
+            if form == "log":
+                g_off = jnp.log(clip)
+                g = jnp.where(lam > thr, jnp.log(jnp.maximum(jnp.abs(1 - eta * lam), clip)), g_off)
+                rr = min(r, n_track)
+                if storage == "factor":
+                    m = jnp.sum((Q[:, :rr].T @ S) ** 2, axis=1)
+                else:
+                    m = jnp.einsum("pi,pq,qi->i", Q[:, :rr], S, Q[:, :rr])
+                shrink = jnp.clip(1.0 - floor / jnp.maximum(m, 1e-300), 0.0, 1.0)
+                g = g.at[:rr].set(jnp.where(g[:rr] < 0, g[:rr] * shrink, g[:rr]))
+                GS = Q @ ((g - g_off)[:, None] * (Q.T @ S)) + g_off * S
+                dS = GS if storage == "factor" else GS + GS.T
+            else:
+                mm = jnp.where(lam > thr, 1 - eta * lam, 0.0)
+                MS = Q @ (mm[:, None] * (Q.T @ S))
+                dS = (Q @ (mm[:, None] * (Q.T @ MS.T))).T - S
+            return jnp.concatenate([dtheta, dS.ravel()])
+
+        self._jax_drift = drift
+        return drift
+
+    # --- observables --------------------------------------------------------------------
+    def observables(self, k, Y):
+        P = self.dim
+        n = len(k)
+        prob = self.problem
+        out = {name: np.empty(n) for name in
+               ("loss", "free_energy", "lagrangian", "sharpness", "amplitude", "sigma_trace",
+                "envelope_plus", "envelope_minus")}
+        out["eigs"] = np.empty((n, self.n_track))
+        warm = self._warm
+        for i in range(n):
+            theta, S = self.split(Y[i])
+            U = S if self.storage == "factor" else self._factor_dense(S)
+            E = prob._loss(theta)
+            curv = sum(float(U[:, j] @ prob._hvp(theta, U[:, j])) for j in range(U.shape[1]))
+            lam, Q = self.eigenpairs(theta)
+            v = Q[:, 0]
+            s = float(np.sum((v @ U) ** 2))
+            trace = float(np.sum(U**2))
+            out["loss"][i] = E
+            out["free_energy"][i] = E + 0.5 * curv
+            out["lagrangian"][i] = E + 0.5 * curv - trace / self.eta
+            out["sharpness"][i] = lam[0]
+            out["eigs"][i] = lam
+            out["amplitude"][i] = np.sqrt(s)
+            out["sigma_trace"][i] = trace
+            out["envelope_plus"][i] = prob._loss(theta + np.sqrt(s) * v)
+            out["envelope_minus"][i] = prob._loss(theta - np.sqrt(s) * v)
+        self._warm = warm
+        out["theta"] = np.asarray(Y[:, :P])
+        out["time_avg_loss"] = out["free_energy"]
+        if self.storage == "factor":
+            out["sigma_factor"] = self.split(Y)[1]
+        elif P <= 64:
+            out["sigma"] = self.split(Y)[1]
+        return out
+
+    def config(self):
+        cfg = super().config()
+        cfg.update(rank=self.rank, sigma_form=self.sigma_form, storage=self.storage, n_track=self.n_track,
+                   threshold=self.threshold, clip=self.clip, floor=self.floor)
+        return cfg
+
+
+def _jax():
+    from .._jax import import_jax
+
+    return import_jax()

@@ -1,0 +1,180 @@
+"""The problem protocol: a loss on a flat float64 vector with exact derivatives.
+
+Every model and the GD reference talk to a problem only through this interface:
+
+* ``loss(θ)``, ``grad(θ)``, ``hvp(θ, v)``, ``hessian(θ)`` (small P only);
+* ``third(θ, U, s)`` = ∇_θ Σ_r s_r u_rᵀ H(θ) u_r, the third-derivative contraction that
+  the free-energy and central flows need (theory §1);
+* ``dim``, ``init(seed)`` where a natural initialisation exists, ``loss_min`` where the
+  infimum of E is known (GD on √(E − E_min) needs it).
+
+Public methods validate their arguments; the underscored ``_loss``/``_grad``/... skip
+validation and are what the hot loops call.
+
+Built-in problems are :class:`CompiledProblem` subclasses: they carry numba kernels with
+the fixed signature convention below and a JAX version of the loss (``jax_loss``) used
+both by the diffrax backend and by the tests as an independent implementation::
+
+    loss(θ, params) -> float          grad(θ, params) -> (P,)
+    hvp(θ, v, params) -> (P,)         hessian(θ, params) -> (P, P)
+    third(θ, U, s, params) -> (P,)    U: (P, r) C-contiguous, s: (r,)
+
+``params`` is a tuple of float64 arrays, so one compiled kernel serves every parameter
+value (no recompilation across sweeps).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .._validation import as_matrix, as_vector
+
+#: Above this dimension ``hessian`` refuses to build a dense matrix.
+MAX_DENSE_DIM = 4096
+
+
+class NumbaKernels(NamedTuple):
+    """The compiled derivative kernels of a built-in problem and their parameters."""
+
+    loss: Callable
+    grad: Callable
+    hvp: Callable
+    hessian: Callable
+    third: Callable
+    params: tuple
+
+
+class Problem(ABC):
+    """A twice (thrice) differentiable loss E(θ), θ ∈ R^P, float64 throughout."""
+
+    #: Short identifier used in reports and saved files.
+    name: str = "problem"
+    #: Known infimum of E (None when unknown); used by ``gd(..., variant="sqrt")``.
+    loss_min: float | None = None
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Number of parameters P."""
+
+    # --- unvalidated hot-path methods (subclasses implement) -------------------------
+    @abstractmethod
+    def _loss(self, theta: np.ndarray) -> float: ...
+
+    @abstractmethod
+    def _grad(self, theta: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray: ...
+
+    def _hessian(self, theta: np.ndarray) -> np.ndarray:
+        P = self.dim
+        eye = np.eye(P)
+        H = np.empty((P, P))
+        for j in range(P):
+            H[:, j] = self._hvp(theta, eye[:, j])
+        return 0.5 * (H + H.T)
+
+    def _third(self, theta: np.ndarray, U: np.ndarray, s: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(
+            f"{type(self).__name__} does not provide `third` (the third-derivative "
+            "contraction ∇_θ Σ_r s_r u_rᵀ H u_r). Implement `_third`, or wrap the loss "
+            "with `effdyn.problems.from_jax` to get it by autodiff."
+        )
+
+    @property
+    def has_third(self) -> bool:
+        """Whether ``third`` is available (models that need it check this first)."""
+        return type(self)._third is not Problem._third
+
+    # --- compiled and JAX hooks -------------------------------------------------------
+    @property
+    def numba_kernels(self) -> NumbaKernels | None:
+        """Compiled kernels for the compiled GD loop, or None (then GD loops in Python)."""
+        return None
+
+    def jax_loss(self):
+        """Return a JAX function θ ↦ E(θ) (float64), or raise if the problem has none."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no JAX loss; the diffrax backend needs one. "
+            "Use a scipy solver (`solver=\"scipy:LSODA\"`) or the step-exact map (`solver=\"map\"`)."
+        )
+
+    def config(self) -> dict:
+        """Parameters that reproduce this problem (saved as metadata)."""
+        return {"name": self.name, "dim": self.dim}
+
+    # --- validated public API ---------------------------------------------------------
+    def loss(self, theta) -> float:
+        """E(θ)."""
+        return float(self._loss(as_vector(theta, "theta", self.dim)))
+
+    def grad(self, theta) -> np.ndarray:
+        """∇E(θ), shape (P,)."""
+        return self._grad(as_vector(theta, "theta", self.dim))
+
+    def hvp(self, theta, v) -> np.ndarray:
+        """Hessian-vector product H(θ) v, shape (P,)."""
+        return self._hvp(as_vector(theta, "theta", self.dim), as_vector(v, "v", self.dim))
+
+    def hessian(self, theta) -> np.ndarray:
+        """Dense Hessian H(θ), shape (P, P); only for P <= MAX_DENSE_DIM."""
+        if self.dim > MAX_DENSE_DIM:
+            raise ValueError(
+                f"`hessian` builds a dense {self.dim}x{self.dim} matrix; refused above "
+                f"P = {MAX_DENSE_DIM}. Use `hvp` or `effdyn.spectrum.top_eigenpairs` instead."
+            )
+        return self._hessian(as_vector(theta, "theta", self.dim))
+
+    def third(self, theta, U, s=None) -> np.ndarray:
+        """∇_θ Σ_r s_r u_rᵀ H(θ) u_r for the columns u_r of ``U`` (shape (P, r) or (P,))."""
+        theta = as_vector(theta, "theta", self.dim)
+        U = np.asarray(U, dtype=np.float64)
+        if U.ndim == 1:
+            U = U[:, None]
+        U = np.ascontiguousarray(as_matrix(U, "U", (self.dim, None)))
+        if s is None:
+            s = np.ones(U.shape[1])
+        s = as_vector(s, "s", U.shape[1])
+        return self._third(theta, U, s)
+
+    def init(self, seed: int | None = None) -> np.ndarray:
+        """A standard initial point for this problem (reproducible from ``seed``)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no standard initialisation; pass `theta0` explicitly."
+        )
+
+    def __repr__(self) -> str:
+        cfg = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k not in ("name",) and np.isscalar(v))
+        return f"{type(self).__name__}({cfg})"
+
+
+class CompiledProblem(Problem):
+    """A problem whose derivatives are closed-form numba kernels (see module docstring)."""
+
+    @property
+    @abstractmethod
+    def numba_kernels(self) -> NumbaKernels: ...
+
+    def _loss(self, theta):
+        k = self.numba_kernels
+        return k.loss(theta, k.params)
+
+    def _grad(self, theta):
+        k = self.numba_kernels
+        return k.grad(theta, k.params)
+
+    def _hvp(self, theta, v):
+        k = self.numba_kernels
+        return k.hvp(theta, v, k.params)
+
+    def _hessian(self, theta):
+        k = self.numba_kernels
+        return k.hessian(theta, k.params)
+
+    def _third(self, theta, U, s):
+        k = self.numba_kernels
+        return k.third(theta, np.ascontiguousarray(U), s, k.params)

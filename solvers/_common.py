@@ -1,0 +1,55 @@
+"""Pieces shared by the solver backends: the save grid, divergence checks, progress."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from effdyn.errors import IntegrationError
+
+
+def save_grid(steps: float, save_every: float) -> np.ndarray:
+    """Save times 0, save_every, 2·save_every, ..., always ending at ``steps``."""
+    grid = np.arange(0.0, steps, save_every)
+    if len(grid) == 0 or grid[-1] < steps:
+        grid = np.append(grid, float(steps))
+    return grid
+
+
+class DivergenceMonitor:
+    """Turns an invalid state into a cause string: non-finite, blow-up, model-specific."""
+
+    def __init__(self, model, y0: np.ndarray, blowup: float):
+        self.model = model
+        self.bound = blowup * max(1.0, float(np.max(np.abs(y0))) if y0.size else 1.0)
+
+    def cause(self, y: np.ndarray) -> str | None:
+        if not np.all(np.isfinite(y)):
+            return "non-finite"
+        if y.size and np.max(np.abs(y)) > self.bound:
+            return "blow-up"
+        return self.model.check_state(y)
+
+
+def progress_bar(total: float, progress, desc: str):
+    """A tqdm bar in units of GD steps, or None. ``progress=None``: only on a terminal."""
+    if progress is None:
+        progress = sys.stderr.isatty() and total >= 2000
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=float(total), desc=desc, unit="step", leave=False, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]")
+
+
+def failure(stats, solution_factory, throw: bool, *, step, time, cause, message):
+    """Either raise IntegrationError carrying the partial Solution, or return it."""
+    stats.status = "diverged" if cause in ("non-finite", "blow-up", "sigma not PSD") else "failed"
+    if cause == "interrupted":
+        stats.status = "interrupted"
+    stats.message = message
+    partial = solution_factory()
+    if throw:
+        raise IntegrationError(message, step=step, time=time, cause=cause, partial=partial)
+    return partial
