@@ -42,6 +42,8 @@ __all__ = ["top_eigenpairs", "sharpness", "EigenTracker"]
 DENSE_MAX = 64
 #: Default relative residual tolerance of the iterative solvers.
 TOL = 1e-10
+import os
+SINGLE = bool(int(os.environ.get('SINGLE', '0')))
 
 
 # --------------------------------------------------------------------------------------
@@ -239,8 +241,8 @@ def _warm_block_solve(op: _CountingHVP, X0: np.ndarray, k: int, n_keep: int, tol
 
     The subspace is expanded with the residuals of the unconverged wanted Ritz pairs (a
     Davidson method without preconditioner, which spans the same space as block Lanczos
-    started from X0) and thick-restarted to the best ``n_keep + k`` Ritz vectors when it
-    reaches ``max_basis`` columns. Returns (vals, vecs, residuals, converged) for the top
+    started from X0) and thick-restarted to the best ``max(n_keep + k, max_basis // 2)``
+    Ritz vectors when it reaches ``max_basis`` columns. Returns (vals, vecs, residuals, converged) for the top
     ``n_keep`` Ritz pairs (the ones beyond k are the unconverged guard vectors).
     """
     V = _orthonormal_extension(np.empty((X0.shape[0], 0)), X0)
@@ -259,12 +261,12 @@ def _warm_block_solve(op: _CountingHVP, X0: np.ndarray, k: int, n_keep: int, tol
         unconverged = np.flatnonzero(res[:k] > tol * scale)
         if unconverged.size == 0:
             return ritz[:m], Y, res, True
-        if op.count + unconverged.size > max_hvp:
+        if op.count + (1 if SINGLE else unconverged.size) > max_hvp:
             return ritz[:m], Y, res, False
-        if V.shape[1] + unconverged.size > max_basis:
-            keep = min(V.shape[1], n_keep + k)
+        if V.shape[1] + (1 if SINGLE else unconverged.size) > max_basis:
+            keep = min(V.shape[1], max(n_keep + k, max_basis // 2))
             V, W = V @ S[:, :keep], W @ S[:, :keep]
-        Z = _orthonormal_extension(V, R[:, unconverged])
+        Z = _orthonormal_extension(V, R[:, unconverged[:1]] if SINGLE else R[:, unconverged])
         if Z.shape[1] == 0:
             # The residuals already lie in the subspace to working precision: stagnation.
             return ritz[:m], Y, res, False
@@ -294,10 +296,10 @@ class EigenTracker:
         θ alternates between two sides of the valley, include the solution of two steps ago,
         which is closer than that of the previous step.
     max_basis : int, optional
-        Largest subspace before a thick restart (default ``max(20, 3·(k + guard) + 10)``).
+        Largest subspace before a thick restart (default ``max(30, 4·(k + guard) + 10)``).
     max_hvp : int, optional
         HVP budget of a warm update before it gives up and solves cold
-        (default ``2 · max_basis``).
+        (default ``10 · max_basis``).
     refresh_every : int, optional
         Force a cold solve every this many updates (never by default).
 
@@ -327,10 +329,10 @@ class EigenTracker:
         self.history = positive_int(history, "history")
         # ARPACK needs fewer than P wanted pairs, so the guard shrinks for tiny problems.
         self.n_block = max(self.k, min(self.k + int(guard), P - 1))
-        self.max_basis = max(20, 3 * self.n_block + 10) if max_basis is None else positive_int(max_basis, "max_basis")
+        self.max_basis = max(30, 4 * self.n_block + 10) if max_basis is None else positive_int(max_basis, "max_basis")
         if self.max_basis < 2 * self.n_block:
             raise ValueError(f"`max_basis` must be at least 2·(k + guard) = {2 * self.n_block}; got {self.max_basis}.")
-        self.max_hvp = 2 * self.max_basis if max_hvp is None else positive_int(max_hvp, "max_hvp")
+        self.max_hvp = 10 * self.max_basis if max_hvp is None else positive_int(max_hvp, "max_hvp")
         self.refresh_every = None if refresh_every is None else positive_int(refresh_every, "refresh_every")
         self.reset()
 

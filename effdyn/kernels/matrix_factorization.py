@@ -16,6 +16,10 @@ same expansion of the partial products (dRt, d2Rt, dLt, d2Lt) gives, at slot i,
   2(dLtᵀ D1 Rtᵀ + Ltᵀ D1 dRtᵀ) + Ltᵀ D2 Rtᵀ + d2LtᵀρRtᵀ + 2 dLtᵀρ dRtᵀ + Ltᵀρ d2Rtᵀ.
 
 Everything is O(L d³) matrix products per direction; the dense Hessian is O(P²).
+
+Implementation note: partial products live in (L, d, d) arrays written through
+``np.dot(A, B, out)`` and element loops, never by slice assignment (``X[i] = Y``),
+which costs numba ~10 s of compilation per kernel.
 """
 
 from __future__ import annotations
@@ -26,23 +30,34 @@ from .._jit import jit
 
 
 @jit
-def _factors(theta, d):
-    L = theta.shape[0] // (d * d)
-    return np.ascontiguousarray(theta).reshape((L, d, d))
+def _eye_into(out):
+    d = out.shape[0]
+    for a in range(d):
+        for b in range(d):
+            out[a, b] = 1.0 if a == b else 0.0
+
+
+@jit
+def _add_into(out, c, X):
+    """out += c·X for (d, d) arrays."""
+    d = out.shape[0]
+    for a in range(d):
+        for b in range(d):
+            out[a, b] += c * X[a, b]
 
 
 @jit
 def _partials(W):
-    """Right products Rt[i] = W[i-1]⋯W[0] and left products Lt[i] = W[L-1]⋯W[i+1]."""
+    """Right products Rt[i] = W[i-1]⋯W[0] (i = 0..L) and left products Lt[i] = W[L-1]⋯W[i+1]."""
     L, d = W.shape[0], W.shape[1]
     Rt = np.empty((L + 1, d, d))
     Lt = np.empty((L, d, d))
-    Rt[0] = np.eye(d)
+    _eye_into(Rt[0])
     for i in range(L):
-        Rt[i + 1] = np.dot(W[i], Rt[i])
-    Lt[L - 1] = np.eye(d)
+        np.dot(W[i], Rt[i], Rt[i + 1])
+    _eye_into(Lt[L - 1])
     for i in range(L - 1, 0, -1):
-        Lt[i - 1] = np.dot(Lt[i], W[i])
+        np.dot(Lt[i], W[i], Lt[i - 1])
     return Rt, Lt
 
 
@@ -52,10 +67,15 @@ def _first_variations(W, V, Rt, Lt):
     L, d = W.shape[0], W.shape[1]
     dRt = np.zeros((L + 1, d, d))
     dLt = np.zeros((L, d, d))
+    T = np.empty((d, d))
     for i in range(L):
-        dRt[i + 1] = np.dot(V[i], Rt[i]) + np.dot(W[i], dRt[i])
+        np.dot(V[i], Rt[i], dRt[i + 1])
+        np.dot(W[i], dRt[i], T)
+        _add_into(dRt[i + 1], 1.0, T)
     for i in range(L - 1, 0, -1):
-        dLt[i - 1] = np.dot(dLt[i], W[i]) + np.dot(Lt[i], V[i])
+        np.dot(dLt[i], W[i], dLt[i - 1])
+        np.dot(Lt[i], V[i], T)
+        _add_into(dLt[i - 1], 1.0, T)
     return dRt, dLt
 
 
@@ -65,11 +85,22 @@ def _second_variations(W, V, dRt, dLt):
     L, d = W.shape[0], W.shape[1]
     d2Rt = np.zeros((L + 1, d, d))
     d2Lt = np.zeros((L, d, d))
+    T = np.empty((d, d))
     for i in range(L):
-        d2Rt[i + 1] = 2.0 * np.dot(V[i], dRt[i]) + np.dot(W[i], d2Rt[i])
+        np.dot(W[i], d2Rt[i], d2Rt[i + 1])
+        np.dot(V[i], dRt[i], T)
+        _add_into(d2Rt[i + 1], 2.0, T)
     for i in range(L - 1, 0, -1):
-        d2Lt[i - 1] = np.dot(d2Lt[i], W[i]) + 2.0 * np.dot(dLt[i], V[i])
+        np.dot(d2Lt[i], W[i], d2Lt[i - 1])
+        np.dot(dLt[i], V[i], T)
+        _add_into(d2Lt[i - 1], 2.0, T)
     return d2Rt, d2Lt
+
+
+@jit
+def _factors(theta, d):
+    L = theta.shape[0] // (d * d)
+    return np.ascontiguousarray(theta).reshape((L, d, d))
 
 
 @jit
@@ -88,10 +119,11 @@ def _grad(theta, params):
     L = W.shape[0]
     Rt, Lt = _partials(W)
     rho = Rt[L] - M
-    g = np.empty_like(W)
+    g = np.empty(theta.shape[0])
+    g3 = g.reshape(W.shape)
     for i in range(L):
-        g[i] = np.dot(Lt[i].T, np.dot(rho, Rt[i].T))
-    return g.reshape(theta.shape[0])
+        np.dot(Lt[i].T, np.dot(rho, Rt[i].T), g3[i])
+    return g
 
 
 @jit
@@ -105,13 +137,14 @@ def _hvp(theta, v, params):
     dRt, dLt = _first_variations(W, V, Rt, Lt)
     rho = Rt[L] - M
     D1 = dRt[L]
-    out = np.empty_like(W)
+    out = np.empty(theta.shape[0])
+    out3 = out.reshape(W.shape)
+    T = np.empty((d, d))
     for i in range(L):
-        RtT = Rt[i].T
-        out[i] = np.dot(dLt[i].T, np.dot(rho, RtT)) + np.dot(
-            Lt[i].T, np.dot(D1, RtT) + np.dot(rho, dRt[i].T)
-        )
-    return out.reshape(theta.shape[0])
+        np.dot(dLt[i].T, np.dot(rho, Rt[i].T), out3[i])
+        np.dot(Lt[i].T, np.dot(D1, Rt[i].T) + np.dot(rho, dRt[i].T), T)
+        _add_into(out3[i], 1.0, T)
+    return out
 
 
 @jit
@@ -122,7 +155,9 @@ def _third(theta, U, s, params):
     L = W.shape[0]
     Rt, Lt = _partials(W)
     rho = Rt[L] - M
-    out = np.zeros_like(W)
+    out = np.zeros(theta.shape[0])
+    out3 = out.reshape(W.shape)
+    T = np.empty((d, d))
     for r in range(U.shape[1]):
         V = _factors(np.ascontiguousarray(U[:, r]), d)
         dRt, dLt = _first_variations(W, V, Rt, Lt)
@@ -130,14 +165,16 @@ def _third(theta, U, s, params):
         D1 = dRt[L]
         D2 = d2Rt[L]
         for i in range(L):
-            RtT = Rt[i].T
-            dRtT = dRt[i].T
-            # Grouped by the left factor: Ltᵀ(·), dLtᵀ(·), d2Ltᵀ(·).
-            a = 2.0 * np.dot(D1, dRtT) + np.dot(D2, RtT) + np.dot(rho, d2Rt[i].T)
-            b = 2.0 * (np.dot(D1, RtT) + np.dot(rho, dRtT))
-            c = np.dot(rho, RtT)
-            out[i] += s[r] * (np.dot(Lt[i].T, a) + np.dot(dLt[i].T, b) + np.dot(d2Lt[i].T, c))
-    return out.reshape(theta.shape[0])
+            # Grouped by the left factor: Ltᵀ(·) + dLtᵀ(·) + d2Ltᵀ(·).
+            a = 2.0 * np.dot(D1, dRt[i].T) + np.dot(D2, Rt[i].T) + np.dot(rho, d2Rt[i].T)
+            b = 2.0 * (np.dot(D1, Rt[i].T) + np.dot(rho, dRt[i].T))
+            np.dot(Lt[i].T, a, T)
+            _add_into(out3[i], s[r], T)
+            np.dot(dLt[i].T, b, T)
+            _add_into(out3[i], s[r], T)
+            np.dot(d2Lt[i].T, np.dot(rho, Rt[i].T), T)
+            _add_into(out3[i], s[r], T)
+    return out
 
 
 @jit
@@ -155,8 +192,9 @@ def _hessian(theta, params):
     rho = Rt[L] - M
     dd = d * d
     H = np.empty((L * dd, L * dd))
+    mid = np.empty((d, d))
     for m in range(L):
-        mid = np.eye(d)
+        _eye_into(mid)
         for k in range(m, L):
             A = np.dot(Lt[k].T, Lt[m])
             B = np.dot(Rt[k], Rt[m].T)

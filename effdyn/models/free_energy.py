@@ -52,8 +52,11 @@ class FreeEnergyFlow(AbstractModel):
     clip : float
         Lower bound on |1 − ηλ| in the log form, and the per-step damping factor of the
         non-oscillating directions (rate log(clip)). Default 0.25.
-    floor : float
-        Persistent seed q >= 0: a decaying top-r mode relaxes towards amplitude² q. Default 0.
+    floor : "roundoff", float or None
+        Persistent seed q >= 0: a decaying top-r mode relaxes towards amplitude² q instead of
+        towards 0. The default "roundoff" uses q = (ε_mach·max(1, ‖θ‖))², the size of the
+        round-off that seeds GD's own oscillation; 0 gives the pure model (Σ = 0 invariant).
+        None means "roundoff" for the log form and 0 for the rate form (no floor there).
     dense_max : int
         Dense eigendecomposition of H up to this P, Lanczos (warm-started) above.
     """
@@ -62,7 +65,7 @@ class FreeEnergyFlow(AbstractModel):
 
     def __init__(self, problem, eta, rank: int = 1, *, sigma_form: str = "log", storage: str | None = None,
                  n_track: int | None = None, threshold: float | None = None, clip: float = 0.25,
-                 floor: float = 0.0, dense_max: int = 64):
+                 floor=None, dense_max: int = 64):
         super().__init__(problem, eta)
         if not problem.has_third:
             raise MissingFeatureError(
@@ -89,10 +92,16 @@ class FreeEnergyFlow(AbstractModel):
         self.clip = positive_float(clip, "clip")
         if self.clip >= 1:
             raise ValueError(f"`clip` must lie in (0, 1) (a per-step damping factor); got {clip}.")
-        self.floor = float(floor)
-        if not (np.isfinite(self.floor) and self.floor >= 0):
-            raise ValueError(f"`floor` must be a finite number >= 0; got {floor!r}.")
-        if self.floor > 0 and self.sigma_form == "rate":
+        if floor is None:  # the floor is implemented for the log form only
+            floor = "roundoff" if self.sigma_form == "log" else 0.0
+        if isinstance(floor, str):
+            choice(floor, "floor", ("roundoff",))
+            self.floor = floor
+        else:
+            self.floor = float(floor)
+            if not (np.isfinite(self.floor) and self.floor >= 0):
+                raise ValueError(f"`floor` must be 'roundoff' or a finite number >= 0; got {floor!r}.")
+        if self.floor != 0 and self.sigma_form == "rate":
             raise ValueError("`floor` is implemented for the log form only; use `sigma_form='log'` or floor=0.")
         self.dense_max = int(dense_max)
         self._warm = None  # last tracked eigenvectors, a warm start for Lanczos
@@ -147,9 +156,15 @@ class FreeEnergyFlow(AbstractModel):
         g = np.where(osc, np.log(np.maximum(np.abs(1.0 - self.eta * lam), self.clip)), g_off)
         return g, g_off
 
-    def _floored(self, g, Q, S):
+    def floor_at(self, theta) -> float:
+        """Floor q at θ: the number given, or (ε_mach·max(1, ‖θ‖))² for "roundoff"."""
+        if self.floor == "roundoff":
+            return float((np.finfo(np.float64).eps * max(1.0, float(np.linalg.norm(theta)))) ** 2)
+        return self.floor
+
+    def _floored(self, g, Q, S, q):
         """Rates with the persistent floor: a decaying top mode relaxes towards amplitude² q."""
-        if self.floor <= 0:
+        if q <= 0:
             return g
         g = g.copy()
         r = min(self.rank, len(g))
@@ -158,7 +173,7 @@ class FreeEnergyFlow(AbstractModel):
         else:
             m = np.einsum("pi,pq,qi->i", Q[:, :r], S, Q[:, :r])
         with np.errstate(divide="ignore"):
-            shrink = np.clip(1.0 - self.floor / np.maximum(m, 1e-300), 0.0, 1.0)
+            shrink = np.clip(1.0 - q / np.maximum(m, 1e-300), 0.0, 1.0)
         g[:r] = np.where(g[:r] < 0, g[:r] * shrink, g[:r])
         return g
 
@@ -183,7 +198,7 @@ class FreeEnergyFlow(AbstractModel):
         dtheta = self.theta_drift(theta, S)
         if self.sigma_form == "log":
             g, g_off = self.rates(lam)
-            g = self._floored(g, Q, S)
+            g = self._floored(g, Q, S, self.floor_at(theta))
             GS = Q @ ((g - g_off)[:, None] * (Q.T @ S)) + g_off * S  # G applied to V (or Σ)
             dS = GS if self.storage == "factor" else GS + GS.T
         else:
@@ -206,7 +221,7 @@ class FreeEnergyFlow(AbstractModel):
         theta_new = theta + self.theta_drift(theta, S)
         if self.sigma_form == "log":
             g, g_off = self.rates(lam)
-            g = self._floored(g, Q, S)
+            g = self._floored(g, Q, S, self.floor_at(theta))
             f, f_off = np.exp(g), np.exp(g_off)
             FS = Q @ ((f - f_off)[:, None] * (Q.T @ S)) + f_off * S
             S_new = FS if self.storage == "factor" else (Q @ ((f - f_off)[:, None] * (Q.T @ FS.T)) + f_off * FS.T).T
@@ -248,7 +263,7 @@ class FreeEnergyFlow(AbstractModel):
             S0 = self._validate_sigma0(sigma0)
         else:
             choice(seed, "seed", ("gd", "floor", "zero"))
-            q = self.floor if seed_scale is None else positive_float(seed_scale, "seed_scale")
+            q = self.floor_at(theta0) if seed_scale is None else positive_float(seed_scale, "seed_scale")
             V = np.zeros((P, r))
             if seed != "zero":
                 lam, Q = self.eigenpairs(theta0)
@@ -293,7 +308,7 @@ class FreeEnergyFlow(AbstractModel):
     # --- JAX drift (diffrax backend) ------------------------------------------------------
     def jax_args(self):
         _, jnp = _jax()
-        return {"eta": jnp.asarray(self.eta), "clip": jnp.asarray(self.clip), "floor": jnp.asarray(self.floor),
+        return {"eta": jnp.asarray(self.eta), "clip": jnp.asarray(self.clip), "floor": jnp.asarray(-1.0 if self.floor == "roundoff" else self.floor),
                 "threshold": jnp.asarray(self.threshold)}
 
     def jax_drift(self):
@@ -332,7 +347,8 @@ class FreeEnergyFlow(AbstractModel):
                     m = jnp.sum((Q[:, :rr].T @ S) ** 2, axis=1)
                 else:
                     m = jnp.einsum("pi,pq,qi->i", Q[:, :rr], S, Q[:, :rr])
-                shrink = jnp.clip(1.0 - floor / jnp.maximum(m, 1e-300), 0.0, 1.0)
+                q = jnp.where(floor < 0, (jnp.finfo(jnp.float64).eps * jnp.maximum(1.0, jnp.linalg.norm(theta))) ** 2, floor)
+                shrink = jnp.where(q > 0, jnp.clip(1.0 - q / jnp.maximum(m, 1e-300), 0.0, 1.0), 1.0)
                 g = g.at[:rr].set(jnp.where(g[:rr] < 0, g[:rr] * shrink, g[:rr]))
                 GS = Q @ ((g - g_off)[:, None] * (Q.T @ S)) + g_off * S
                 dS = GS if storage == "factor" else GS + GS.T

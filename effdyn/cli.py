@@ -1,0 +1,201 @@
+"""The ``effdyn`` command line (also ``python -m effdyn``).
+
+::
+
+    effdyn validate [--quick | --full] [--cases NAME ...] [--out DIR] [--cifar PATH]
+    effdyn run CONFIG.toml [--out DIR]
+    effdyn plot RESULT.nc [--out DIR]
+    effdyn cases
+
+Exit status: 0 when every case ran (a model that diverges or fails is a result and is
+reported in the tables), 1 when a case could not run or its GD did not finish, 2 for a
+usage or configuration error (nothing is run), 130 after Ctrl-C (what was computed is
+saved first and the command says where).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _err(msg: str) -> None:
+    print(f"effdyn: error: {msg}", file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="effdyn",
+        description="Effective continuous-time models of gradient descent at the Edge of Stability, "
+                    "validated against discrete GD.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="run the validation cases and write a report",
+                       description="Run every model against GD on the validation cases; write report.md, "
+                                   "one netCDF file and four figures per case.")
+    mode = v.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="quick", action="store_true", default=True,
+                      help="quick horizons (default; what `make run` runs, a few minutes)")
+    mode.add_argument("--full", dest="quick", action="store_false", help="full horizons and sizes")
+    v.add_argument("--cases", nargs="+", metavar="NAME", help="run only these cases (see `effdyn cases`)")
+    v.add_argument("--out", default="effdyn-output", metavar="DIR", help="output folder (default: effdyn-output)")
+    v.add_argument("--cifar", metavar="PATH",
+                   help="local `cifar-10-batches-py` folder; adds the CIFAR-10 case (default: $EFFDYN_CIFAR10)")
+    v.add_argument("--steps", type=int, metavar="N", help="override every case's horizon (GD steps)")
+    v.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
+    _progress_flags(v)
+
+    r = sub.add_parser("run", help="run one problem and its models from a TOML config",
+                       description="Run GD and the models of a TOML configuration (see validation/example.toml).")
+    r.add_argument("config", metavar="CONFIG.toml")
+    r.add_argument("--out", metavar="DIR", help="output folder (default: [output] dir of the config, else effdyn-run)")
+    _progress_flags(r)
+
+    p = sub.add_parser("plot", help="redraw the figures of a saved result",
+                       description="Draw the PNG figures of a netCDF result written by effdyn.")
+    p.add_argument("result", metavar="RESULT.nc")
+    p.add_argument("--out", metavar="DIR", help="folder for the figures (default: next to the file)")
+
+    sub.add_parser("cases", help="list the validation cases")
+    return parser
+
+
+def _progress_flags(p):
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="always show progress bars (default: only on a terminal)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
+
+
+def _cmd_cases(args) -> int:
+    from .validation.cases import CASES
+
+    for case in CASES.values():
+        extra = "  (needs --cifar PATH or $EFFDYN_CIFAR10)" if case.needs_cifar else ""
+        print(f"{case.name:22s} {case.title}; quick {case.quick_steps} / full {case.full_steps} steps{extra}")
+    return EXIT_OK
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _cmd_validate(args) -> int:
+    from .data import CIFAR10_ENV, check_cifar10_folder
+    from .validation import UnknownCaseError, ValidationInterrupted, get_case, validate
+
+    try:
+        names = None
+        if args.cases:
+            names = []
+            for n in args.cases:
+                get_case(n)
+                if n not in names:
+                    names.append(n)
+        cifar = args.cifar if args.cifar is not None else (os.environ.get(CIFAR10_ENV) or None)
+        needs = names is not None and any(get_case(n).needs_cifar for n in names)
+        if cifar is not None:
+            check_cifar10_folder(cifar)
+        elif needs:
+            _err("case cifar10-mlp needs a local CIFAR-10 copy: pass `--cifar PATH` (a `cifar-10-batches-py` "
+                 f"folder) or set ${CIFAR10_ENV}. effdyn never downloads data.")
+            return EXIT_USAGE
+        if args.steps is not None and args.steps < 1:
+            _err(f"`--steps` must be a positive number of GD steps; got {args.steps}.")
+            return EXIT_USAGE
+    except UnknownCaseError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except FileNotFoundError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+
+    mode = "quick" if args.quick else "full"
+    _log(f"effdyn validate ({mode}) -> {args.out}")
+    try:
+        result = validate(names, quick=args.quick, out_dir=args.out, cifar=cifar, steps=args.steps,
+                          progress=args.progress, log=_log, figures=args.figures)
+    except ValidationInterrupted as exc:
+        res = exc.result
+        _err(f"interrupted; results computed so far are saved in {res.out_dir} (report: {res.report}).")
+        return EXIT_INTERRUPTED
+    print(f"Report: {result.report}")
+    print(f"Total wall time: {result.wall_time:.1f} s")
+    failed = [c for c in result.cases if c.status != "ok"]
+    for c in failed:
+        _err(f"case {c.name}: {c.status}: {c.message}")
+    return EXIT_OK if not failed else EXIT_FAILED
+
+
+def _cmd_run(args) -> int:
+    from .validation.config import ConfigError, load_config
+    from .validation.report import write_report
+    from .validation.runner import CaseInterrupted, ValidationResult, run_setup
+
+    try:
+        cfg = load_config(args.config)
+    except (ConfigError, FileNotFoundError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    out_dir = Path(args.out or cfg.out_dir or "effdyn-run")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _log(f"effdyn run {cfg.path} -> {out_dir}")
+    t0 = time.perf_counter()
+    result = ValidationResult([], out_dir, None, quick=False)
+    try:
+        case = run_setup(cfg.name, f"{cfg.name} ({cfg.path.name})", cfg.setup, out_dir=out_dir,
+                         progress=args.progress, log=_log, figures=cfg.figures)
+    except CaseInterrupted as exc:
+        result.cases.append(exc.result)
+        result.interrupted = True
+        result.wall_time = time.perf_counter() - t0
+        report = write_report(result, out_dir / f"{cfg.name}_report.md")
+        _err(f"interrupted; results computed so far are saved in {out_dir} (report: {report}).")
+        return EXIT_INTERRUPTED
+    result.cases.append(case)
+    result.wall_time = time.perf_counter() - t0
+    report = write_report(result, out_dir / f"{cfg.name}_report.md")
+    print(f"Report: {report}")
+    if case.status != "ok":
+        _err(f"{case.status}: {case.message}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _cmd_plot(args) -> int:
+    from .plotting import plot_result
+
+    try:
+        paths = plot_result(args.result, args.out)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    for p in paths:
+        print(p)
+    return EXIT_OK
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``effdyn`` command; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    handler = {"validate": _cmd_validate, "run": _cmd_run, "plot": _cmd_plot, "cases": _cmd_cases}[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        _err("interrupted before any result was computed.")
+        return EXIT_INTERRUPTED

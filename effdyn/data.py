@@ -1,0 +1,222 @@
+"""Small real data sets for the validation suite, read from local files only.
+
+* :func:`load_digits_subset`: scikit-learn's 8×8 handwritten digits (1797 × 64), which ship
+  inside the scikit-learn wheel, so they work offline.
+* :func:`load_cifar10` / :func:`load_cifar10_subset`: CIFAR-10 from a local copy of the
+  "python version" folder ``cifar-10-batches-py`` (pickled dicts ``data_batch_1`` ..
+  ``data_batch_5``, each with ``b'data'``: uint8 (rows, 3072), channel-major (the 1024 red
+  pixels, then green, then blue, each row-major 32 × 32) and ``b'labels'``: rows ints in
+  0..9). Nothing is ever downloaded: the folder is given by the caller, or by the
+  environment variable ``EFFDYN_CIFAR10``.
+
+Features are standardised column by column (zero mean, unit variance over the chosen
+subset; constant columns are only centred), which keeps the input scale, and hence the
+initial sharpness of a network, independent of the data set's pixel units.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import nonneg_int, positive_int
+
+__all__ = ["load_digits_subset", "load_cifar10", "load_cifar10_subset", "one_hot", "standardize",
+           "cifar10_path", "check_cifar10_folder", "CIFAR10_ENV", "CIFAR10_BATCHES"]
+
+#: Environment variable naming a local ``cifar-10-batches-py`` folder.
+CIFAR10_ENV = "EFFDYN_CIFAR10"
+#: The training batch files the CIFAR-10 loader reads, in order.
+CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+
+def standardize(X) -> np.ndarray:
+    """Columns of ``X`` shifted to zero mean and scaled to unit variance (float64 copy).
+
+    Columns with zero variance are only centred.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"`X` must be a 2-D array (samples × features); got shape {X.shape}.")
+    mean = X.mean(axis=0)
+    std = X.std(axis=0)
+    std[std == 0] = 1.0
+    return (X - mean) / std
+
+
+def one_hot(labels, num_classes: int = 10) -> np.ndarray:
+    """One-hot float64 matrix (n, num_classes) of integer ``labels`` in [0, num_classes)."""
+    num_classes = positive_int(num_classes, "num_classes")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"`labels` must be a 1-D integer array; got dtype {labels.dtype}, shape {labels.shape}.")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"`labels` must lie in [0, {num_classes}); got values in [{labels.min()}, {labels.max()}].")
+    out = np.zeros((labels.size, num_classes))
+    out[np.arange(labels.size), labels] = 1.0
+    return out
+
+
+def _subset_indices(total: int, n: int, seed, name: str) -> np.ndarray:
+    n = positive_int(n, "n")
+    if n > total:
+        raise ValueError(f"`n` = {n} exceeds the {total} samples available in {name}; pass n <= {total}.")
+    seed = None if seed is None else nonneg_int(seed, "seed")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(total, size=n, replace=False))
+
+
+def load_digits_subset(n: int = 500, seed: int | None = 0, *, standardized: bool = True):
+    """A random subset of scikit-learn's handwritten digits.
+
+    Parameters
+    ----------
+    n : int
+        Number of images (1 <= n <= 1797), drawn without replacement.
+    seed : int or None
+        Seed of the subset draw (None: fresh entropy, not reproducible).
+    standardized : bool
+        Standardise the 64 pixel columns over the subset (see :func:`standardize`);
+        otherwise the raw grey levels 0..16 as float64.
+
+    Returns
+    -------
+    X : ndarray, shape (n, 64), float64
+    labels : ndarray, shape (n,), int64 in 0..9
+
+    Examples
+    --------
+    >>> X, labels = load_digits_subset(100, seed=1)
+    >>> X.shape, labels.shape
+    ((100, 64), (100,))
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    idx = _subset_indices(len(digits.target), n, seed, "scikit-learn's digits")
+    X = np.asarray(digits.data[idx], dtype=np.float64)
+    labels = np.asarray(digits.target[idx], dtype=np.int64)
+    return (standardize(X) if standardized else X), labels
+
+
+def cifar10_path(path=None) -> Path | None:
+    """The CIFAR-10 folder to use: ``path`` if given, else ``$EFFDYN_CIFAR10``, else None."""
+    if path is None:
+        path = os.environ.get(CIFAR10_ENV) or None
+    return None if path is None else Path(path).expanduser()
+
+
+def check_cifar10_folder(path=None) -> Path:
+    """The CIFAR-10 folder, after checking that it exists and holds every batch file.
+
+    Cheap (no file is read): meant for failing fast before a long run. Raises
+    FileNotFoundError naming the folder or the first missing file.
+    """
+    folder = cifar10_path(path)
+    if folder is None:
+        raise FileNotFoundError(
+            f"No CIFAR-10 folder given: pass the path of a local `cifar-10-batches-py` folder "
+            f"(e.g. `--cifar PATH`) or set ${CIFAR10_ENV}. effdyn never downloads data."
+        )
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"CIFAR-10 folder {str(folder)!r} does not exist or is not a directory; expected a "
+            f"`cifar-10-batches-py` folder containing {', '.join(CIFAR10_BATCHES)}."
+        )
+    for name in CIFAR10_BATCHES:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(_missing_message(folder / name))
+    return folder
+
+
+def _missing_message(file: Path) -> str:
+    return (f"CIFAR-10 file {str(file)!r} not found: a `cifar-10-batches-py` folder must contain "
+            f"{', '.join(CIFAR10_BATCHES)} (the python version of CIFAR-10, unpacked).")
+
+
+def _read_batch(file: Path):
+    if not file.is_file():
+        raise FileNotFoundError(_missing_message(file))
+    try:
+        with open(file, "rb") as fh:
+            batch = pickle.load(fh, encoding="bytes")
+    except Exception as exc:
+        raise ValueError(
+            f"Could not read CIFAR-10 file {str(file)!r} ({type(exc).__name__}: {exc}); expected a pickled "
+            "dict with keys b'data' (uint8, rows × 3072) and b'labels' (the python version of CIFAR-10)."
+        ) from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise ValueError(
+            f"CIFAR-10 file {str(file)!r} must hold a dict with keys b'data' and b'labels'; got {keys}."
+        )
+    data = np.asarray(batch[b"data"])
+    labels = np.asarray(batch[b"labels"])
+    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
+        raise ValueError(
+            f"CIFAR-10 file {str(file)!r}: b'data' must be uint8 of shape (rows, 3072); "
+            f"got {data.dtype} {data.shape}."
+        )
+    if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer) or (
+            labels.size and (labels.min() < 0 or labels.max() > 9)):
+        raise ValueError(
+            f"CIFAR-10 file {str(file)!r}: b'labels' must be {data.shape[0]} integers in 0..9; "
+            f"got shape {labels.shape}."
+        )
+    return data, labels.astype(np.int64)
+
+
+def load_cifar10(path=None):
+    """All CIFAR-10 training images of a local ``cifar-10-batches-py`` folder.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        The folder holding ``data_batch_1`` .. ``data_batch_5``; defaults to the
+        environment variable ``EFFDYN_CIFAR10``.
+
+    Returns
+    -------
+    data : ndarray (N, 3072) uint8, channel-major rows (N = 50000 for the real set)
+    labels : ndarray (N,) int64
+
+    Raises
+    ------
+    FileNotFoundError
+        No folder given, the folder does not exist, or a batch file is missing (the
+        message names the file it expected).
+    ValueError
+        A batch file is not a pickled CIFAR-10 dict.
+    """
+    folder = check_cifar10_folder(path)
+    parts = [_read_batch(folder / name) for name in CIFAR10_BATCHES]
+    return np.concatenate([d for d, _ in parts]), np.concatenate([lab for _, lab in parts])
+
+
+def load_cifar10_subset(path=None, n: int = 500, seed: int | None = 0, *, standardized: bool = True):
+    """A random subset of CIFAR-10 training images as float64 feature vectors.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Local ``cifar-10-batches-py`` folder (default: ``$EFFDYN_CIFAR10``).
+    n : int
+        Number of images, drawn without replacement from all five batches.
+    seed : int or None
+        Seed of the draw.
+    standardized : bool
+        Standardise the 3072 columns over the subset; otherwise pixel values / 255.
+
+    Returns
+    -------
+    X : ndarray (n, 3072) float64, channel-major as in the files
+        (``X.reshape(n, 3, 32, 32)`` gives channel, row, column)
+    labels : ndarray (n,) int64
+    """
+    data, labels = load_cifar10(path)
+    idx = _subset_indices(len(labels), n, seed, f"the CIFAR-10 folder {str(cifar10_path(path))!r}")
+    X = data[idx].astype(np.float64) / 255.0
+    return (standardize(X) if standardized else X), labels[idx]

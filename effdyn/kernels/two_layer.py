@@ -1,0 +1,503 @@
+"""Kernels of the finite-width two-layer network and of its mean-field kinetic drift.
+
+Network and loss (theory §4), parameters stored particle-major, θ.reshape(N, d + 1) with
+row i = (w_i, a_i)::
+
+    f(x_k) = c Σ_i a_i σ(w_i·x_k),     L = (1/2n) Σ_k (f(x_k) − y_k)²,
+
+c = 1/N (mean-field scaling) or 1/√N (standard scaling). ``params = (X, XT, y, meta)``
+with X (n, d), XT = Xᵀ contiguous (d, n), y (n,) and
+``meta = [c, activation code, parallel mode]`` (mode < 0: automatic, 0: one thread,
+> 0: all numba threads); the
+activation is an integer code so that one compiled kernel serves every activation and
+width (no recompilation across sweeps).
+
+Every derivative is a pair of passes over (particle, sample) pairs, O(N·n·d) each:
+
+* the *forward* pass gives the outputs f_k and, for directions u = (v_i, b_i) (the
+  columns of U), the first and second directional derivatives of the outputs
+  ``Df_k = c Σ_i (b_i σ_ik + a_i σ'_ik p_ik)`` and
+  ``D²f_k = c Σ_i (2 b_i σ'_ik p_ik + a_i σ''_ik p_ik²)`` with p_ik = v_i·x_k;
+* the *backward* pass turns residuals r_k = f_k − y_k and these into per-particle
+  outputs: a-components Σ_k C^a_ik and w-components Σ_k C^w_ik x_k (a matrix product).
+
+With ∇f_k, ∇Df_k, ∇D²f_k the θ-gradients of these output functionals,
+
+* ∇L = (1/n) Σ_k r_k ∇f_k;
+* H u = (1/n) Σ_k [Df_k ∇f_k + r_k ∇Df_k]  (Gauss–Newton part + residual part);
+* ∇(uᵀHu) = (1/n) Σ_k [2 Df_k ∇Df_k + D²f_k ∇f_k + r_k ∇D²f_k]  (theory §4, times N).
+
+Particles are processed in blocks of rows; inside a block the inner products w_i·x_k,
+v_i·x_k and the w-outputs are dense matrix products (BLAS through ``np.dot``) and the
+activation work is an element-wise loop parallel over the block's rows. Blocks keep the
+memory at O(block·n) for any N: the forward quantities are recomputed in the backward
+pass instead of being stored.
+
+Plain NumPy references of every kernel are at the end of this module (``reference_*``);
+the tests compare the two and both against JAX autodiff of the loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from .._jit import jit
+
+#: Activation codes understood by the kernels (the registry is in problems/two_layer.py).
+IDENTITY, TANH, SOFTPLUS, GELU = 0, 1, 2, 3
+
+#: Target number of (particle, sample) pairs per block: 2^18 doubles = 2 MiB per array.
+_BLOCK_ELEMS = 1 << 18
+
+#: With ``meta[2] < 0`` (automatic), kernels use numba's threads only from this many
+#: (particle, sample) pairs on; below it thread start-up and, on a loaded machine,
+#: oversubscription cost more than the loop (measured, see docs/mean_field.md).
+PARALLEL_MIN_PAIRS = 1 << 17
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@jit
+def _act(z, code):
+    """σ(z) and its first three derivatives for the activation ``code``."""
+    if code == TANH:
+        # libm's tanh costs ~3x exp; (1 − e^{-2|z|})/(1 + e^{-2|z|}) is accurate to a few
+        # ulp once |z| >= 1/2 (no cancellation in the numerator).
+        az = abs(z)
+        if az < 0.5:
+            t = math.tanh(z)
+        else:
+            e = math.exp(-2.0 * az)
+            t = (1.0 - e) / (1.0 + e)
+            if z < 0.0:
+                t = -t
+        s1 = 1.0 - t * t
+        return t, s1, -2.0 * t * s1, s1 * (6.0 * t * t - 2.0)
+    if code == SOFTPLUS:
+        # log(1 + e^z) without overflow; σ' is the logistic function.
+        s0 = max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+        if z >= 0.0:
+            g = 1.0 / (1.0 + math.exp(-z))
+        else:
+            e = math.exp(z)
+            g = e / (1.0 + e)
+        s2 = g * (1.0 - g)
+        return s0, g, s2, s2 * (1.0 - 2.0 * g)
+    if code == GELU:
+        # Exact GELU z·Φ(z): σ' = Φ + zφ, σ'' = φ(2 − z²), σ''' = φ(z³ − 4z).
+        Phi = 0.5 * (1.0 + math.erf(z * _INV_SQRT2))
+        phi = _INV_SQRT2PI * math.exp(-0.5 * z * z)
+        return z * Phi, Phi + z * phi, phi * (2.0 - z * z), phi * z * (z * z - 4.0)
+    return z, 1.0, 0.0, 0.0
+
+
+@jit
+def _block_size(n):
+    return max(1, _BLOCK_ELEMS // max(n, 1))
+
+
+@jit
+def _block_inputs(theta, U, i0, i1, d):
+    """Contiguous copies of the block's w-rows, a-values and the directions' rows."""
+    p = d + 1
+    B = i1 - i0
+    r = U.shape[1]
+    Wb = np.empty((B, d))
+    ab = np.empty(B)
+    Vb = np.empty((r, B, d))
+    bb = np.empty((r, B))
+    for i in range(B):
+        base = (i0 + i) * p
+        for j in range(d):
+            Wb[i, j] = theta[base + j]
+        ab[i] = theta[base + d]
+        for q in range(r):
+            for j in range(d):
+                Vb[q, i, j] = U[base + j, q]
+            bb[q, i] = U[base + d, q]
+    return Wb, ab, Vb, bb
+
+
+@jit
+def _enter(theta, params):
+    """Set numba's thread count for this call (``meta[2]``: <0 auto, 0 serial, >0 all
+    threads) and return the previous count, which :func:`_leave` restores."""
+    X = params[0]
+    mode = params[3][2]
+    old = numba.get_num_threads()
+    pairs = (theta.shape[0] // (X.shape[1] + 1)) * X.shape[0]
+    if mode == 0.0 or (mode < 0.0 and pairs < PARALLEL_MIN_PAIRS):
+        numba.set_num_threads(1)
+    return old
+
+
+@jit
+def _leave(old):
+    numba.set_num_threads(old)
+
+
+@jit(parallel=True)
+def _forward(theta, U, params, need_d2):
+    """Outputs f (n,), Df (r, n) and, if ``need_d2``, D²f (r, n) along the columns of U."""
+    X, XT, y, meta = params
+    c = meta[0]
+    code = int(meta[1])
+    n, d = X.shape
+    p = d + 1
+    N = theta.shape[0] // p
+    r = U.shape[1]
+    f = np.zeros(n)
+    Df = np.zeros((r, n))
+    D2f = np.zeros((r, n))
+    threads = _enter(theta, params)
+    bs = _block_size(n)
+    for i0 in range(0, N, bs):
+        i1 = min(N, i0 + bs)
+        B = i1 - i0
+        Wb, ab, Vb, bb = _block_inputs(theta, U, i0, i1, d)
+        Z = np.dot(Wb, XT)
+        Pq = np.empty((r, B, n))
+        for q in range(r):
+            Pq[q] = np.dot(Vb[q], XT)
+        F = np.empty((B, n))
+        DF = np.empty((r, B, n))
+        D2F = np.zeros((r, B, n))
+        for i in prange(B):
+            a = ab[i]
+            for k in range(n):
+                s0, s1, s2, s3 = _act(Z[i, k], code)
+                F[i, k] = a * s0
+                for q in range(r):
+                    pv = Pq[q, i, k]
+                    b = bb[q, i]
+                    DF[q, i, k] = b * s0 + a * s1 * pv
+                    if need_d2:
+                        D2F[q, i, k] = 2.0 * b * s1 * pv + a * s2 * pv * pv
+        ones = np.ones(B)
+        f += np.dot(ones, F)
+        for q in range(r):
+            Df[q] += np.dot(ones, DF[q])
+            if need_d2:
+                D2f[q] += np.dot(ones, D2F[q])
+    _leave(threads)
+    return c * f, c * Df, c * D2f
+
+
+@jit(parallel=True)
+def _backward(theta, U, params, resid, Df, D2f, wg, wt, wh):
+    """Per-particle contractions from the forward quantities.
+
+    Returns ``(G, HU)``: G (P,) = wg·∇L + Σ_q wt[q]·∇(u_qᵀHu_q) and HU (P, r) with
+    column q = wh·H u_q (all-zero weights skip the corresponding work). ``resid`` is
+    r_k = f_k − y_k; Df, D2f come from :func:`_forward` along the same U.
+    """
+    X, XT, y, meta = params
+    c = meta[0]
+    code = int(meta[1])
+    n, d = X.shape
+    p = d + 1
+    N = theta.shape[0] // p
+    r = U.shape[1]
+    scale = c / n
+    do_h = wh != 0.0
+    do_t = False
+    for q in range(r):
+        if wt[q] != 0.0:
+            do_t = True
+    G = np.zeros(theta.shape[0])
+    HU = np.zeros((theta.shape[0], r))
+    threads = _enter(theta, params)
+    bs = _block_size(n)
+    rh = r if do_h else 0
+    for i0 in range(0, N, bs):
+        i1 = min(N, i0 + bs)
+        B = i1 - i0
+        Wb, ab, Vb, bb = _block_inputs(theta, U, i0, i1, d)
+        Z = np.dot(Wb, XT)
+        Pq = np.empty((r, B, n))
+        if do_h or do_t:
+            for q in range(r):
+                Pq[q] = np.dot(Vb[q], XT)
+        CW = np.empty((B, n))
+        CA = np.empty(B)
+        HW = np.empty((rh, B, n))
+        HA = np.zeros((rh, B))
+        for i in prange(B):
+            a = ab[i]
+            acc_a = 0.0
+            for k in range(n):
+                s0, s1, s2, s3 = _act(Z[i, k], code)
+                rk = resid[k]
+                ca = wg * rk * s0
+                cw = wg * rk * a * s1
+                if do_t or do_h:
+                    for q in range(r):
+                        pv = Pq[q, i, k]
+                        b = bb[q, i]
+                        df = Df[q, k]
+                        if do_t and wt[q] != 0.0:
+                            d2 = D2f[q, k]
+                            ca += wt[q] * (2.0 * df * s1 * pv + d2 * s0 + rk * s2 * pv * pv)
+                            cw += wt[q] * (2.0 * df * (b * s1 + a * s2 * pv) + d2 * a * s1
+                                           + rk * (2.0 * b * s2 * pv + a * s3 * pv * pv))
+                        if do_h:
+                            HA[q, i] += wh * (df * s0 + rk * s1 * pv)
+                            HW[q, i, k] = wh * (df * a * s1 + rk * (b * s1 + a * s2 * pv))
+                acc_a += ca
+                CW[i, k] = cw
+            CA[i] = acc_a
+        OW = np.dot(CW, X)
+        for i in range(B):
+            base = (i0 + i) * p
+            for j in range(d):
+                G[base + j] = scale * OW[i, j]
+            G[base + d] = scale * CA[i]
+        for q in range(rh):
+            OH = np.dot(HW[q], X)
+            for i in range(B):
+                base = (i0 + i) * p
+                for j in range(d):
+                    HU[base + j, q] = scale * OH[i, j]
+                HU[base + d, q] = scale * HA[q, i]
+    _leave(threads)
+    return G, HU
+
+
+# --- the problem kernels (signature convention of effdyn.problems.base) -----------------
+@jit
+def _no_directions(P):
+    return np.zeros((P, 0))
+
+
+@jit
+def _loss(theta, params):
+    f, Df, D2f = _forward(theta, _no_directions(theta.shape[0]), params, False)
+    res = f - params[2]
+    return 0.5 * np.dot(res, res) / res.shape[0]
+
+
+@jit
+def _grad(theta, params):
+    U = _no_directions(theta.shape[0])
+    f, Df, D2f = _forward(theta, U, params, False)
+    G, HU = _backward(theta, U, params, f - params[2], Df, D2f, 1.0, np.zeros(0), 0.0)
+    return G
+
+
+@jit
+def _hvp(theta, v, params):
+    V = np.empty((theta.shape[0], 1))
+    V[:, 0] = v
+    f, Df, D2f = _forward(theta, V, params, False)
+    G, HU = _backward(theta, V, params, f - params[2], Df, D2f, 0.0, np.zeros(1), 1.0)
+    return HU[:, 0].copy()
+
+
+@jit
+def _third(theta, U, s, params):
+    f, Df, D2f = _forward(theta, U, params, True)
+    G, HU = _backward(theta, U, params, f - params[2], Df, D2f, 0.0, s, 0.0)
+    return G
+
+
+@jit
+def _hessian(theta, params):
+    # H = (1/n) JᵀJ + (1/n) Σ_k r_k ∇²f_k; ∇²f_k is block diagonal over particles with
+    # blocks c·[[a σ'' x xᵀ, σ' x], [σ' xᵀ, 0]].
+    X, XT, y, meta = params
+    c = meta[0]
+    code = int(meta[1])
+    n, d = X.shape
+    p = d + 1
+    P = theta.shape[0]
+    N = P // p
+    J = np.zeros((n, P))
+    H = np.zeros((P, P))
+    f = np.zeros(n)
+    for i in range(N):
+        a = theta[i * p + d]
+        for k in range(n):
+            z = 0.0
+            for j in range(d):
+                z += theta[i * p + j] * X[k, j]
+            s0, s1, s2, s3 = _act(z, code)
+            f[k] += c * a * s0
+            for j in range(d):
+                J[k, i * p + j] = c * a * s1 * X[k, j]
+            J[k, i * p + d] = c * s0
+    res = f - y
+    for i in range(N):
+        a = theta[i * p + d]
+        base = i * p
+        for k in range(n):
+            z = 0.0
+            for j in range(d):
+                z += theta[base + j] * X[k, j]
+            s0, s1, s2, s3 = _act(z, code)
+            g = c * res[k] / n
+            for j in range(d):
+                H[base + j, base + d] += g * s1 * X[k, j]
+                for l in range(d):
+                    H[base + j, base + l] += g * a * s2 * X[k, j] * X[k, l]
+        for j in range(d):
+            H[base + d, base + j] = H[base + j, base + d]
+    H += np.dot(J.T, J) / n
+    return H
+
+
+# --- model kernels -----------------------------------------------------------------------
+@jit
+def _kinetic_drift(theta, U, eta, params):
+    """dθ̄/dk = −η[∇L + ½ Σ_q ∇(u_qᵀHu_q)] and dU/dk = ηHU − 2U (theory §4, GD steps)."""
+    f, Df, D2f = _forward(theta, U, params, True)
+    r = U.shape[1]
+    G, HU = _backward(theta, U, params, f - params[2], Df, D2f, -eta, np.full(r, -0.5 * eta), eta)
+    out = np.empty(theta.shape[0] * (1 + r))
+    P = theta.shape[0]
+    out[:P] = G
+    dU = HU - 2.0 * U
+    out[P:] = dU.ravel()
+    return out
+
+
+@jit
+def _quadratic_forms(theta, U, params):
+    """L(θ) and the curvatures u_qᵀ H u_q = (1/n) Σ_k (Df_k² + r_k D²f_k), one forward pass."""
+    f, Df, D2f = _forward(theta, U, params, True)
+    res = f - params[2]
+    n = res.shape[0]
+    r = U.shape[1]
+    curv = np.empty(r)
+    for q in range(r):
+        curv[q] = (np.dot(Df[q], Df[q]) + np.dot(res, D2f[q])) / n
+    return 0.5 * np.dot(res, res) / n, curv
+
+
+@jit
+def _ntk_gram(theta, params):
+    """Mean-field NTK Gram K_kl = (1/n)·(1/N) Σ_i [σ_ik σ_il + a_i² σ'_ik σ'_il x_k·x_l]."""
+    X, XT, y, meta = params
+    code = int(meta[1])
+    n, d = X.shape
+    p = d + 1
+    N = theta.shape[0] // p
+    S0 = np.empty((N, n))
+    S1a = np.empty((N, n))
+    for i in range(N):
+        a = theta[i * p + d]
+        for k in range(n):
+            z = 0.0
+            for j in range(d):
+                z += theta[i * p + j] * X[k, j]
+            s0, s1, s2, s3 = _act(z, code)
+            S0[i, k] = s0
+            S1a[i, k] = a * s1
+    K = np.dot(S0.T, S0) + np.dot(S1a.T, S1a) * np.dot(X, XT)
+    return K / (n * N)
+
+
+# --- plain NumPy references (independent of the kernels above; used by the tests) ------
+def reference_activation(z, code):
+    """σ, σ', σ'', σ''' element-wise with NumPy/SciPy."""
+    from scipy.special import erf, expit
+
+    z = np.asarray(z, dtype=np.float64)
+    if code == TANH:
+        t = np.tanh(z)
+        s1 = 1.0 - t**2
+        return t, s1, -2.0 * t * s1, -2.0 * s1**2 + 4.0 * t**2 * s1
+    if code == SOFTPLUS:
+        g = expit(z)
+        return np.logaddexp(0.0, z), g, g * (1 - g), g * (1 - g) * (1 - 2 * g)
+    if code == GELU:
+        Phi = 0.5 * (1 + erf(z / np.sqrt(2)))
+        phi = np.exp(-z**2 / 2) / np.sqrt(2 * np.pi)
+        return z * Phi, Phi + z * phi, (2 - z**2) * phi, (z**3 - 4 * z) * phi
+    return z, np.ones_like(z), np.zeros_like(z), np.zeros_like(z)
+
+
+def _ref_parts(theta, X, c, code):
+    n, d = X.shape
+    T = theta.reshape(-1, d + 1)
+    W, a = T[:, :d], T[:, d]
+    return W, a, reference_activation(W @ X.T, code)
+
+
+def reference_outputs(theta, X, c, code, U=None):
+    """f (n,), Df (r, n), D²f (r, n) by dense NumPy algebra."""
+    n, d = X.shape
+    W, a, (s0, s1, s2, _) = _ref_parts(theta, X, c, code)
+    f = c * a @ s0
+    if U is None:
+        return f
+    Df, D2f = [], []
+    for u in np.asarray(U).T:
+        Ur = u.reshape(-1, d + 1)
+        V, b = Ur[:, :d], Ur[:, d]
+        Pm = V @ X.T
+        Df.append(c * (b @ s0 + a @ (s1 * Pm)))
+        D2f.append(c * (2 * b @ (s1 * Pm) + a @ (s2 * Pm**2)))
+    return f, np.array(Df), np.array(D2f)
+
+
+def reference_loss(theta, X, y, c, code):
+    r = reference_outputs(theta, X, c, code) - y
+    return 0.5 * np.mean(r**2)
+
+
+def reference_grad(theta, X, y, c, code):
+    n, d = X.shape
+    W, a, (s0, s1, _, _) = _ref_parts(theta, X, c, code)
+    r = c * a @ s0 - y
+    gw = (c / n) * (a[:, None] * s1 * r) @ X
+    ga = (c / n) * s0 @ r
+    return np.column_stack([gw, ga]).ravel()
+
+
+def reference_hvp(theta, v, X, y, c, code):
+    n, d = X.shape
+    W, a, (s0, s1, s2, _) = _ref_parts(theta, X, c, code)
+    f, Df, _ = reference_outputs(theta, X, c, code, np.asarray(v)[:, None])
+    r, Df = f - y, Df[0]
+    Vr = np.asarray(v).reshape(-1, d + 1)
+    V, b = Vr[:, :d], Vr[:, d]
+    Pm = V @ X.T
+    ha = (c / n) * (s0 @ Df + (s1 * Pm) @ r)
+    Cw = Df * a[:, None] * s1 + r * (b[:, None] * s1 + a[:, None] * s2 * Pm)
+    hw = (c / n) * Cw @ X
+    return np.column_stack([hw, ha]).ravel()
+
+
+def reference_third(theta, U, s, X, y, c, code):
+    """∇_θ Σ_q s_q u_qᵀ H u_q from the closed forms of theory §4."""
+    n, d = X.shape
+    W, a, (s0, s1, s2, s3) = _ref_parts(theta, X, c, code)
+    U = np.asarray(U).reshape(theta.size, -1)
+    f, Df, D2f = reference_outputs(theta, X, c, code, U)
+    r = f - y
+    out = np.zeros((theta.size // (d + 1), d + 1))
+    for q in range(U.shape[1]):
+        Ur = U[:, q].reshape(-1, d + 1)
+        V, b = Ur[:, :d], Ur[:, d]
+        Pm = V @ X.T
+        ca = 2 * Df[q] * s1 * Pm + D2f[q] * s0 + r * s2 * Pm**2
+        cw = (2 * Df[q] * (b[:, None] * s1 + a[:, None] * s2 * Pm) + D2f[q] * a[:, None] * s1
+              + r * (2 * b[:, None] * s2 * Pm + a[:, None] * s3 * Pm**2))
+        out[:, d] += s[q] * (c / n) * ca.sum(axis=1)
+        out[:, :d] += s[q] * (c / n) * cw @ X
+    return out.ravel()
+
+
+def reference_kinetic_drift(theta, U, eta, X, y, c, code):
+    """NumPy version of :func:`_kinetic_drift`."""
+    U = np.asarray(U).reshape(theta.size, -1)
+    r = U.shape[1]
+    dtheta = -eta * (reference_grad(theta, X, y, c, code)
+                     + 0.5 * reference_third(theta, U, np.ones(r), X, y, c, code))
+    HU = np.column_stack([reference_hvp(theta, U[:, q], X, y, c, code) for q in range(r)])
+    return np.concatenate([dtheta, (eta * HU - 2.0 * U).ravel()])

@@ -1,0 +1,309 @@
+"""The validation cases: each is a problem, a learning rate, a horizon and a list of models.
+
+A :class:`Case` builds its :class:`Setup` (problem, θ0, η, horizon, GD options) for either
+the quick horizon (``effdyn validate --quick``, what ``make run`` runs) or the full one.
+Models are named by their class in :mod:`effdyn.models` (:class:`ModelSpec`), so a model
+that is not implemented yet is skipped with a note instead of breaking the suite.
+
+Choices made here, and why (numbers measured with :func:`effdyn.gd` on this code):
+
+* minimal valley (theory §5): η = 0.3, ζ = 1, ε = 0.01 from (0.1, 3); GD's sharpness first
+  exceeds 2/η at step 1222 and then holds ≈ 2/η with |x| oscillating at ≈ √(2ε). Quick runs
+  4000 steps (onset plus ≈ 2800 steps at EoS), full 6000.
+* deep matrix factorisation, d = 2, depth 3, η = 0.077 (2/η ≈ 25.97), diagonal targets
+  diag(σ1, 1), balanced initialisation with scale 0.3 from seed 0. GD leaves the small
+  initialisation with a catapult: sharpness 27.5 (σ1 = 5.0) or 41.7 (σ1 = 5.5) above 2/η
+  within 20 steps. With σ1 = 5.0 it then converges to the balanced minimum of sharpness
+  3σ1^{4/3} = 25.65 < 2/η; with σ1 = 5.5 (3σ1^{4/3} = 29.2 > 2/η) it locks into a period-two
+  orbit whose sharpness alternates between 13.1 and 41.7.
+* minimalist two-layer network (seed 004): η = 2 from (0.5, 0.05, 0.05); ηS crosses 2 at
+  step 22, overshoots to 2.235, and GD converges with ηS = 1.902 after a late burst
+  (steps 100–200) of the oscillation.
+* mean-field teacher–student (theory §4–5): mean-field step η_MF = 0.5, i.e. GD with
+  η = N·η_MF on the mean-field-scaled network; quick uses N = 40 neurons.
+* digits: a two-layer tanh MLP (64 → 32 → 10, hidden bias) with squared loss on one-hot
+  labels of n = 500 standardised scikit-learn digits, initial weights 0.25·N(0, 1/fan_in),
+  η = 0.4: ηS rises from 0.52 (progressive sharpening) to 2 near step 300, overshoots to
+  ≈ 2.4 and then stays within a few percent of 2 (measured ηS ∈ [1.98, 2.06] over steps
+  400–2000).
+* CIFAR-10 (seed paper's setting): n = 500 images, 3072 → 64 → 10 tanh MLP, η = 0.02; run
+  only with a local copy of the data (``--cifar PATH`` or ``$EFFDYN_CIFAR10``). Its
+  initial scale was not tuned on the real images (none were available offline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["Case", "ModelSpec", "Setup", "CASES", "case_names", "get_case", "mlp_problem", "default_models",
+           "UnknownCaseError"]
+
+
+class UnknownCaseError(ValueError):
+    """A case name that is not in the registry (the message lists the valid names)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One effective model to run against GD.
+
+    Parameters
+    ----------
+    label : str
+        Row name in the report and key in the saved files.
+    cls : str
+        Class name in :mod:`effdyn.models` (e.g. ``"FreeEnergyFlow"``).
+    options : dict
+        Constructor keyword arguments (besides ``problem`` and ``eta``).
+    initial : dict
+        Keyword arguments of ``model.initial_state`` (passed through ``effdyn.solve``).
+    solver, rtol, atol, save_every :
+        Passed to :func:`effdyn.solve`.
+    """
+
+    label: str
+    cls: str
+    options: dict = field(default_factory=dict)
+    initial: dict = field(default_factory=dict)
+    solver: str = "scipy:LSODA"
+    rtol: float = 1e-7
+    atol: float = 1e-10
+    save_every: float = 1.0
+
+    def config(self) -> dict:
+        return {"label": self.label, "cls": self.cls, "options": dict(self.options), "initial": dict(self.initial),
+                "solver": self.solver, "rtol": self.rtol, "atol": self.atol, "save_every": self.save_every}
+
+
+@dataclass
+class Setup:
+    """Everything a case run needs: the problem, where GD starts and for how long."""
+
+    problem: object
+    theta0: np.ndarray
+    eta: float
+    steps: int
+    models: tuple
+    seed: int | None = None
+    gd_options: dict = field(default_factory=dict)
+    notes: str = ""
+    config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A named validation case.
+
+    ``build(steps, quick, cifar)`` returns the :class:`Setup`; ``cifar`` is the CIFAR-10
+    folder (or None) and is only used by cases with ``needs_cifar``. ``quick`` selects the
+    smaller problem size where a case has one (the mean-field width).
+    """
+
+    name: str
+    title: str
+    build: Callable
+    needs_cifar: bool = False
+    quick_steps: int = 0
+    full_steps: int = 0
+
+    def setup(self, quick: bool = True, cifar=None, steps: int | None = None) -> Setup:
+        """The case's setup; ``steps`` overrides the quick/full horizon (GD steps)."""
+        if steps is None:
+            steps = self.quick_steps if quick else self.full_steps
+        return self.build(int(steps), quick, cifar)
+
+
+# --- models ------------------------------------------------------------------------------
+
+#: Persistent Σ floor q of the free-energy flow in every case: amplitude √q = 1e-12, the size
+#: of GD's own half-step amplitude at the EoS onset of the minimal valley (where it has decayed
+#: to round-off level). The overshoot grows like √log(1/q): on the minimal valley the flow's
+#: peak sharpness is 7.03 / 7.15 / 7.41 / 7.53 for q = 1e-8 / 1e-12 / 1e-24 / 1e-30 against
+#: GD's 7.64 (two-step average), with the sharpness error over the EoS window within
+#: 0.006–0.012 of 2/η for all of them.
+FLOOR = 1e-24
+
+def default_models(*, floor: float, dense: bool = True, map_only: bool = False, extra=()) -> tuple:
+    """The standard model list of a case.
+
+    The free-energy flow gets a persistent floor ``q`` (``floor=q``) and its initial Σ from
+    GD's first half-step (``seed="gd"``, raised to the floor where smaller): without a floor
+    Σ decays to zero while the top mode is stable and the flow then follows gradient flow
+    through 2/η (theory §2, seeding). It runs both adaptively (LSODA) and as the step-exact
+    map unless ``map_only`` (large problems, where each drift evaluation is a Lanczos solve).
+    """
+    fe = {"rank": 1, "floor": floor}
+    models = [ModelSpec("gradient flow", "GradientFlow", solver="map" if map_only else "scipy:LSODA")]
+    if not map_only:
+        models.append(ModelSpec("free-energy flow", "FreeEnergyFlow", fe, {"seed": "gd"}))
+    models.append(ModelSpec("free-energy flow [map]", "FreeEnergyFlow", fe, {"seed": "gd"}, solver="map"))
+    if dense:
+        models += [
+            ModelSpec("central flow", "CentralFlow"),
+            ModelSpec("self-stabilization", "SelfStabilization", solver="map"),
+            ModelSpec("rod flow", "RodFlow"),
+            ModelSpec("edge flow", "EdgeFlow"),
+        ]
+    return tuple(models) + tuple(extra)
+
+
+# --- problems built here -----------------------------------------------------------------
+
+def mlp_problem(X, Y, width: int, *, init_scale: float = 1.0, seed: int = 0, name: str = "mlp"):
+    """Two-layer tanh MLP with squared loss on vector targets, as a JAX-autodiff problem.
+
+    ``f(x) = W2 tanh(W1 x + b1)``, ``E = (1/2n) Σ_k ‖f(x_k) − y_k‖²``, θ = (W1 row-major,
+    b1, W2 row-major). :class:`effdyn.problems.TwoLayerNet` has scalar outputs only, so the
+    multi-class MLP goes through :func:`effdyn.problems.from_jax` (exact derivatives by
+    autodiff, including the third-derivative contraction).
+
+    Returns
+    -------
+    problem : effdyn.problems.JaxProblem
+    theta0 : ndarray
+        W1 ~ init_scale·N(0, 1/d), b1 = 0, W2 ~ init_scale·N(0, 1/width), from ``seed``.
+    """
+    from ..problems import from_jax
+    from .._jax import import_jax
+
+    jax, jnp = import_jax()
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    n, d = X.shape
+    c = Y.shape[1]
+    h = int(width)
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+
+    def loss(theta):
+        W1 = theta[: d * h].reshape(h, d)
+        b1 = theta[d * h: d * h + h]
+        W2 = theta[d * h + h:].reshape(c, h)
+        out = jnp.tanh(Xj @ W1.T + b1) @ W2.T
+        return 0.5 * jnp.mean(jnp.sum((out - Yj) ** 2, axis=1))
+
+    problem = from_jax(loss, dim=d * h + h + h * c, name=name, loss_min=0.0)
+    rng = np.random.default_rng(seed)
+    theta0 = np.concatenate([init_scale * rng.standard_normal(d * h) / np.sqrt(d), np.zeros(h),
+                             init_scale * rng.standard_normal(h * c) / np.sqrt(h)])
+    return problem, theta0
+
+
+# --- case builders -----------------------------------------------------------------------
+
+def _minimal_valley(steps, quick, cifar=None):
+    from ..problems import MinimalValley
+
+    p = MinimalValley(zeta=1.0, eps=0.01)
+    return Setup(p, np.array([0.1, 3.0]), 0.3, steps, default_models(floor=FLOOR), seed=None,
+                 gd_options={"n_eigs": 2, "eig_every": 1},
+                 notes="E = ½(y + ζx)x² − ε(x + y), ζ = 1, ε = 0.01, from (x, y) = (0.1, 3).",
+                 config={"zeta": 1.0, "eps": 0.01, "theta0": [0.1, 3.0]})
+
+
+def _dmf(sigma1):
+    def build(steps, quick, cifar=None):
+        from ..problems import DeepMatrixFactorization as DMF
+
+        target = DMF.spectral_target(sigma1)
+        p = DMF(d=2, depth=3, target=target, init="balanced", init_scale=0.3)
+        seed = 0
+        return Setup(p, p.init(seed), 0.077, steps, default_models(floor=FLOOR), seed=seed,
+                     gd_options={"n_eigs": 2, "eig_every": 1},
+                     notes=f"E = ½‖W3W2W1 − diag({sigma1}, 1)‖², balanced init (scale 0.3, seed 0); "
+                           f"balanced-minimum sharpness 3σ1^(4/3) = {3 * sigma1 ** (4 / 3):.2f}.",
+                     config={"sigma1": sigma1, "init": "balanced", "init_scale": 0.3})
+    return build
+
+
+def _minimalist(steps, quick, cifar=None):
+    from ..problems import MinimalistTwoLayer
+
+    p = MinimalistTwoLayer(lam1=1.0, lam2=0.05)
+    return Setup(p, np.array([0.5, 0.05, 0.05]), 2.0, steps, default_models(floor=FLOOR),
+                 gd_options={"n_eigs": 2, "eig_every": 1},
+                 notes="E = ½λ1α²β1² + ½λ2(αβ2 − 1)², λ1 = 1, λ2 = 0.05, from (α, β1, β2) = (0.5, 0.05, 0.05).",
+                 config={"lam1": 1.0, "lam2": 0.05, "theta0": [0.5, 0.05, 0.05]})
+
+
+def _mean_field(steps, quick, cifar=None):
+    from ..problems.two_layer import teacher_student
+
+    width = 40 if quick else 200
+    eta_mf = 0.5
+    seed = 1
+    p = teacher_student(width, n=100, d=5, seed=0)
+    extra = (ModelSpec("mean-field kinetic", "MeanFieldKinetic", {"eta_mf": eta_mf, "rank": 1}),)
+    return Setup(p, p.init(seed), width * eta_mf, steps, default_models(floor=FLOOR, dense=False, extra=extra),
+                 seed=seed, gd_options={"n_eigs": 2, "eig_every": 1},
+                 notes=f"Teacher–student (n = 100, d = 5, data seed 0), tanh student of width N = {width}, "
+                       f"mean-field scaling, η_MF = {eta_mf} (GD step η = N·η_MF = {width * eta_mf:g}).",
+                 config={"width": width, "eta_mf": eta_mf, "n": 100, "d": 5, "data_seed": 0})
+
+
+def _digits(steps, quick, cifar=None):
+    from ..data import load_digits_subset, one_hot
+
+    X, labels = load_digits_subset(500, seed=0)
+    width, scale, seed = 32, 0.25, 0
+    p, theta0 = mlp_problem(X, one_hot(labels), width, init_scale=scale, seed=seed, name="digits_mlp")
+    return Setup(p, theta0, 0.4, steps, default_models(floor=FLOOR, dense=False, map_only=True), seed=seed,
+                 gd_options={"n_eigs": 2, "eig_every": 1},
+                 notes=f"Two-layer tanh MLP 64 → {width} → 10 (P = {p.dim}), squared loss on one-hot labels, "
+                       f"n = 500 standardised digits (subset seed 0), init scale {scale}.",
+                 config={"n": 500, "width": width, "init_scale": scale, "data_seed": 0})
+
+
+def _cifar(steps, quick, cifar=None):
+    from ..data import load_cifar10_subset, one_hot
+
+    X, labels = load_cifar10_subset(cifar, n=500, seed=0)
+    width, seed = 64, 0
+    p, theta0 = mlp_problem(X, one_hot(labels), width, init_scale=1.0, seed=seed, name="cifar10_mlp")
+    return Setup(p, theta0, 0.02, steps, default_models(floor=FLOOR, dense=False, map_only=True), seed=seed,
+                 gd_options={"n_eigs": 1, "eig_every": 1},
+                 notes=f"Two-layer tanh MLP 3072 → {width} → 10 (P = {p.dim}), squared loss on one-hot labels, "
+                       "n = 500 standardised CIFAR-10 training images (subset seed 0).",
+                 config={"n": 500, "width": width, "init_scale": 1.0, "data_seed": 0, "cifar": str(cifar)})
+
+
+CASES: dict[str, Case] = {
+    c.name: c
+    for c in (
+        Case("minimal-valley", "Minimal valley (Berthier), η = 0.3", _minimal_valley, quick_steps=4000,
+             full_steps=6000),
+        Case("dmf-converge", "Deep matrix factorisation, σ1 = 5.0 (converges), η = 0.077", _dmf(5.0),
+             quick_steps=500, full_steps=2000),
+        Case("dmf-period2", "Deep matrix factorisation, σ1 = 5.5 (period two), η = 0.077", _dmf(5.5),
+             quick_steps=500, full_steps=2000),
+        Case("minimalist-two-layer", "Minimalist two-layer network, η = 2", _minimalist, quick_steps=400,
+             full_steps=1000),
+        Case("mean-field", "Mean-field teacher–student, η_MF = 0.5", _mean_field, quick_steps=1500,
+             full_steps=3000),
+        Case("digits-mlp", "Digits, two-layer tanh MLP, η = 0.4", _digits, quick_steps=1000, full_steps=2000),
+        Case("cifar10-mlp", "CIFAR-10 (n = 500), two-layer tanh MLP, η = 0.02", _cifar, needs_cifar=True,
+             quick_steps=300, full_steps=2000),
+    )
+}
+
+
+def case_names() -> list[str]:
+    """Names of all registered cases, in run order."""
+    return list(CASES)
+
+
+def get_case(name: str) -> Case:
+    """The registered case ``name``; an unknown name raises with the list of valid ones."""
+    if name not in CASES:
+        raise UnknownCaseError(f"unknown case {name!r}; valid cases: {', '.join(CASES)}.")
+    return CASES[name]
+
+
+def cifar_folder(path=None) -> Path | None:
+    """The CIFAR-10 folder from ``path`` or ``$EFFDYN_CIFAR10`` (None when neither is set)."""
+    from ..data import cifar10_path
+
+    return cifar10_path(path)

@@ -1,0 +1,232 @@
+"""The markdown report of a validation run: a summary, then one table per case.
+
+Each case table has one row per model (plus GD, the reference) with the errors of
+:func:`effdyn.compare` over the comparison window, the number of right-hand-side
+evaluations, the wall time and the run status. Tables are plain GitHub markdown, so the
+report reads well on a terminal, in an editor and on a repository page.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from pathlib import Path
+
+__all__ = ["write_report", "render_report", "case_table", "TABLE_COLUMNS", "parse_tables"]
+
+#: Column headers of a case table, in order.
+TABLE_COLUMNS = ("model", "status", "loss err", "sharpness err", "amplitude err", "distance",
+                 "mean ηS/2", "nfev", "wall [s]", "note")
+
+_METRIC_HELP = """\
+Errors are measured against GD's time averages over the comparison window [k0, k1] of GD
+steps (from GD's EoS onset, the first step with sharpness above 2/η, to the end; the whole
+run when GD never reaches 2/η), see `effdyn.Metrics`:
+
+- **loss err**: mean |model time-averaged loss (F for the free-energy flow) − GD's two-step
+  loss average|, divided by the range of GD's loss over the window;
+- **sharpness err**: mean |model sharpness − GD's two-step averaged sharpness| divided by 2/η;
+- **amplitude err**: mean |model oscillation amplitude (√(vᵀΣv)) − GD's half-step amplitude
+  |v·(θ_{k+1} − θ_k)|/2|, relative to GD's mean amplitude (absolute when GD does not oscillate);
+- **distance**: RMS ‖θ_model − θ̄_GD‖ relative to the RMS ‖θ̄_GD‖ (θ̄ the two-step midpoint);
+- **mean ηS/2**: the model's mean sharpness over the window in units of 2/η (1 = at the edge);
+- **nfev**: right-hand-side (drift) evaluations; for GD, the number of steps.
+"""
+
+
+def _fmt(x, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(x):
+        return "–"
+    if x == 0:
+        return "0"
+    if abs(x) >= 1e4 or abs(x) < 1e-3:
+        return f"{x:.{digits - 1}e}"
+    return f"{x:.{digits}g}"
+
+
+def _cell(text, limit: int = 110) -> str:
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def case_table(case) -> str:
+    """Markdown table (model × metric) of one :class:`~effdyn.validation.runner.CaseResult`."""
+    lines = [_row(TABLE_COLUMNS), _row(["---"] * len(TABLE_COLUMNS))]
+    setup, gd = case.setup, case.gd
+    eta = setup.eta if setup is not None else float("nan")
+    if gd is not None:
+        onset = case.eos_onset
+        status = str(getattr(gd, "status", "success"))
+        note = "EoS onset " + ("never" if onset is None else f"at step {onset}")
+        if status != "success":
+            note = f"{getattr(gd, 'message', '')}; {note}"
+        mean_s = _gd_mean_sharpness(case)
+        lines.append(_row(["GD (reference)", status, "–", "–", "–", "–", _fmt(mean_s * eta / 2 if mean_s is not None
+                                                                           else None),
+                           str(len(getattr(gd, "loss", [])) - 1), _fmt(case.gd_wall), _cell(note)]))
+    for row in case.models:
+        m = row.metrics
+        if m is not None:
+            vals = [_fmt(m.loss_error), _fmt(m.sharpness_error), _fmt(m.amplitude_error), _fmt(m.distance),
+                    _fmt(m.mean_sharpness_model * eta / 2)]
+        else:
+            vals = ["–"] * 5
+        note = row.message if row.status != "success" or m is None else f"{row.solver}"
+        if row.status == "success" and m is not None and row.message and "not compared" in row.message:
+            note = row.message
+        lines.append(_row([_cell(row.label), row.status, *vals, str(row.nfev), _fmt(row.wall_time), _cell(note)]))
+    return "\n".join(lines)
+
+
+def _gd_mean_sharpness(case):
+    """GD's mean sharpness over the comparison window (from any compared model's metrics)."""
+    for row in case.models:
+        if row.metrics is not None:
+            return row.metrics.mean_sharpness_gd
+    gd = case.gd
+    try:
+        import numpy as np
+
+        s = np.asarray(gd.sharpness, dtype=float)
+        k = np.asarray(gd.eig_k, dtype=float)
+        onset = case.eos_onset or 0
+        sel = k >= onset
+        return float(np.mean(s[sel])) if np.any(sel) else None
+    except Exception:
+        return None
+
+
+def _case_section(case, out_dir: Path) -> list[str]:
+    lines = [f"## {case.name}: {case.title}", ""]
+    setup = case.setup
+    if setup is not None:
+        lines.append(setup.notes)
+        lines.append("")
+        window = next((f"; comparison window [{r.metrics.k0}, {r.metrics.k1}]" for r in case.models
+                       if r.metrics is not None), "")
+        lines.append(f"P = {setup.problem.dim}, η = {setup.eta:g} (2/η = {2 / setup.eta:.4g}), "
+                     f"{setup.steps} GD steps{window}; case wall time {case.wall_time:.1f} s.")
+        lines.append("")
+    if case.status != "ok":
+        lines.append(f"**Case status: {case.status}.** {_cell(case.message, 400)}")
+        lines.append("")
+    if case.gd is not None or case.models:
+        lines.append(case_table(case))
+        lines.append("")
+    files = case.files
+    if files.get("figures"):
+        links = " · ".join(f"[{Path(p).stem.removeprefix(case.name + '_')}]({_rel(p, out_dir)})"
+                           for p in files["figures"])
+        lines.append(f"Figures: {links}")
+    if files.get("netcdf"):
+        lines.append(f"Data: [{Path(files['netcdf']).name}]({_rel(files['netcdf'], out_dir)})")
+    lines.append("")
+    return lines
+
+
+def _rel(path, base: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def render_report(result, out_dir: Path | None = None) -> str:
+    """The report of a :class:`~effdyn.validation.runner.ValidationResult` as markdown text."""
+    from ..io import git_commit, versions
+
+    out_dir = Path(out_dir if out_dir is not None else result.out_dir)
+    mode = "quick" if result.quick else "full"
+    v = versions()
+    head = [
+        "# effdyn validation report",
+        "",
+        f"Generated {_dt.datetime.now().isoformat(timespec='seconds')}; mode **{mode}**; "
+        f"total wall time {result.wall_time:.1f} s"
+        + ("; **interrupted by the user, partial results**" if result.interrupted else "") + ".",
+        f"effdyn {v.get('effdyn')}, git commit {git_commit()[:12]}; "
+        + ", ".join(f"{k} {v[k]}" for k in ("python", "numpy", "scipy", "numba", "jax") if k in v) + ".",
+        "",
+        "Every model is run from GD's initial point over the same number of GD steps and compared",
+        "with discrete GD on the same problem (GD is the arbiter).",
+        "",
+        _METRIC_HELP,
+        "## Summary",
+        "",
+        _row(["case", "status", "GD EoS onset", "models compared", "best sharpness err", "wall [s]"]),
+        _row(["---"] * 6),
+    ]
+    for case in result.cases:
+        compared = [r for r in case.models if r.metrics is not None]
+        best = min(compared, key=lambda r: r.metrics.sharpness_error, default=None)
+        onset = case.eos_onset
+        head.append(_row([case.name, case.status, "–" if case.gd is None else ("never" if onset is None else str(onset)),
+                          f"{len(compared)}/{len(case.models)}",
+                          "–" if best is None else f"{_fmt(best.metrics.sharpness_error)} ({_cell(best.label)})",
+                          _fmt(case.wall_time)]))
+    head.append("")
+    body = []
+    for case in result.cases:
+        body += _case_section(case, out_dir)
+    return "\n".join(head + body)
+
+
+def write_report(result, path) -> Path:
+    """Write ``report.md`` (atomically) and return its path."""
+    from ..io import atomic_write
+
+    text = render_report(result, Path(path).parent)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def parse_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    """Read the case tables back from a report: {case name: [row dict by column header]}.
+
+    Used by the tests and handy for scripts; it relies only on the ``## <case>:`` headings
+    and the table header :data:`TABLE_COLUMNS`.
+    """
+    tables: dict[str, list[dict[str, str]]] = {}
+    current = None
+    header = _row(TABLE_COLUMNS)
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("## ") and ":" in line:
+            current = line[3:].split(":", 1)[0].strip()
+        elif line.strip() == header and current is not None:
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].startswith("|"):
+                cells = [c.strip().replace("\\|", "|") for c in _split_row(lines[i])]
+                rows.append(dict(zip(TABLE_COLUMNS, cells)))
+                i += 1
+            tables[current] = rows
+            continue
+        i += 1
+    return tables
+
+
+def _split_row(line: str) -> list[str]:
+    inner = line.strip()[1:-1]
+    cells, buf, esc = [], [], False
+    for ch in inner:
+        if ch == "|" and not esc:
+            cells.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+        esc = ch == "\\"
+    cells.append("".join(buf))
+    return cells
+

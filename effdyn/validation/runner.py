@@ -1,0 +1,485 @@
+"""Running validation cases: GD, every model, the comparison, and the files they produce.
+
+For each case :func:`run_case` runs discrete GD (the arbiter) with sharpness tracking, then
+each model of the case through :func:`effdyn.solve`, compares it with GD
+(:func:`effdyn.compare`) and saves the case as one netCDF file plus PNG figures. Nothing in
+a case can stop the others: a model that is missing, not applicable or fails becomes a row
+with its status and message; a case whose GD diverges is reported as such.
+
+A keyboard interrupt saves what was computed so far (the current case's partial results and
+the report) and raises :class:`ValidationInterrupted`, which says where the files are.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import IntegrationError
+from .cases import CASES, Case, ModelSpec, Setup, get_case
+
+__all__ = ["validate", "run_case", "run_setup", "ModelResult", "CaseResult", "ValidationResult",
+           "ValidationInterrupted", "CaseInterrupted", "case_dataset", "distance_series", "slug"]
+
+#: θ trajectories are stored in the netCDF files up to this many parameters.
+THETA_SAVE_MAX = 256
+
+
+class ValidationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a validation run; ``result`` holds what was saved and where."""
+
+    def __init__(self, result):
+        super().__init__(f"interrupted; partial results saved in {result.out_dir}")
+        self.result = result
+
+
+def slug(label: str) -> str:
+    """A file- and variable-name-safe version of a label ("free-energy flow [map]" ->
+    "free_energy_flow_map")."""
+    return re.sub(r"[^0-9a-zA-Z]+", "_", label).strip("_").lower()
+
+
+@dataclass
+class ModelResult:
+    """One model's row of a case: status, comparison metrics and cost."""
+
+    label: str
+    model: str
+    solver: str
+    status: str  # success | diverged | failed | interrupted | error | unavailable | not applicable
+    message: str = ""
+    metrics: object = None  # effdyn.Metrics or None
+    nfev: int = 0
+    wall_time: float = 0.0
+    solution: object = None  # effdyn.Solution (possibly partial) or None
+
+    @property
+    def compared(self) -> bool:
+        return self.metrics is not None
+
+
+@dataclass
+class CaseResult:
+    """Everything one case produced."""
+
+    name: str
+    title: str
+    status: str  # ok | gd-diverged | error | interrupted
+    message: str = ""
+    setup: Setup | None = None
+    gd: object = None  # GDTrajectory
+    gd_wall: float = 0.0
+    models: list = field(default_factory=list)
+    files: dict = field(default_factory=dict)
+    wall_time: float = 0.0
+
+    @property
+    def eos_onset(self):
+        if self.gd is None or not hasattr(self.gd, "eos_onset"):
+            return None
+        return self.gd.eos_onset()
+
+
+@dataclass
+class ValidationResult:
+    """The outcome of :func:`validate`: the cases, the output folder, the report path."""
+
+    cases: list
+    out_dir: Path
+    report: Path | None
+    quick: bool
+    wall_time: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when every case ran to the end with GD finishing (model failures are results)."""
+        return not self.interrupted and all(c.status == "ok" for c in self.cases)
+
+
+def _log_default(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- running -----------------------------------------------------------------------------
+
+def _model_class(name: str):
+    """The model class ``name`` from effdyn.models, or the reason it is unavailable."""
+    import effdyn.models as models
+
+    try:
+        return getattr(models, name), None
+    except (ImportError, AttributeError) as exc:
+        return None, f"{name} is not available in this installation ({type(exc).__name__}: {exc})"
+
+
+def _run_gd(setup: Setup, progress):
+    import inspect
+
+    from .. import gd
+
+    options = dict(setup.gd_options)
+    if "progress" in inspect.signature(gd).parameters:
+        options.setdefault("progress", progress)
+    t0 = time.perf_counter()
+    try:
+        traj = gd(setup.problem, setup.theta0, setup.eta, setup.steps, throw=False, **options)
+    except IntegrationError as exc:  # interrupted GD carries its partial trajectory
+        traj = exc.partial
+        if exc.cause == "interrupted":
+            raise _GDInterrupted(traj, time.perf_counter() - t0) from exc
+        if traj is None:
+            raise
+    return traj, time.perf_counter() - t0
+
+
+def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log) -> ModelResult:
+    from .. import compare, solve
+
+    row = ModelResult(spec.label, spec.cls, spec.solver, "error")
+    cls, why = _model_class(spec.cls)
+    if cls is None:
+        row.status, row.message = "unavailable", why
+        log(f"    {spec.label}: skipped, {why}")
+        return row
+    try:
+        model = cls(setup.problem, setup.eta, **spec.options)
+    except Exception as exc:  # a model that cannot handle this problem is a result, not a crash
+        row.status, row.message = "not applicable", f"{type(exc).__name__}: {exc}"
+        log(f"    {spec.label}: not applicable ({row.message})")
+        return row
+    t0 = time.perf_counter()
+    try:
+        # The initial state is built here rather than by solve(): solve's own `seed` keyword
+        # (recorded metadata) would swallow a model option of the same name (FreeEnergyFlow's seed).
+        y0 = model.initial_state(setup.theta0, **spec.initial)
+        sol = solve(model, state0=y0, steps=setup.steps, solver=spec.solver, rtol=spec.rtol, atol=spec.atol,
+                    save_every=spec.save_every, throw=False, progress=progress, seed=setup.seed)
+    except IntegrationError as exc:
+        sol = exc.partial
+        row.status, row.message = ("interrupted" if exc.cause == "interrupted" else "failed"), str(exc)
+        if exc.cause == "interrupted":
+            row.solution, row.wall_time = sol, time.perf_counter() - t0
+            _attach_metrics(row, traj, compare)
+            raise _ModelInterrupted(row) from exc
+    except Exception as exc:
+        row.status, row.message = "error", f"{type(exc).__name__}: {exc}"
+        row.wall_time = time.perf_counter() - t0
+        log(f"    {spec.label}: error, {row.message}")
+        return row
+    else:
+        row.status = sol.stats.status
+        row.message = sol.stats.message
+    row.wall_time = time.perf_counter() - t0
+    row.solution = sol
+    if sol is not None:
+        row.nfev = int(sol.stats.nfev)
+        row.wall_time = float(sol.stats.wall_time) or row.wall_time
+    _attach_metrics(row, traj, compare)
+    log(f"    {spec.label}: {row.status}, {row.nfev} rhs evaluations, {row.wall_time:.2f} s"
+        + (f", sharpness error {row.metrics.sharpness_error:.3g}" if row.metrics is not None else ""))
+    return row
+
+
+class CaseInterrupted(KeyboardInterrupt):
+    """Ctrl-C inside one case; ``result`` is the partial (already saved) CaseResult."""
+
+    def __init__(self, result):
+        super().__init__(f"case {result.name} interrupted")
+        self.result = result
+
+
+class _GDInterrupted(KeyboardInterrupt):
+    def __init__(self, traj, wall):
+        super().__init__("interrupted")
+        self.traj, self.wall = traj, wall
+
+
+class _ModelInterrupted(KeyboardInterrupt):
+    def __init__(self, row):
+        super().__init__("interrupted")
+        self.row = row
+
+
+def _attach_metrics(row: ModelResult, traj, compare) -> None:
+    sol = row.solution
+    if sol is None or len(sol.k) < 2:
+        return
+    try:
+        row.metrics = compare(traj, sol)
+    except Exception as exc:  # e.g. a model that stopped before GD's EoS onset
+        note = f"not compared: {type(exc).__name__}: {exc}"
+        row.message = f"{row.message}; {note}" if row.message else note
+
+
+def run_setup(name: str, title: str, setup: Setup, *, out_dir=None, progress=None, log=_log_default,
+              figures: bool = True) -> CaseResult:
+    """Run GD and every model of ``setup``; save ``<out_dir>/<name>.nc`` and figures.
+
+    An interrupt (Ctrl-C) saves the partial case, then raises :class:`CaseInterrupted`
+    carrying it.
+    """
+    t0 = time.perf_counter()
+    result = CaseResult(name, title, "ok", setup=setup)
+    log(f"  GD: P = {setup.problem.dim}, η = {setup.eta:g} (2/η = {2 / setup.eta:.4g}), {setup.steps} steps")
+    interrupted = False
+    try:
+        traj, result.gd_wall = _run_gd(setup, progress)
+        result.gd = traj
+        status = getattr(traj, "status", "success")
+        onset = result.eos_onset
+        log(f"    GD: {status}, {result.gd_wall:.2f} s, EoS onset "
+            + ("never" if onset is None else f"at step {onset}"))
+        if status != "success":
+            result.status = "gd-diverged" if status == "diverged" else "error"
+            result.message = getattr(traj, "message", "") or f"GD stopped: {status}"
+            log(f"    GD did not finish ({result.message}); models skipped for this case.")
+        else:
+            for spec in setup.models:
+                result.models.append(_run_model(spec, setup, traj, progress, log))
+    except _GDInterrupted as exc:
+        result.gd, result.gd_wall = exc.traj, exc.wall
+        interrupted = True
+    except _ModelInterrupted as exc:
+        result.models.append(exc.row)
+        interrupted = True
+    except KeyboardInterrupt:
+        interrupted = True
+    if interrupted:
+        result.status, result.message = "interrupted", "interrupted by the user (Ctrl-C); partial results saved"
+    result.wall_time = time.perf_counter() - t0
+    if out_dir is not None and result.gd is not None:
+        _save_case(result, Path(out_dir), figures=figures, log=log)
+    if interrupted:
+        raise CaseInterrupted(result)
+    return result
+
+
+def run_case(case: Case | str, *, quick: bool = True, steps: int | None = None, cifar=None, out_dir=None,
+             progress=None, log=_log_default, figures: bool = True) -> CaseResult:
+    """Run one registered case (see :func:`run_setup` for what is produced)."""
+    if isinstance(case, str):
+        case = get_case(case)
+    t0 = time.perf_counter()
+    try:
+        setup = case.setup(quick, cifar=cifar, steps=steps)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        msg = f"{type(exc).__name__}: {exc}"
+        log(f"  setup failed: {msg}")
+        return CaseResult(case.name, case.title, "error", msg, wall_time=time.perf_counter() - t0)
+    return run_setup(case.name, case.title, setup, out_dir=out_dir, progress=progress, log=log, figures=figures)
+
+
+def _save_case(result: CaseResult, out_dir: Path, *, figures: bool, log) -> None:
+    from ..io import save_dataset
+
+    try:
+        ds = case_dataset(result)
+        result.files["netcdf"] = save_dataset(ds, out_dir / f"{result.name}.nc")
+        if figures:
+            from ..plotting import plot_case
+
+            result.files["figures"] = plot_case(ds, out_dir, prefix=result.name)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # saving must not lose the rest of the run
+        result.message = (result.message + "; " if result.message else "") + f"saving failed: {exc}"
+        log(f"    saving {result.name} failed: {type(exc).__name__}: {exc}")
+
+
+def validate(cases=None, *, quick: bool = True, out_dir="effdyn-output", cifar=None, steps=None, progress=None,
+             log=_log_default, figures: bool = True) -> ValidationResult:
+    """Run validation cases against GD and write the report.
+
+    Parameters
+    ----------
+    cases : list of str, optional
+        Case names (default: every case; the CIFAR-10 case only when a CIFAR folder is
+        given by ``cifar`` or ``$EFFDYN_CIFAR10``). Unknown names raise
+        :class:`~effdyn.validation.cases.UnknownCaseError` listing the valid ones, before
+        anything runs.
+    quick : bool
+        Quick horizons (and the smaller mean-field width) instead of the full ones.
+    out_dir : str or Path
+        Output folder: ``report.md``, ``<case>.nc``, ``<case>_<figure>.png``.
+    cifar : str or Path, optional
+        Local ``cifar-10-batches-py`` folder.
+    steps : int or dict, optional
+        Horizon override in GD steps, for every case (int) or per case name (dict).
+    progress : bool or None
+        Progress bars of the long runs (None: only on a terminal).
+    log : callable
+        Receives one line of progress text at a time (default: stderr).
+
+    Returns
+    -------
+    ValidationResult
+
+    Raises
+    ------
+    ValidationInterrupted
+        On Ctrl-C, after saving the partial results and the report.
+    """
+    from ..data import cifar10_path
+    from .report import write_report
+
+    cifar = cifar10_path(cifar)
+    if cases is None:
+        names = [n for n, c in CASES.items() if not c.needs_cifar or cifar is not None]
+    else:
+        names = list(cases)
+        for n in names:
+            get_case(n)
+    if isinstance(steps, dict):
+        for n in steps:
+            get_case(n)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = ValidationResult([], out_dir, None, quick)
+    mode = "quick" if quick else "full"
+    try:
+        for i, name in enumerate(names, 1):
+            case = get_case(name)
+            log(f"[{i}/{len(names)}] {name}: {case.title} ({mode})")
+            n_steps = steps.get(name) if isinstance(steps, dict) else steps
+            try:
+                result.cases.append(run_case(case, quick=quick, steps=n_steps, cifar=cifar, out_dir=out_dir,
+                                             progress=progress, log=log, figures=figures))
+            except CaseInterrupted as exc:
+                result.cases.append(exc.result)
+                raise
+    except KeyboardInterrupt:
+        result.interrupted = True
+        result.wall_time = time.perf_counter() - t0
+        result.report = write_report(result, out_dir / "report.md")
+        raise ValidationInterrupted(result) from None
+    result.wall_time = time.perf_counter() - t0
+    result.report = write_report(result, out_dir / "report.md")
+    return result
+
+
+# --- datasets ----------------------------------------------------------------------------
+
+def distance_series(mid_k, mid, sol):
+    """‖θ_model(k) − θ̄_GD(k)‖ at GD's midpoint steps ``mid_k`` (NaN past the model's end)."""
+    theta = np.asarray(sol.theta, dtype=float)
+    ks = np.asarray(sol.k, dtype=float)
+    out = np.full(len(mid_k), np.nan)
+    sel = (mid_k >= ks[0]) & (mid_k <= ks[-1])
+    if len(ks) >= 2 and np.any(sel):
+        tm = np.stack([np.interp(mid_k[sel], ks, theta[:, j]) for j in range(theta.shape[1])], axis=1)
+        out[sel] = np.sqrt(np.sum((tm - mid[sel]) ** 2, axis=1))
+    return out
+
+
+_METRIC_FIELDS = ("loss_error", "sharpness_error", "amplitude_error", "distance", "distance_abs",
+                  "mean_loss_model", "mean_loss_gd", "mean_sharpness_model", "mean_sharpness_gd",
+                  "mean_amplitude_model", "mean_amplitude_gd", "loss_scale", "amplitude_scale", "k0", "k1")
+
+
+def case_dataset(result: CaseResult):
+    """The case as one xarray Dataset (GD series, each model's series, metrics, metadata).
+
+    Layout (P = problem dimension; θ saved only for P <= ``THETA_SAVE_MAX``):
+
+    * GD: ``gd_loss(gd_k)``, ``gd_theta(gd_k, param)``, ``gd_sharpness(gd_eig_k)``,
+      ``gd_eigs(gd_eig_k, eig)``, and its time averages ``gd_loss_average(gd_avg_k)``,
+      ``gd_amplitude(gd_amp_k)``, ``gd_midpoint(gd_mid_k, param)``,
+      ``gd_sharpness_average(gd_sharp_k)``.
+    * model ``m`` (slug of its label): ``m__k``, ``m__loss``, ``m__time_avg_loss``,
+      ``m__sharpness``, ``m__amplitude`` (and ``m__free_energy`` where the model has one),
+      ``m__theta``, ``m__distance(gd_mid_k)`` = ‖θ_model − θ̄_GD‖.
+    * per model (dimension ``model``, labels as coordinate): ``status``, ``message``,
+      ``solver``, ``model_class``, ``nfev``, ``wall_time`` and ``metrics(model, metric)``.
+    * attributes: effdyn's metadata (config JSON, versions, git commit, seed) plus case,
+      eta, steps, gd_status, gd_message, eos_onset (-1: never), gd_wall_time.
+    """
+    import xarray as xr
+
+    from ..diagnostics import gd_time_averages
+    from ..io import metadata
+
+    setup, traj = result.setup, result.gd
+    P = setup.problem.dim
+    save_theta = P <= THETA_SAVE_MAX
+    data, coords = {}, {}
+    k = np.asarray(traj.k, dtype=float)
+    coords["gd_k"] = k
+    data["gd_loss"] = (("gd_k",), np.asarray(traj.loss, dtype=float))
+    theta = np.asarray(traj.theta, dtype=float)
+    if save_theta and theta.shape[0] == len(k):
+        data["gd_theta"] = (("gd_k", "param"), theta)
+    eig_k = np.asarray(traj.eig_k, dtype=float)
+    coords["gd_eig_k"] = eig_k
+    data["gd_sharpness"] = (("gd_eig_k",), np.asarray(traj.sharpness, dtype=float))
+    eigs = getattr(traj, "eigs", None)
+    if eigs is not None and np.ndim(eigs) == 2 and len(eigs) == len(eig_k):
+        data["gd_eigs"] = (("gd_eig_k", "eig"), np.asarray(eigs, dtype=float))
+    mid_k = np.empty(0)
+    mid = np.empty((0, P))
+    if len(k) >= 3:
+        avg = gd_time_averages(traj)
+        mid_k, mid = avg["midpoint"]
+        for key, var, dim in (("loss_average", "gd_loss_average", "gd_avg_k"),
+                              ("amplitude", "gd_amplitude", "gd_amp_k"),
+                              ("sharpness", "gd_sharpness_average", "gd_sharp_k")):
+            kk, vv = avg[key]
+            coords[dim] = kk
+            data[var] = ((dim,), np.asarray(vv, dtype=float))
+        coords["gd_mid_k"] = mid_k
+        if save_theta:
+            data["gd_midpoint"] = (("gd_mid_k", "param"), mid)
+
+    labels, rows = [], []
+    for row in result.models:
+        labels.append(row.label)
+        rows.append(row)
+        sol = row.solution
+        if sol is None or len(sol.k) < 1:
+            continue
+        s = slug(row.label)
+        dim = f"{s}__k"
+        coords[dim] = np.asarray(sol.k, dtype=float)
+        obs = sol.observables
+        for name in ("loss", "time_avg_loss", "sharpness", "amplitude", "free_energy", "sigma_trace"):
+            if name in obs and np.shape(obs[name]) == (len(sol.k),):
+                data[f"{s}__{name}"] = ((dim,), np.asarray(obs[name], dtype=float))
+        if save_theta:
+            data[f"{s}__theta"] = ((dim, "param"), np.asarray(sol.theta, dtype=float))
+        if len(mid_k):
+            data[f"{s}__distance"] = (("gd_mid_k",), distance_series(mid_k, mid, sol))
+    if labels:
+        coords["model"] = np.array(labels, dtype=object)
+        coords["metric"] = np.array(_METRIC_FIELDS, dtype=object)
+        M = np.full((len(rows), len(_METRIC_FIELDS)), np.nan)
+        for i, row in enumerate(rows):
+            if row.metrics is not None:
+                d = row.metrics.as_dict()
+                M[i] = [float(d[f]) for f in _METRIC_FIELDS]
+        data["metrics"] = (("model", "metric"), M)
+        for name, values in (("status", [r.status for r in rows]), ("message", [r.message for r in rows]),
+                             ("solver", [r.solver for r in rows]), ("model_class", [r.model for r in rows])):
+            data[name] = (("model",), np.array(values, dtype=object))
+        data["nfev"] = (("model",), np.array([r.nfev for r in rows], dtype=np.int64))
+        data["wall_time"] = (("model",), np.array([r.wall_time for r in rows], dtype=float))
+
+    config = {"case": result.name, "title": result.title, "eta": setup.eta, "steps": setup.steps,
+              "theta0": np.asarray(setup.theta0).tolist() if P <= THETA_SAVE_MAX else f"<{P} values>",
+              "problem": setup.problem.config(), "gd_options": setup.gd_options, "case_config": setup.config,
+              "models": [m.config() for m in setup.models], "notes": setup.notes}
+    attrs = metadata(config, setup.seed)
+    onset = result.eos_onset
+    attrs.update({"case": result.name, "title": result.title, "eta": float(setup.eta), "steps": int(setup.steps),
+                  "dim": int(P), "case_status": result.status, "case_message": result.message,
+                  "gd_status": str(getattr(traj, "status", "success")), "gd_message": str(getattr(traj, "message", "")),
+                  "eos_onset": -1 if onset is None else int(onset), "gd_wall_time": float(result.gd_wall),
+                  "notes": setup.notes})
+    return xr.Dataset(data, coords=coords, attrs=attrs)
