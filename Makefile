@@ -21,8 +21,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m effdyn validate --quick --out effdyn-output
 
+# Two pytest workers fill the two cores; one BLAS thread each avoids oversubscription.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

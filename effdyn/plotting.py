@@ -97,6 +97,15 @@ def plot_case(ds, out_dir, prefix: str | None = None) -> list[Path]:
     list of Path
         The written PNG files, in the order of :data:`CASE_FIGURES`.
     """
+    import warnings
+
+    # a diverged GD run holds values near overflow: the figures are still drawn, quietly
+    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _plot_case(ds, out_dir, prefix)
+
+
+def _plot_case(ds, out_dir, prefix: str | None = None) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = prefix or str(ds.attrs.get("case", "case"))
@@ -181,7 +190,13 @@ def _limit_to_gd(ax, ds, name, gd_values):
     """Keep the y-range near GD's values so that one runaway model does not flatten the plot."""
     vals = np.asarray(gd_values, dtype=float)
     vals = vals[np.isfinite(vals)]
-    if not vals.size or ax.get_yscale() == "log":
+    if not vals.size:
+        return
+    if ax.get_yscale() == "log":
+        vals = vals[vals > 0]
+        if vals.size:
+            cur = ax.get_ylim()
+            ax.set_ylim(max(cur[0], vals.min() * 1e-2), min(cur[1], vals.max() * 1e2))
         return
     lo, hi = vals.min(), vals.max()
     pad = 0.25 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.1

@@ -14,14 +14,21 @@ these are exactly the optimality (KKT) conditions of the convex problem
 whose gradient is ``Z``. This module solves that problem without any external dependency:
 
 1. trivial cases first: ``A ⪰ 0`` gives ``X = 0``; r = 1 is a scalar formula;
-2. accelerated projected gradient (FISTA with adaptive restart), the projection onto the
-   PSD cone being an eigenvalue clip;
-3. every few iterations, a *polish* step: the rank m of the current iterate guesses the
-   face of the cone that holds the solution, ``X = V Y Vᵀ`` with V the top-m eigenvectors;
-   minimising over unconstrained symmetric Y is a linear solve, and the candidate is
-   accepted only when it satisfies all three KKT conditions to ``tol``. The polish makes
-   the answer exact to rounding once the face is right, so the iteration never has to
-   crawl to 1e-10 by itself.
+2. with a warm start (the solution at the previous time of a flow), a *polish* step: the
+   rank m of the warm start guesses the face of the cone that holds the solution,
+   ``X = V Y Vᵀ`` with V the top-m eigenvectors, and minimising over unconstrained
+   symmetric Y is a linear solve. The candidate is accepted only when it satisfies all
+   three KKT conditions to ``tol``; along a flow this is the usual case and costs one
+   small linear solve;
+3. otherwise an infeasible primal-dual interior-point method (HKM direction, a few tens
+   of Newton steps on an r(r+1)/2-dimensional system), followed by the same polish on the
+   face it finds. Interior iterates are PSD by construction, so the only residual left
+   is the complementarity gap, which the path drives below ``tol``.
+
+When B is singular the solution need not be unique (directions D with B[D] = 0 and
+⟨A, D⟩ = 0 are free); the returned X is one solution. For the central flow this does not
+change the drift, which only sees B[X], but it does change Σ. A tiny Tikhonov term
+(1e-11·‖B‖) keeps the iteration bounded in that case.
 
 Symmetric matrices are handled in ``svec`` coordinates (off-diagonal entries scaled by
 √2), in which ⟨X, Y⟩ = svec(X)·svec(Y) and ``B`` becomes an ordinary symmetric matrix.
@@ -219,7 +226,7 @@ def _polish(X: np.ndarray, a: np.ndarray, M: np.ndarray, r: int, norm_a: float, 
     return best
 
 
-def _solve_svec(a_mat: np.ndarray, M: np.ndarray, *, tol: float = 1e-10, max_iter: int = 5000,
+def _solve_svec(a_mat: np.ndarray, M: np.ndarray, *, tol: float = 1e-10, max_iter: int = 200,
                 X0: np.ndarray | None = None) -> SDCPResult:
     """Hot-path solver: ``a_mat`` is A (r×r), ``M`` is B in svec coordinates. No validation."""
     r = a_mat.shape[0]
@@ -256,64 +263,122 @@ def _solve_svec(a_mat: np.ndarray, M: np.ndarray, *, tol: float = 1e-10, max_ite
                     "with B[qqᵀ] = 0, so no X >= 0 can make A + B[X] >= 0 (the critical eigenvalue "
                     "does not respond to Σ).", "unbounded")
 
-    def objective(v):
-        return 0.5 * v @ (M @ v) + a @ v
+    # A singular B leaves a set of solutions (flat directions D with B[D] = 0, <A, D> = 0);
+    # a Tikhonov term ½ρ|X|² with ρ = 1e-11·|B| selects the smallest one, changes the KKT
+    # residual by at most 1e-11 (relative), and turns an unbounded problem into one whose
+    # solution is huge and fails the final check against the original B.
+    Mw = M + (1e-11 * norm_b) * np.eye(len(a)) if null.shape[1] else M
+
+    def final(X, it, method):
+        Zt = smat(M @ svec(X) + a, r)
+        res = _residual(X, Zt, norm_a, norm_b)
+        return SDCPResult(X, Zt, res, it, method)
 
     if X0 is not None and X0.shape == (r, r):
-        cand = _polish(X0, a, M, r, norm_a, norm_b, tol)
+        cand = _polish(X0, a, Mw, r, norm_a, norm_b, tol)
         if cand is not None and cand[2] <= tol:
-            return SDCPResult(cand[0], cand[1], cand[2], 0, "polish")
-        x = svec(_psd_project(X0)[0])
-    else:
-        x = np.zeros(len(a))
-    step = 1.0 / norm_b
-    y = x.copy()
-    t = 1.0
-    f_x = objective(x)
-    best = None
-    for it in range(1, max_iter + 1):
-        x_new = svec(_psd_project(smat(y - step * (M @ y + a), r))[0])
-        f_new = objective(x_new)
-        if f_new > f_x:  # adaptive restart (O'Donoghue & Candès): the momentum overshot
-            t, y = 1.0, x.copy()
-        else:
-            t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
-            y = x_new + ((t - 1.0) / t_new) * (x_new - x)
-            x, t, f_x = x_new, t_new, f_new
-        if it % 4 == 0:
-            cand = _polish(smat(x, r), a, M, r, norm_a, norm_b, tol)
-            if cand is not None:
-                if best is None or cand[2] < best[2]:
-                    best = cand
-                if cand[2] <= tol:
-                    return SDCPResult(cand[0], cand[1], cand[2], it, "fista+polish")
-                # The exact minimiser on the guessed face is a better iterate whenever it has a
-                # lower objective: jump there (subspace acceleration) and restart the momentum.
-                xc = svec(cand[0])
-                fc = objective(xc)
-                if fc < f_x:
-                    x, y, t, f_x = xc, xc.copy(), 1.0, fc
-        if it % 20 == 0 and null.shape[1]:
-            nx = float(np.linalg.norm(x))
-            if nx > 0:
-                # Unbounded objective: iterates run off along a recession direction D ⪰ 0
-                # with B[D] = 0 and <A, D> < 0; their direction certifies it.
-                d = null @ (null.T @ (x / nx))
-                if (np.linalg.norm(d) > 0.999 and a @ d < -1e-8 * norm_a
-                        and np.linalg.eigvalsh(smat(d, r))[0] >= -1e-6):
-                    raise SDCPError(
-                        "SDCP has no solution: the objective ½B[X,X] + <A,X> decreases without bound "
-                        f"along a PSD direction D with B[D] = 0 and <A, D> = {a @ d:.3g} < 0 (|X| reached "
-                        f"{nx:.3g}), so the critical eigenvalues cannot be held at the threshold.", "unbounded")
-    res = best[2] if best is not None else np.inf
+            out = final(cand[0], 0, "polish")
+            if out.residual <= tol:
+                return out
+    X, _, res, it, grew = _interior_point(a_mat, Mw, r, norm_a, norm_b, tol, max_iter)
+    best = final(X, it, "interior point")
+    cand = _polish(X, a, Mw, r, norm_a, norm_b, tol)
+    if cand is not None:
+        polished = final(cand[0], it, "interior point+polish")
+        if polished.residual <= max(best.residual, tol):
+            best = polished
+    if best.residual <= tol:
+        return best
+    if grew or null.shape[1]:
+        raise SDCPError(
+            "SDCP has no solution: the objective ½B[X,X] + <A,X> is unbounded below (|X| grew to "
+            f"{np.linalg.norm(best.X):.3g} with KKT residual {best.residual:.3g}); some direction D >= 0 "
+            "with B[D] = 0 and <A, D> < 0 exists, so the critical eigenvalues cannot be held at the "
+            "threshold.", "unbounded")
     raise SDCPError(
-        f"SDCP solver did not reach tol = {tol:g} in {max_iter} iterations (best KKT residual {res:.3g}); "
-        + ("B is singular, so the problem may have no solution (objective unbounded below)."
-           if null.shape[1] else "the problem is badly conditioned."),
-        "not converged")
+        f"SDCP solver did not reach tol = {tol:g} in {max_iter} interior-point iterations (best KKT "
+        f"residual {best.residual:.3g}).", "not converged")
 
 
-def solve_sdcp(A, B, *, tol: float = 1e-10, max_iter: int = 5000, X0=None) -> SDCPResult:
+def _sym_kron_matrix(r: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """svec matrix of D ↦ ½(left·D·right + rightᵀ·D·leftᵀ)."""
+    pairs = _index_pairs(r)
+    E = np.empty((len(pairs), len(pairs)))
+    for col, (k, l) in enumerate(pairs):
+        D = np.zeros((r, r))
+        D[k, l] = D[l, k] = 1.0 if k == l else 1.0 / _SQRT2
+        out = left @ D @ right
+        E[:, col] = svec(0.5 * (out + out.T))
+    return E
+
+
+def _max_step(S: np.ndarray, dS: np.ndarray) -> float:
+    """Largest α with S + α dS ⪰ 0 (S ≻ 0)."""
+    L = np.linalg.cholesky(S)
+    Li = np.linalg.inv(L)
+    w = np.linalg.eigvalsh(Li @ dS @ Li.T)
+    return np.inf if w[0] >= 0 else -1.0 / w[0]
+
+
+def _interior_point(a_mat, M, r, norm_a, norm_b, tol, max_iter):
+    """Infeasible primal-dual path following (HKM direction) for min ½xᵀMx + aᵀx, X ⪰ 0.
+
+    Unknowns X ≻ 0, Z ≻ 0 with residual R = Mx + a − z and centring XZ = μI. Each Newton
+    step solves (I + E M) dx = svec(μZ⁻¹ − X) − E R with E the svec matrix of
+    dZ ↦ ½(X dZ Z⁻¹ + Z⁻¹ dZ X), SPD, so I + EM is invertible. Returns
+    (X, Z, residual, iterations, grew) where ``grew`` flags iterates running off to
+    infinity (an unbounded problem).
+    """
+    a = svec(a_mat)
+    scale_x = max(1.0, norm_a / norm_b)
+    scale_z = max(1.0, norm_a)
+    X = scale_x * np.eye(r)
+    Z = scale_z * np.eye(r)
+    eye = np.eye(len(a))
+    best = None
+    sigma = 0.3
+    norm_first = None
+    for it in range(1, max_iter + 1):
+        x = svec(X)
+        R = M @ x + a - svec(Z)
+        gap = float(np.sum(X * Z))
+        Zs = Z - smat(R, r)  # A + B[X] exactly
+        res = _residual(X, Zs, norm_a, norm_b)
+        if best is None or res < best[2]:
+            best = (X.copy(), Zs, res)
+        if res <= 0.1 * tol:
+            break
+        mu = sigma * gap / r
+        Zi = np.linalg.inv(Z)
+        E = _sym_kron_matrix(r, X, Zi)
+        rhs = svec(mu * Zi - X) - E @ R
+        try:
+            dx = np.linalg.solve(eye + E @ M, rhs)
+        except np.linalg.LinAlgError:  # numerically singular near the end of the path
+            dx = np.linalg.lstsq(eye + E @ M, rhs, rcond=None)[0]
+        dz = M @ dx + R
+        dX, dZ = smat(dx, r), smat(dz, r)
+        try:
+            alpha = min(1.0, 0.95 * min(_max_step(X, dX), _max_step(Z, dZ)))
+        except np.linalg.LinAlgError:  # X or Z lost definiteness to rounding: stop here
+            break
+        if not np.isfinite(alpha) or alpha < 1e-12:
+            break
+        X = X + alpha * dX
+        Z = Z + alpha * dZ
+        X, Z = 0.5 * (X + X.T), 0.5 * (Z + Z.T)
+        # Long steps mean the centring can be more aggressive (a cheap Mehrotra-type rule).
+        sigma = 0.05 if alpha > 0.9 else (0.2 if alpha > 0.5 else 0.5)
+        nx = float(np.linalg.norm(X))
+        if norm_first is None:
+            norm_first = nx
+        if nx > 1e10 * max(norm_first, scale_x):
+            return best[0], best[1], best[2], it, True
+    nx = float(np.linalg.norm(best[0]))
+    return best[0], best[1], best[2], it, nx > 1e6 * max(norm_first or 1.0, scale_x)
+
+
+def solve_sdcp(A, B, *, tol: float = 1e-10, max_iter: int = 200, X0=None) -> SDCPResult:
     """Solve X ⪰ 0, A + B[X] ⪰ 0, ⟨X, A + B[X]⟩ = 0.
 
     Parameters

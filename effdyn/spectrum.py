@@ -9,18 +9,21 @@ Two ways of getting the top-k eigenpairs:
 * :func:`top_eigenpairs` solves from scratch: a dense ``eigh`` of the Hessian when the
   problem is small (``P <= dense_max``), otherwise implicitly restarted Lanczos (ARPACK,
   ``scipy.sparse.linalg.eigsh``) on a ``LinearOperator`` that calls ``problem._hvp``.
-* :class:`EigenTracker` follows the eigenpairs along a trajectory. Each update starts from
-  the subspace spanned by the previous solutions (plus one guard vector below the tracked
-  block, so that an eigenvalue crossing into the top k is caught) and refines it by a
-  block Krylov (Davidson-type) expansion with Rayleigh–Ritz until the residuals are below
-  ``tol``. When θ moves little between updates this needs a handful of HVPs where a cold
-  Lanczos solve needs dozens; if the warm solve does not converge within its budget the
-  tracker falls back to a cold solve.
+* :class:`EigenTracker` follows the eigenpairs along a trajectory. Each update starts
+  from the subspace spanned by the last few solutions (``history`` of them, plus ``guard``
+  vectors just below the tracked block so that an eigenvalue rising into the top k is
+  caught), so Rayleigh–Ritz on it already extrapolates along the trajectory; the subspace is
+  then grown with Ritz residuals (a Davidson iteration without preconditioner, i.e. a Krylov
+  expansion) until every wanted residual is below ``tol``. When θ moves little between
+  updates this costs a handful of HVPs where a cold Lanczos solve costs at least ARPACK's
+  ``ncv`` (20) of them. A warm update that does not converge within its budget is redone
+  cold.
 
 Convergence criterion (both paths): a Ritz pair (λ, v) is accepted when
-``‖Hv − λv‖ <= tol · scale`` with ``scale`` the largest Ritz value magnitude (ARPACK uses
-``|λ|`` itself). The eigenvalue error is then below the residual and typically of order
-residual²/gap, so ``tol = 1e-10`` gives eigenvalues to near machine precision.
+``‖Hv − λv‖ <= tol · scale``, with ``scale`` the largest Ritz value magnitude in the
+tracker and ``|λ|`` in ARPACK. The eigenvalue error is bounded by the residual and is
+typically of order residual²/gap, so the default ``tol = 1e-8`` gives eigenvalues to about
+machine precision and eigenvectors to about ``tol``/(relative gap).
 
 Sign convention: each eigenvector is scaled so that its largest-magnitude component is
 positive (the first such component on ties), independently of history, so that two calls
@@ -41,9 +44,7 @@ __all__ = ["top_eigenpairs", "sharpness", "EigenTracker"]
 #: Default dimension up to which the dense Hessian is diagonalised instead of Lanczos.
 DENSE_MAX = 64
 #: Default relative residual tolerance of the iterative solvers.
-TOL = 1e-10
-import os
-SINGLE = bool(int(os.environ.get('SINGLE', '0')))
+TOL = 1e-8
 
 
 # --------------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ def top_eigenpairs(problem, theta, k: int = 1, *, v0=None, dense_max: int = DENS
     dense_max : int, default 64
         Use a dense ``eigh`` of ``problem.hessian`` when P <= dense_max (and always when
         k >= P, which ARPACK cannot do). ``dense_max=0`` forces Lanczos.
-    tol : float, default 1e-10
+    tol : float, default 1e-8
         Relative residual tolerance of Lanczos (ARPACK's ``tol``).
     maxiter : int, optional
         ARPACK's restart limit (its default when None).
@@ -239,11 +240,12 @@ def _warm_block_solve(op: _CountingHVP, X0: np.ndarray, k: int, n_keep: int, tol
                       max_basis: int, max_hvp: int):
     """Top-k eigenpairs by Rayleigh–Ritz on a growing subspace started from ``X0``.
 
-    The subspace is expanded with the residuals of the unconverged wanted Ritz pairs (a
-    Davidson method without preconditioner, which spans the same space as block Lanczos
-    started from X0) and thick-restarted to the best ``max(n_keep + k, max_basis // 2)``
-    Ritz vectors when it reaches ``max_basis`` columns. Returns (vals, vecs, residuals, converged) for the top
-    ``n_keep`` Ritz pairs (the ones beyond k are the unconverged guard vectors).
+    Each iteration adds the residual of the first unconverged wanted Ritz pair (Davidson
+    without preconditioner; for one wanted pair this is Lanczos with full
+    reorthogonalisation). At ``max_basis`` columns the subspace is thick-restarted to its
+    best ``max(n_keep + k, max_basis // 2)`` Ritz vectors. Returns ``None`` when X0 spans
+    fewer than k directions, else (vals, vecs, residuals, converged) for the top
+    ``n_keep`` Ritz pairs (those beyond k are the guard vectors, not converged).
     """
     V = _orthonormal_extension(np.empty((X0.shape[0], 0)), X0)
     if V.shape[1] < k:
@@ -261,12 +263,12 @@ def _warm_block_solve(op: _CountingHVP, X0: np.ndarray, k: int, n_keep: int, tol
         unconverged = np.flatnonzero(res[:k] > tol * scale)
         if unconverged.size == 0:
             return ritz[:m], Y, res, True
-        if op.count + (1 if SINGLE else unconverged.size) > max_hvp:
+        if op.count >= max_hvp:
             return ritz[:m], Y, res, False
-        if V.shape[1] + (1 if SINGLE else unconverged.size) > max_basis:
+        if V.shape[1] >= max_basis:
             keep = min(V.shape[1], max(n_keep + k, max_basis // 2))
             V, W = V @ S[:, :keep], W @ S[:, :keep]
-        Z = _orthonormal_extension(V, R[:, unconverged[:1]] if SINGLE else R[:, unconverged])
+        Z = _orthonormal_extension(V, R[:, unconverged[:1]])
         if Z.shape[1] == 0:
             # The residuals already lie in the subspace to working precision: stagnation.
             return ritz[:m], Y, res, False
@@ -285,21 +287,23 @@ class EigenTracker:
         Number of tracked eigenpairs.
     dense_max : int, default 64
         Up to this dimension every update is a dense ``eigh`` (warm starts buy nothing).
-    tol : float, default 1e-10
+    tol : float, default 1e-8
         Relative residual tolerance (see the module docstring).
     guard : int, default 1
         Extra eigen-directions just below the tracked block kept in the warm-start
-        subspace, so that an eigenvalue rising past the k-th is noticed.
-    history : int, default 2
-        Number of previous solutions whose vectors span the warm-start subspace. Two
-        previous solutions let Rayleigh–Ritz extrapolate, and at the Edge of Stability, where
-        θ alternates between two sides of the valley, include the solution of two steps ago,
-        which is closer than that of the previous step.
+        subspace (one HVP each per update), so that an eigenvalue rising past the k-th is
+        noticed instead of the tracker staying on the old branch.
+    history : int, default 3
+        Number of previous solutions whose top-k vectors span the warm-start subspace (one
+        HVP per vector). Rayleigh–Ritz on the last h solutions extrapolates with an error of
+        order Δθ^h on a smooth trajectory; at the Edge of Stability, where θ alternates
+        between the two sides of a valley, it also contains the solution of two steps
+        before, which is closer than the previous one.
     max_basis : int, optional
         Largest subspace before a thick restart (default ``max(30, 4·(k + guard) + 10)``).
     max_hvp : int, optional
         HVP budget of a warm update before it gives up and solves cold
-        (default ``10 · max_basis``).
+        (default ``3 · max_basis``).
     refresh_every : int, optional
         Force a cold solve every this many updates (never by default).
 
@@ -317,7 +321,7 @@ class EigenTracker:
     """
 
     def __init__(self, problem, k: int = 1, *, dense_max: int = DENSE_MAX, tol: float = TOL, guard: int = 1,
-                 history: int = 2, max_basis: int | None = None, max_hvp: int | None = None,
+                 history: int = 3, max_basis: int | None = None, max_hvp: int | None = None,
                  refresh_every: int | None = None):
         self.problem = _check_problem(problem)
         P = problem.dim
@@ -332,7 +336,7 @@ class EigenTracker:
         self.max_basis = max(30, 4 * self.n_block + 10) if max_basis is None else positive_int(max_basis, "max_basis")
         if self.max_basis < 2 * self.n_block:
             raise ValueError(f"`max_basis` must be at least 2·(k + guard) = {2 * self.n_block}; got {self.max_basis}.")
-        self.max_hvp = 10 * self.max_basis if max_hvp is None else positive_int(max_hvp, "max_hvp")
+        self.max_hvp = 3 * self.max_basis if max_hvp is None else positive_int(max_hvp, "max_hvp")
         self.refresh_every = None if refresh_every is None else positive_int(refresh_every, "refresh_every")
         self.reset()
 

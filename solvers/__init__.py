@@ -19,6 +19,7 @@ import numpy as np
 
 from effdyn._validation import as_vector, positive_float
 
+from ._checkpoint import CHECKPOINT_SOLVERS, check_checkpoint_args, checkpoint_info, resume
 from ._diffrax import SOLVERS as _DIFFRAX_SOLVERS
 from ._scipy import METHODS as _SCIPY_METHODS
 
@@ -26,7 +27,7 @@ SOLVER_NAMES = (
     [f"scipy:{m}" for m in _SCIPY_METHODS] + [f"diffrax:{s}" for s in _DIFFRAX_SOLVERS] + ["map"]
 )
 
-__all__ = ["solve", "SOLVER_NAMES"]
+__all__ = ["solve", "resume", "checkpoint_info", "SOLVER_NAMES", "CHECKPOINT_SOLVERS"]
 
 
 def solve(
@@ -46,6 +47,8 @@ def solve(
     blowup: float = 1e8,
     state0=None,
     seed: int | None = None,
+    checkpoint=None,
+    checkpoint_every: float | None = None,
     **initial_options,
 ):
     """Integrate ``model`` from ``theta0`` over ``steps`` GD steps.
@@ -81,10 +84,32 @@ def solve(
         A full model state (e.g. from a previous solution) instead of ``theta0``.
     seed : int, optional
         Recorded in the solution's metadata (models with random seeding take their own).
+    checkpoint : str or os.PathLike, optional
+        File to which the full integrator state is written (atomically) every
+        ``checkpoint_every`` GD steps, at the start and at the end of the run, and when the
+        run is interrupted with Ctrl-C (the first Ctrl-C lets the current step finish, so
+        the checkpoint is exact; a second one stops at once, keeping the last checkpoint).
+        Continue with :func:`effdyn.solvers.resume`, which reproduces the uninterrupted run
+        bit for bit on the same machine. Supported by :data:`CHECKPOINT_SOLVERS` (the map
+        and every scipy method, LSODA included); the diffrax backend refuses it.
+    checkpoint_every : float, optional
+        Spacing of the checkpoints in GD steps (default: a tenth of the horizon). Each
+        checkpoint holds all states saved so far, so very frequent checkpoints of a long
+        run cost time.
 
     Returns
     -------
     Solution
+
+    Raises
+    ------
+    IntegrationError
+        The state became non-finite, exceeded the blow-up bound or failed the model's
+        ``check_state`` (e.g. "sigma not PSD"); the step size underflowed; the solver gave
+        up; or the run was interrupted (always raised, with the partial solution). The
+        error carries ``step``, ``time``, ``cause`` and ``partial``.
+    TypeError, ValueError
+        Invalid arguments, before anything runs; the message names the argument.
     """
     from effdyn.models.base import AbstractModel
 
@@ -104,27 +129,56 @@ def solve(
     if family == "map" and steps != int(steps):
         raise ValueError(f"`steps` must be an integer number of GD steps for solver='map'; got {steps}.")
     save_every = positive_float(save_every, "save_every")
+    if family == "map" and save_every != int(save_every):
+        raise ValueError(f"`save_every` must be a whole number of GD steps for solver='map'; got {save_every}.")
     if family != "map":
         rtol = positive_float(rtol, "rtol")
         atol = positive_float(atol, "atol")
-    if not isinstance(max_steps, numbers.Integral) or max_steps < 1:
+    if not isinstance(max_steps, numbers.Integral) or isinstance(max_steps, bool) or max_steps < 1:
         raise ValueError(f"`max_steps` must be an integer >= 1; got {max_steps!r}.")
+    if isinstance(max_step, bool) or not isinstance(max_step, numbers.Real) or not (max_step > 0):
+        raise ValueError(f"`max_step` must be a number > 0 (np.inf for no bound); got {max_step!r}.")
+    max_step = float(max_step)
+    if first_step is not None:
+        first_step = positive_float(first_step, "first_step")
+        if first_step > steps:
+            raise ValueError(f"`first_step` = {first_step:g} exceeds the horizon `steps` = {steps:g}.")
     blowup = positive_float(blowup, "blowup")
+    if not isinstance(throw, bool):
+        raise TypeError(f"`throw` must be True or False; got {throw!r}.")
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"`progress` must be True, False or None; got {progress!r}.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ValueError(f"`seed` must be None or an integer >= 0; got {seed!r}.")
+    seed = None if seed is None else int(seed)
+    ckpt_path, ckpt_every = check_checkpoint_args(checkpoint, checkpoint_every, solver, steps)
     if state0 is not None:
         if theta0 is not None or initial_options:
             raise ValueError("Pass either `state0` or `theta0` (with model options), not both.")
         y0 = as_vector(state0, "state0", model.state_size)
+        bad = model.check_state(y0)
+        if bad is not None:
+            raise ValueError(f"`state0` is not a valid state of {type(model).__name__}: {bad}.")
     else:
         if theta0 is None:
             raise TypeError("`theta0` (initial parameters, shape (P,)) is required.")
         y0 = np.asarray(model.initial_state(theta0, **initial_options), dtype=np.float64)
+
+    ckpt = None
+    if ckpt_path is not None:
+        from ._checkpoint import Checkpointer, make_header
+
+        args = dict(steps=steps, rtol=None if family == "map" else rtol, atol=None if family == "map" else atol,
+                    save_every=save_every, max_step=max_step, first_step=first_step, blowup=blowup, seed=seed,
+                    y0=y0)
+        ckpt = Checkpointer(ckpt_path, ckpt_every, make_header(model, solver, args, ckpt_every))
 
     if family == "scipy":
         from ._scipy import solve_scipy
 
         return solve_scipy(model, y0, steps, solver.split(":")[1], rtol=rtol, atol=atol, save_every=save_every,
                            throw=throw, progress=progress, max_step=max_step, first_step=first_step,
-                           blowup=blowup, seed=seed)
+                           blowup=blowup, seed=seed, checkpoint=ckpt)
     if family == "diffrax":
         from ._diffrax import solve_diffrax
 
@@ -133,4 +187,5 @@ def solve(
                              blowup=blowup, seed=seed)
     from ._map import solve_map
 
-    return solve_map(model, y0, steps, save_every=save_every, throw=throw, progress=progress, blowup=blowup, seed=seed)
+    return solve_map(model, y0, steps, save_every=save_every, throw=throw, progress=progress, blowup=blowup, seed=seed,
+                     checkpoint=ckpt)

@@ -8,6 +8,9 @@ import numpy as np
 
 from effdyn.errors import IntegrationError
 
+#: Causes that mean the solver gave up rather than the state going bad.
+_SOLVER_CAUSES = ("step-size underflow", "solver failure")
+
 
 def save_grid(steps: float, save_every: float) -> np.ndarray:
     """Save times 0, save_every, 2·save_every, ..., always ending at ``steps``."""
@@ -18,10 +21,15 @@ def save_grid(steps: float, save_every: float) -> np.ndarray:
 
 
 class DivergenceMonitor:
-    """Turns an invalid state into a cause string: non-finite, blow-up, model-specific."""
+    """Turns an invalid state into a cause string: non-finite, blow-up, model-specific.
+
+    A state entry larger than ``blowup · max(1, max|y0|)`` counts as a blow-up; the model's
+    ``check_state`` adds its own causes (for instance ``"sigma not PSD"``).
+    """
 
     def __init__(self, model, y0: np.ndarray, blowup: float):
         self.model = model
+        self.blowup = blowup
         self.bound = blowup * max(1.0, float(np.max(np.abs(y0))) if y0.size else 1.0)
 
     def cause(self, y: np.ndarray) -> str | None:
@@ -30,6 +38,16 @@ class DivergenceMonitor:
         if y.size and np.max(np.abs(y)) > self.bound:
             return "blow-up"
         return self.model.check_state(y)
+
+    def describe(self, cause: str, y: np.ndarray) -> str:
+        """The cause with the numbers behind it, for error messages."""
+        if cause == "non-finite":
+            bad = np.flatnonzero(~np.isfinite(y))
+            return f"non-finite state (NaN/inf at state indices {bad[:5].tolist()}{' ...' if len(bad) > 5 else ''})"
+        if cause == "blow-up":
+            return (f"blow-up (max |y| = {np.max(np.abs(y)):.3g} exceeds the bound {self.bound:.3g} = "
+                    f"blowup · max(1, max|y0|) with blowup = {self.blowup:g})")
+        return cause
 
 
 def progress_bar(total: float, progress, desc: str):
@@ -44,10 +62,18 @@ def progress_bar(total: float, progress, desc: str):
 
 
 def failure(stats, solution_factory, throw: bool, *, step, time, cause, message):
-    """Either raise IntegrationError carrying the partial Solution, or return it."""
-    stats.status = "diverged" if cause in ("non-finite", "blow-up", "sigma not PSD") else "failed"
+    """Either raise IntegrationError carrying the partial Solution, or return it.
+
+    ``stats.status`` becomes "interrupted" (Ctrl-C), "failed" (the solver gave up:
+    step-size underflow or another solver failure) or "diverged" (the state went bad:
+    non-finite, blow-up or a model-specific cause such as "sigma not PSD").
+    """
     if cause == "interrupted":
         stats.status = "interrupted"
+    elif cause in _SOLVER_CAUSES:
+        stats.status = "failed"
+    else:
+        stats.status = "diverged"
     stats.message = message
     partial = solution_factory()
     if throw:

@@ -98,6 +98,16 @@ def _second_variations(W, V, dRt, dLt):
 
 
 @jit
+def _residual(P, M):
+    d = M.shape[0]
+    rho = np.empty((d, d))
+    for a in range(d):
+        for b in range(d):
+            rho[a, b] = P[a, b] - M[a, b]
+    return rho
+
+
+@jit
 def _factors(theta, d):
     L = theta.shape[0] // (d * d)
     return np.ascontiguousarray(theta).reshape((L, d, d))
@@ -108,8 +118,12 @@ def _loss(theta, params):
     M = params[0]
     W = _factors(theta, M.shape[0])
     Rt, Lt = _partials(W)
-    rho = Rt[W.shape[0]] - M
-    return 0.5 * np.sum(rho * rho)
+    P = Rt[W.shape[0]]
+    total = 0.0
+    for a in range(M.shape[0]):
+        for b in range(M.shape[0]):
+            total += (P[a, b] - M[a, b]) ** 2
+    return 0.5 * total
 
 
 @jit
@@ -118,7 +132,7 @@ def _grad(theta, params):
     W = _factors(theta, M.shape[0])
     L = W.shape[0]
     Rt, Lt = _partials(W)
-    rho = Rt[L] - M
+    rho = _residual(Rt[L], M)
     g = np.empty(theta.shape[0])
     g3 = g.reshape(W.shape)
     for i in range(L):
@@ -135,14 +149,19 @@ def _hvp(theta, v, params):
     L = W.shape[0]
     Rt, Lt = _partials(W)
     dRt, dLt = _first_variations(W, V, Rt, Lt)
-    rho = Rt[L] - M
+    rho = _residual(Rt[L], M)
     D1 = dRt[L]
     out = np.empty(theta.shape[0])
     out3 = out.reshape(W.shape)
+    a = np.empty((d, d))
     T = np.empty((d, d))
     for i in range(L):
-        np.dot(dLt[i].T, np.dot(rho, Rt[i].T), out3[i])
-        np.dot(Lt[i].T, np.dot(D1, Rt[i].T) + np.dot(rho, dRt[i].T), T)
+        np.dot(rho, Rt[i].T, a)
+        np.dot(dLt[i].T, a, out3[i])
+        np.dot(D1, Rt[i].T, a)
+        np.dot(rho, dRt[i].T, T)
+        _add_into(a, 1.0, T)
+        np.dot(Lt[i].T, a, T)
         _add_into(out3[i], 1.0, T)
     return out
 
@@ -154,9 +173,12 @@ def _third(theta, U, s, params):
     W = _factors(theta, d)
     L = W.shape[0]
     Rt, Lt = _partials(W)
-    rho = Rt[L] - M
+    rho = _residual(Rt[L], M)
     out = np.zeros(theta.shape[0])
     out3 = out.reshape(W.shape)
+    a = np.empty((d, d))
+    b = np.empty((d, d))
+    c = np.empty((d, d))
     T = np.empty((d, d))
     for r in range(U.shape[1]):
         V = _factors(np.ascontiguousarray(U[:, r]), d)
@@ -165,14 +187,21 @@ def _third(theta, U, s, params):
         D1 = dRt[L]
         D2 = d2Rt[L]
         for i in range(L):
-            # Grouped by the left factor: Ltᵀ(·) + dLtᵀ(·) + d2Ltᵀ(·).
-            a = 2.0 * np.dot(D1, dRt[i].T) + np.dot(D2, Rt[i].T) + np.dot(rho, d2Rt[i].T)
-            b = 2.0 * (np.dot(D1, Rt[i].T) + np.dot(rho, dRt[i].T))
+            # Grouped by the left factor: Ltᵀ a + dLtᵀ b + d2Ltᵀ c.
+            np.dot(D2, Rt[i].T, a)
+            np.dot(D1, dRt[i].T, T)
+            _add_into(a, 2.0, T)
+            np.dot(rho, d2Rt[i].T, T)
+            _add_into(a, 1.0, T)
+            np.dot(D1, Rt[i].T, b)
+            np.dot(rho, dRt[i].T, T)
+            _add_into(b, 1.0, T)
+            np.dot(rho, Rt[i].T, c)
             np.dot(Lt[i].T, a, T)
             _add_into(out3[i], s[r], T)
             np.dot(dLt[i].T, b, T)
-            _add_into(out3[i], s[r], T)
-            np.dot(d2Lt[i].T, np.dot(rho, Rt[i].T), T)
+            _add_into(out3[i], 2.0 * s[r], T)
+            np.dot(d2Lt[i].T, c, T)
             _add_into(out3[i], s[r], T)
     return out
 
@@ -189,23 +218,31 @@ def _hessian(theta, params):
     W = _factors(theta, d)
     L = W.shape[0]
     Rt, Lt = _partials(W)
-    rho = Rt[L] - M
+    rho = _residual(Rt[L], M)
     dd = d * d
     H = np.empty((L * dd, L * dd))
     mid = np.empty((d, d))
+    A = np.empty((d, d))
+    B = np.empty((d, d))
+    G = np.empty((d, d))
+    T = np.empty((d, d))
     for m in range(L):
         _eye_into(mid)
         for k in range(m, L):
-            A = np.dot(Lt[k].T, Lt[m])
-            B = np.dot(Rt[k], Rt[m].T)
+            np.dot(Lt[k].T, Lt[m], A)
+            np.dot(Rt[k], Rt[m].T, B)
             if k == m:
-                A = 0.5 * (A + A.T)
-                B = 0.5 * (B + B.T)
-                G = np.zeros((d, d))
+                # A and B are symmetric here; symmetrise away the rounding.
+                for a in range(d):
+                    for c in range(a):
+                        A[a, c] = A[c, a] = 0.5 * (A[a, c] + A[c, a])
+                        B[a, c] = B[c, a] = 0.5 * (B[a, c] + B[c, a])
             else:
-                G = np.dot(Lt[k].T, np.dot(rho, Rt[m].T))
+                np.dot(rho, Rt[m].T, T)
+                np.dot(Lt[k].T, T, G)
                 if k > m + 1:
-                    mid = np.dot(W[k - 1], mid)
+                    np.dot(W[k - 1], mid, T)
+                    mid, T = T, mid
             for a in range(d):
                 for b in range(d):
                     row = k * dd + a * d + b

@@ -47,14 +47,21 @@ def _excluded_expansions(theta, u):
 
 @jit
 def _loss(theta, params):
-    rho = np.prod(theta) - params[0][0]
+    prod = 1.0
+    for i in range(theta.shape[0]):
+        prod *= theta[i]
+    rho = prod - params[0][0]
     return 0.5 * rho * rho
 
 
 @jit
 def _grad(theta, params):
-    c, full = _excluded_expansions(theta, np.zeros_like(theta))
-    return (full[0] - params[0][0]) * c[:, 0]
+    c, full = _excluded_expansions(theta, np.zeros(theta.shape[0]))
+    rho = full[0] - params[0][0]
+    g = np.empty(theta.shape[0])
+    for k in range(theta.shape[0]):
+        g[k] = rho * c[k, 0]
+    return g
 
 
 @jit
@@ -62,7 +69,10 @@ def _hvp(theta, v, params):
     # Hv = q (q·v) + ρ Qv, with q·v = full[1] and (Qv)_k = c1_k.
     c, full = _excluded_expansions(theta, v)
     rho = full[0] - params[0][0]
-    return c[:, 0] * full[1] + rho * c[:, 1]
+    out = np.empty(theta.shape[0])
+    for k in range(theta.shape[0]):
+        out[k] = c[k, 0] * full[1] + rho * c[k, 1]
+    return out
 
 
 @jit
@@ -74,15 +84,14 @@ def _hessian(theta, params):
         pre[i + 1] = pre[i] * theta[i]
     for i in range(n - 1, -1, -1):
         suf[i] = suf[i + 1] * theta[i]
-    q = pre[:n] * suf[1:]
     rho = pre[n] - params[0][0]
     H = np.empty((n, n))
     for i in range(n):
-        H[i, i] = q[i] * q[i]
+        H[i, i] = (pre[i] * suf[i + 1]) ** 2
         mid = 1.0  # ∏_{i<k<j} θ_k
         for j in range(i + 1, n):
             qij = pre[i] * mid * suf[j + 1]
-            H[i, j] = q[i] * q[j] + rho * qij
+            H[i, j] = pre[i] * suf[i + 1] * pre[j] * suf[j + 1] + rho * qij
             H[j, i] = H[i, j]
             mid *= theta[j]
     return H
@@ -96,5 +105,6 @@ def _third(theta, U, s, params):
     for r in range(U.shape[1]):
         c, full = _excluded_expansions(theta, np.ascontiguousarray(U[:, r]))
         rho = full[0] - params[0][0]
-        out += s[r] * (2.0 * c[:, 1] * full[1] + 2.0 * c[:, 0] * full[2] + 2.0 * rho * c[:, 2])
+        for k in range(n):
+            out[k] += 2.0 * s[r] * (c[k, 1] * full[1] + c[k, 0] * full[2] + rho * c[k, 2])
     return out

@@ -6,9 +6,7 @@ row i = (w_i, a_i)::
     f(x_k) = c Σ_i a_i σ(w_i·x_k),     L = (1/2n) Σ_k (f(x_k) − y_k)²,
 
 c = 1/N (mean-field scaling) or 1/√N (standard scaling). ``params = (X, XT, y, meta)``
-with X (n, d), XT = Xᵀ contiguous (d, n), y (n,) and
-``meta = [c, activation code, parallel mode]`` (mode < 0: automatic, 0: one thread,
-> 0: all numba threads); the
+with X (n, d), XT = Xᵀ contiguous (d, n), y (n,) and ``meta = [c, activation code]``; the
 activation is an integer code so that one compiled kernel serves every activation and
 width (no recompilation across sweeps).
 
@@ -29,9 +27,10 @@ With ∇f_k, ∇Df_k, ∇D²f_k the θ-gradients of these output functionals,
 
 Particles are processed in blocks of rows; inside a block the inner products w_i·x_k,
 v_i·x_k and the w-outputs are dense matrix products (BLAS through ``np.dot``) and the
-activation work is an element-wise loop parallel over the block's rows. Blocks keep the
-memory at O(block·n) for any N: the forward quantities are recomputed in the backward
-pass instead of being stored.
+activation work is an element-wise loop parallel over the block's rows (``prange``; the
+number of numba threads is set by the caller, see ``TwoLayerNet(parallel=...)``). Blocks
+keep the memory at O(block·n) for any N: the forward quantities are recomputed in the
+backward pass instead of being stored.
 
 Plain NumPy references of every kernel are at the end of this module (``reference_*``);
 the tests compare the two and both against JAX autodiff of the loss.
@@ -41,7 +40,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import prange
 
@@ -53,9 +51,13 @@ IDENTITY, TANH, SOFTPLUS, GELU = 0, 1, 2, 3
 #: Target number of (particle, sample) pairs per block: 2^18 doubles = 2 MiB per array.
 _BLOCK_ELEMS = 1 << 18
 
-#: With ``meta[2] < 0`` (automatic), kernels use numba's threads only from this many
-#: (particle, sample) pairs on; below it thread start-up and, on a loaded machine,
-#: oversubscription cost more than the loop (measured, see docs/mean_field.md).
+#: Problems with at most this many (particle, sample) pairs keep the activations at the
+#: last θ for repeated Hessian-vector products (3 arrays of this many doubles).
+CACHE_MAX_PAIRS = 1 << 21
+
+#: Automatic threading (``TwoLayerNet(parallel=None)``) uses numba's threads only from
+#: this many (particle, sample) pairs on; below it thread start-up and, on a loaded
+#: machine, oversubscription cost more than the loop (measured, see docs/mean_field.md).
 PARALLEL_MIN_PAIRS = 1 << 17
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -66,26 +68,18 @@ _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 def _act(z, code):
     """σ(z) and its first three derivatives for the activation ``code``."""
     if code == TANH:
-        # libm's tanh costs ~3x exp; (1 − e^{-2|z|})/(1 + e^{-2|z|}) is accurate to a few
-        # ulp once |z| >= 1/2 (no cancellation in the numerator).
-        az = abs(z)
-        if az < 0.5:
-            t = math.tanh(z)
-        else:
-            e = math.exp(-2.0 * az)
-            t = (1.0 - e) / (1.0 + e)
-            if z < 0.0:
-                t = -t
+        # libm's tanh costs ~3x exp. tanh|z| = (1 − e)/(1 + e), e = exp(−2|z|), has an
+        # absolute error of a few 1e-16 everywhere (relative accuracy degrades only for
+        # |z| << 1, where tanh itself is tiny), which is what sums over particles need.
+        e = math.exp(-2.0 * abs(z))
+        t = math.copysign((1.0 - e) / (1.0 + e), z)
         s1 = 1.0 - t * t
         return t, s1, -2.0 * t * s1, s1 * (6.0 * t * t - 2.0)
     if code == SOFTPLUS:
-        # log(1 + e^z) without overflow; σ' is the logistic function.
-        s0 = max(z, 0.0) + math.log1p(math.exp(-abs(z)))
-        if z >= 0.0:
-            g = 1.0 / (1.0 + math.exp(-z))
-        else:
-            e = math.exp(z)
-            g = e / (1.0 + e)
+        # log(1 + e^z) and the logistic σ' from one exp(−|z|), without overflow.
+        e = math.exp(-abs(z))
+        s0 = max(z, 0.0) + math.log1p(e)
+        g = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
         s2 = g * (1.0 - g)
         return s0, g, s2, s2 * (1.0 - 2.0 * g)
     if code == GELU:
@@ -123,24 +117,6 @@ def _block_inputs(theta, U, i0, i1, d):
     return Wb, ab, Vb, bb
 
 
-@jit
-def _enter(theta, params):
-    """Set numba's thread count for this call (``meta[2]``: <0 auto, 0 serial, >0 all
-    threads) and return the previous count, which :func:`_leave` restores."""
-    X = params[0]
-    mode = params[3][2]
-    old = numba.get_num_threads()
-    pairs = (theta.shape[0] // (X.shape[1] + 1)) * X.shape[0]
-    if mode == 0.0 or (mode < 0.0 and pairs < PARALLEL_MIN_PAIRS):
-        numba.set_num_threads(1)
-    return old
-
-
-@jit
-def _leave(old):
-    numba.set_num_threads(old)
-
-
 @jit(parallel=True)
 def _forward(theta, U, params, need_d2):
     """Outputs f (n,), Df (r, n) and, if ``need_d2``, D²f (r, n) along the columns of U."""
@@ -154,7 +130,6 @@ def _forward(theta, U, params, need_d2):
     f = np.zeros(n)
     Df = np.zeros((r, n))
     D2f = np.zeros((r, n))
-    threads = _enter(theta, params)
     bs = _block_size(n)
     for i0 in range(0, N, bs):
         i1 = min(N, i0 + bs)
@@ -184,7 +159,6 @@ def _forward(theta, U, params, need_d2):
             Df[q] += np.dot(ones, DF[q])
             if need_d2:
                 D2f[q] += np.dot(ones, D2F[q])
-    _leave(threads)
     return c * f, c * Df, c * D2f
 
 
@@ -211,7 +185,6 @@ def _backward(theta, U, params, resid, Df, D2f, wg, wt, wh):
             do_t = True
     G = np.zeros(theta.shape[0])
     HU = np.zeros((theta.shape[0], r))
-    threads = _enter(theta, params)
     bs = _block_size(n)
     rh = r if do_h else 0
     for i0 in range(0, N, bs):
@@ -264,7 +237,6 @@ def _backward(theta, U, params, resid, Df, D2f, wg, wt, wh):
                 for j in range(d):
                     HU[base + j, q] = scale * OH[i, j]
                 HU[base + d, q] = scale * HA[q, i]
-    _leave(threads)
     return G, HU
 
 
@@ -350,6 +322,74 @@ def _hessian(theta, params):
     return H
 
 
+# --- Hessian-vector products at a fixed θ (Lanczos) --------------------------------------
+@jit
+def _linearise(theta, params):
+    """Activations at θ kept for repeated HVPs: (a, S0, S1, S2, residual), S_m = σ^(m)(w_i·x_k)."""
+    X, XT, y, meta = params
+    c = meta[0]
+    code = int(meta[1])
+    n, d = X.shape
+    p = d + 1
+    N = theta.shape[0] // p
+    W = np.empty((N, d))
+    a = np.empty(N)
+    for i in range(N):
+        for j in range(d):
+            W[i, j] = theta[i * p + j]
+        a[i] = theta[i * p + d]
+    Z = np.dot(W, XT)
+    S0 = np.empty((N, n))
+    S1 = np.empty((N, n))
+    S2 = np.empty((N, n))
+    f = np.zeros(n)
+    for i in range(N):
+        for k in range(n):
+            s0, s1, s2, s3 = _act(Z[i, k], code)
+            S0[i, k] = s0
+            S1[i, k] = s1
+            S2[i, k] = s2
+            f[k] += a[i] * s0
+    return a, S0, S1, S2, c * f - y
+
+
+@jit
+def _hvp_linearised(v, a, S0, S1, S2, res, params):
+    """H(θ)v from the activations of :func:`_linearise` (no transcendental functions)."""
+    X, XT, y, meta = params
+    c = meta[0]
+    n, d = X.shape
+    p = d + 1
+    N = a.shape[0]
+    V = np.empty((N, d))
+    b = np.empty(N)
+    for i in range(N):
+        for j in range(d):
+            V[i, j] = v[i * p + j]
+        b[i] = v[i * p + d]
+    Pm = np.dot(V, XT)
+    Df = np.zeros(n)
+    for i in range(N):
+        for k in range(n):
+            Df[k] += b[i] * S0[i, k] + a[i] * S1[i, k] * Pm[i, k]
+    Df *= c
+    scale = c / n
+    out = np.empty(N * p)
+    CW = np.empty((N, n))
+    for i in range(N):
+        acc = 0.0
+        for k in range(n):
+            rk = res[k]
+            acc += Df[k] * S0[i, k] + rk * S1[i, k] * Pm[i, k]
+            CW[i, k] = Df[k] * a[i] * S1[i, k] + rk * (b[i] * S1[i, k] + a[i] * S2[i, k] * Pm[i, k])
+        out[i * p + d] = scale * acc
+    OW = np.dot(CW, X)
+    for i in range(N):
+        for j in range(d):
+            out[i * p + j] = scale * OW[i, j]
+    return out
+
+
 # --- model kernels -----------------------------------------------------------------------
 @jit
 def _kinetic_drift(theta, U, eta, params):
@@ -363,6 +403,13 @@ def _kinetic_drift(theta, U, eta, params):
     dU = HU - 2.0 * U
     out[P:] = dU.ravel()
     return out
+
+
+@jit
+def _contractions(theta, U, wg, wt, wh, params):
+    """(wg·∇L + wt·Σ_q ∇(u_qᵀHu_q), wh·HU) from one forward and one backward pass."""
+    f, Df, D2f = _forward(theta, U, params, True)
+    return _backward(theta, U, params, f - params[2], Df, D2f, wg, np.full(U.shape[1], wt), wh)
 
 
 @jit

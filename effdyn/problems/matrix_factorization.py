@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from .._validation import as_matrix, choice, positive_float, positive_int
+from .._validation import as_matrix, as_vector, choice, positive_float, positive_int
 from ..kernels import matrix_factorization as _k
 from .base import CompiledProblem, NumbaKernels
 
@@ -58,7 +58,6 @@ class DeepMatrixFactorization(CompiledProblem):
     def __init__(self, d: int, depth: int, target, init: str = "balanced", init_scale: float = 0.5):
         self.d = positive_int(d, "d")
         self.depth = positive_int(depth, "depth")
-        target = np.asarray(target, dtype=np.float64) if not isinstance(target, np.ndarray) else target
         M = as_matrix(target, "target")
         if M.shape != (self.d, self.d):
             raise ValueError(
@@ -79,8 +78,6 @@ class DeepMatrixFactorization(CompiledProblem):
 
     def factors(self, theta) -> np.ndarray:
         """The factors as an array of shape (depth, d, d); ``[i]`` is W_{i+1}."""
-        from .._validation import as_vector
-
         return as_vector(theta, "theta", self.dim).reshape(self.depth, self.d, self.d)
 
     def jax_loss(self):

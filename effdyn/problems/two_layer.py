@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from .._validation import as_matrix, as_vector, positive_int
@@ -151,7 +152,8 @@ class TwoLayerNet(CompiledProblem):
         self.n_samples, self.input_dim = X.shape
         self.c = 1.0 / self.width if scaling == "mean-field" else 1.0 / math.sqrt(self.width)
         self._params = (np.ascontiguousarray(X), np.ascontiguousarray(X.T), y,
-                        np.array([self.c, float(self.act.code), -1.0 if parallel is None else float(parallel)]))
+                        np.array([self.c, float(self.act.code)]))
+        self._linearisation = None  # (θ, activations) of the last HVP point
         self._kernels = NumbaKernels(_k._loss, _k._grad, _k._hvp, _k._hessian, _k._third, self._params)
 
     # --- shape helpers ----------------------------------------------------------------
@@ -171,11 +173,53 @@ class TwoLayerNet(CompiledProblem):
 
     @property
     def numba_kernels(self) -> NumbaKernels:
+        """The compiled kernels; called directly they use numba's current thread count."""
         return self._kernels
 
     @property
+    def uses_threads(self) -> bool:
+        """Whether the kernels run on numba's threads for this problem (see ``parallel``)."""
+        if self.parallel is None:
+            return self.width * self.n_samples >= _k.PARALLEL_MIN_PAIRS
+        return self.parallel
+
+    def run_kernel(self, kernel, *args):
+        """Call ``kernel(*args, params)`` with this problem's thread setting."""
+        if self.uses_threads:
+            return kernel(*args, self._params)
+        old = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return kernel(*args, self._params)
+        finally:
+            numba.set_num_threads(old)
+
+    def _loss(self, theta):
+        return self.run_kernel(_k._loss, theta)
+
+    def _grad(self, theta):
+        return self.run_kernel(_k._grad, theta)
+
+    def _hvp(self, theta, v):
+        # Lanczos and the eigen-trackers call H(θ)v many times at one θ: below
+        # CACHE_MAX_PAIRS the activations at θ are computed once and reused.
+        if self.width * self.n_samples > _k.CACHE_MAX_PAIRS:
+            return self.run_kernel(_k._hvp, theta, v)
+        cache = self._linearisation
+        if cache is None or not np.array_equal(cache[0], theta):
+            cache = (np.array(theta, dtype=np.float64), *_k._linearise(theta, self._params))
+            self._linearisation = cache
+        return _k._hvp_linearised(np.ascontiguousarray(v, dtype=np.float64), *cache[1:], self._params)
+
+    def _hessian(self, theta):
+        return self.run_kernel(_k._hessian, theta)
+
+    def _third(self, theta, U, s):
+        return self.run_kernel(_k._third, theta, np.ascontiguousarray(U), s)
+
+    @property
     def params(self) -> tuple:
-        """The kernels' ``params`` tuple ``(X, Xᵀ, y, [c, activation code, parallel mode])``."""
+        """The kernels' ``params`` tuple ``(X, Xᵀ, y, [c, activation code])``."""
         return self._params
 
     # --- network-specific quantities --------------------------------------------------

@@ -63,6 +63,10 @@ class ModelSpec:
         Keyword arguments of ``model.initial_state`` (passed through ``effdyn.solve``).
     solver, rtol, atol, save_every :
         Passed to :func:`effdyn.solve`.
+    pass_eta : bool
+        Construct as ``cls(problem, eta, **options)`` (default) or, for models whose
+        learning rate is given in other units (MeanFieldKinetic's ``eta_mf``),
+        ``cls(problem, **options)``; the model's ``eta`` must then equal the case's.
     """
 
     label: str
@@ -73,10 +77,12 @@ class ModelSpec:
     rtol: float = 1e-7
     atol: float = 1e-10
     save_every: float = 1.0
+    pass_eta: bool = True
 
     def config(self) -> dict:
         return {"label": self.label, "cls": self.cls, "options": dict(self.options), "initial": dict(self.initial),
-                "solver": self.solver, "rtol": self.rtol, "atol": self.atol, "save_every": self.save_every}
+                "solver": self.solver, "rtol": self.rtol, "atol": self.atol, "save_every": self.save_every,
+                "pass_eta": self.pass_eta}
 
 
 @dataclass
@@ -146,7 +152,7 @@ def default_models(*, floor: float, dense: bool = True, map_only: bool = False, 
             ModelSpec("central flow", "CentralFlow"),
             ModelSpec("self-stabilization", "SelfStabilization", solver="map"),
             ModelSpec("rod flow", "RodFlow"),
-            ModelSpec("edge flow", "EdgeFlow"),
+            ModelSpec("edge flow", "EdgeFlow", {"rho_floor": float(np.sqrt(floor))}),
         ]
     return tuple(models) + tuple(extra)
 
@@ -236,7 +242,7 @@ def _mean_field(steps, quick, cifar=None):
     eta_mf = 0.5
     seed = 1
     p = teacher_student(width, n=100, d=5, seed=0)
-    extra = (ModelSpec("mean-field kinetic", "MeanFieldKinetic", {"eta_mf": eta_mf, "rank": 1}),)
+    extra = (ModelSpec("mean-field kinetic", "MeanFieldKinetic", {"eta_mf": eta_mf, "rank": 1}, pass_eta=False),)
     return Setup(p, p.init(seed), width * eta_mf, steps, default_models(floor=FLOOR, dense=False, extra=extra),
                  seed=seed, gd_options={"n_eigs": 2, "eig_every": 1},
                  notes=f"Teacher–student (n = 100, d = 5, data seed 0), tanh student of width N = {width}, "

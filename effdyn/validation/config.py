@@ -123,7 +123,7 @@ def _signature_check(path, where, cls, kwargs, skip=("self", "problem", "eta")):
     valid = [n for n, p in params.items() if n not in skip and p.kind != p.VAR_POSITIONAL]
     for key in kwargs:
         if key not in valid:
-            raise _err(path, where, f"`{key}` is not a parameter of {cls.__name__}; valid: {', '.join(valid) or 'none'}.")
+            raise _err(path, where, f"`{key}` is not a parameter of {cls.__qualname__}; valid: {', '.join(valid) or 'none'}.")
 
 
 def _build_problem(path, spec):

@@ -148,7 +148,12 @@ def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log) -> ModelResul
         log(f"    {spec.label}: skipped, {why}")
         return row
     try:
-        model = cls(setup.problem, setup.eta, **spec.options)
+        if spec.pass_eta:
+            model = cls(setup.problem, setup.eta, **spec.options)
+        else:
+            model = cls(setup.problem, **spec.options)
+            if not np.isclose(model.eta, setup.eta, rtol=1e-12, atol=0.0):
+                raise ValueError(f"the model's GD step η = {model.eta:g} differs from the case's η = {setup.eta:g}")
     except Exception as exc:  # a model that cannot handle this problem is a result, not a crash
         row.status, row.message = "not applicable", f"{type(exc).__name__}: {exc}"
         log(f"    {spec.label}: not applicable ({row.message})")
@@ -164,7 +169,7 @@ def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log) -> ModelResul
         sol = exc.partial
         row.status, row.message = ("interrupted" if exc.cause == "interrupted" else "failed"), str(exc)
         if exc.cause == "interrupted":
-            row.solution, row.wall_time = sol, time.perf_counter() - t0
+            row.solution, row.wall_time = _finite_prefix(sol), time.perf_counter() - t0
             _attach_metrics(row, traj, compare)
             raise _ModelInterrupted(row) from exc
     except Exception as exc:
@@ -176,7 +181,7 @@ def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log) -> ModelResul
         row.status = sol.stats.status
         row.message = sol.stats.message
     row.wall_time = time.perf_counter() - t0
-    row.solution = sol
+    row.solution = sol = _finite_prefix(sol)
     if sol is not None:
         row.nfev = int(sol.stats.nfev)
         row.wall_time = float(sol.stats.wall_time) or row.wall_time
@@ -184,6 +189,19 @@ def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log) -> ModelResul
     log(f"    {spec.label}: {row.status}, {row.nfev} rhs evaluations, {row.wall_time:.2f} s"
         + (f", sharpness error {row.metrics.sharpness_error:.3g}" if row.metrics is not None else ""))
     return row
+
+
+def _finite_prefix(sol):
+    """A diverged run may end on non-finite states, where observables cannot be evaluated:
+    keep the saved states before the first non-finite one (the run's status says the rest)."""
+    if sol is None or len(sol.k) == 0:
+        return sol
+    finite = np.all(np.isfinite(sol.y), axis=1)
+    if finite.all():
+        return sol
+    n = int(np.argmin(finite))
+    return type(sol)(sol.model, sol.k[:n], sol.y[:n], sol.stats, rtol=sol.rtol, atol=sol.atol, seed=sol.seed,
+                     extra=sol.extra)
 
 
 class CaseInterrupted(KeyboardInterrupt):
@@ -390,7 +408,7 @@ def case_dataset(result: CaseResult):
 
     Layout (P = problem dimension; θ saved only for P <= ``THETA_SAVE_MAX``):
 
-    * GD: ``gd_loss(gd_k)``, ``gd_theta(gd_k, param)``, ``gd_sharpness(gd_eig_k)``,
+    * GD: ``gd_loss(gd_k)``, ``gd_theta(gd_theta_k, param)`` (every ``theta_every`` steps), ``gd_sharpness(gd_eig_k)``,
       ``gd_eigs(gd_eig_k, eig)``, and its time averages ``gd_loss_average(gd_avg_k)``,
       ``gd_amplitude(gd_amp_k)``, ``gd_midpoint(gd_mid_k, param)``,
       ``gd_sharpness_average(gd_sharp_k)``.
@@ -415,8 +433,10 @@ def case_dataset(result: CaseResult):
     coords["gd_k"] = k
     data["gd_loss"] = (("gd_k",), np.asarray(traj.loss, dtype=float))
     theta = np.asarray(traj.theta, dtype=float)
-    if save_theta and theta.shape[0] == len(k):
-        data["gd_theta"] = (("gd_k", "param"), theta)
+    theta_k = np.asarray(getattr(traj, "theta_k", k[: len(theta)]), dtype=float)
+    if save_theta and len(theta_k) == len(theta):
+        coords["gd_theta_k"] = theta_k
+        data["gd_theta"] = (("gd_theta_k", "param"), theta)
     eig_k = np.asarray(traj.eig_k, dtype=float)
     coords["gd_eig_k"] = eig_k
     data["gd_sharpness"] = (("gd_eig_k",), np.asarray(traj.sharpness, dtype=float))
@@ -446,9 +466,13 @@ def case_dataset(result: CaseResult):
         if sol is None or len(sol.k) < 1:
             continue
         s = slug(row.label)
+        try:
+            obs = sol.observables
+        except Exception as exc:  # keep the file: the row's message says why the series are missing
+            row.message = (row.message + "; " if row.message else "") + f"observables failed: {exc}"
+            continue
         dim = f"{s}__k"
         coords[dim] = np.asarray(sol.k, dtype=float)
-        obs = sol.observables
         for name in ("loss", "time_avg_loss", "sharpness", "amplitude", "free_energy", "sigma_trace"):
             if name in obs and np.shape(obs[name]) == (len(sol.k),):
                 data[f"{s}__{name}"] = ((dim,), np.asarray(obs[name], dtype=float))

@@ -1,0 +1,214 @@
+"""End to end: the free-energy θ/Σ flow over a validation horizon against GD itself.
+
+For each case the flow (rank 1, the validation suite's options) is integrated over the
+same horizon as GD with every solver family, and compared with GD on two counts:
+
+* wall time, flow / GD (GD run without eigenvalue tracking: just its gradient steps);
+* gradient-equivalent evaluations: GD needs one gradient per step; the flow's oracle
+  calls are counted during the solve (gradients, third-derivative contractions, HVPs and
+  eigen-solves, through counting wrappers on the problem and the model) and weighted by
+  their cost relative to one gradient, measured on the same problem in the same run.
+  The diffrax backend evaluates a pure-JAX drift whose calls cannot be counted from
+  Python: its evaluations are diffrax's step count times the stages of the method, each
+  weighted like one NumPy drift evaluation (1 gradient, r contractions, 1 eigen-solve).
+
+A ratio below 1 means the continuous model is cheaper than running GD.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from _timing import interleaved
+
+SOLVERS = ("scipy:LSODA", "scipy:RK45", "scipy:Radau", "diffrax:Tsit5", "diffrax:Kvaerno5", "map")
+QUICK_SOLVERS = ("scipy:LSODA", "map")
+#: (validation case, horizon in GD steps; None = the case's quick horizon)
+CASES = (("minimal-valley", 6000), ("dmf-period2", None))
+QUICK_CASES = (("minimal-valley", 300), ("dmf-period2", 60))
+
+
+def case_setup(name, steps):
+    """Problem, θ0, η, horizon and the free-energy flow's options from the validation case."""
+    from effdyn.validation import get_case
+
+    case = get_case(name)
+    setup = case.setup(quick=True, steps=steps)
+    spec = next(m for m in setup.models if m.cls == "FreeEnergyFlow" and m.solver != "map")
+    return setup, spec
+
+
+class _Counter:
+    """Counts the oracle calls a model makes (instance attributes shadow the methods)."""
+
+    def __init__(self, model):
+        self.model, self.problem = model, model.problem
+        self.counts = {"grad": 0, "third": 0, "hvp": 0, "eig": 0, "third_columns": 0}
+        self._wrapped = []
+        self._wrap(self.problem, "_grad", "grad")
+        self._wrap(self.problem, "_hvp", "hvp")
+        self._wrap(self.problem, "_third", "third", columns=True)
+        self._wrap(model, "eigenpairs", "eig")
+
+    def _wrap(self, obj, attr, key, columns=False):
+        fn = getattr(obj, attr)
+        counts = self.counts
+
+        def wrapped(*args, **kwargs):
+            counts[key] += 1
+            if columns:
+                counts["third_columns"] += np.shape(args[1])[1] if np.ndim(args[1]) == 2 else 1
+            return fn(*args, **kwargs)
+
+        setattr(obj, attr, wrapped)
+        self._wrapped.append((obj, attr))
+
+    def pause(self):
+        """Remove the wrappers (before observables are computed)."""
+        for obj, attr in self._wrapped:
+            obj.__dict__.pop(attr, None)
+        self._wrapped = []
+
+
+def oracle_costs(model, theta, *, repeats=15):
+    """Seconds per call of the oracles at θ and their cost relative to one gradient."""
+    p = model.problem
+    r = model.rank
+    rng = np.random.default_rng(0)
+    U = np.ascontiguousarray(rng.standard_normal((p.dim, r)))
+    v = rng.standard_normal(p.dim)
+    y = model.initial_state(theta, seed="gd")
+    fns = {"grad": lambda: p._grad(theta), "third": lambda: p._third(theta, U, np.ones(r)),
+           "hvp": lambda: p._hvp(theta, v), "eig": lambda: model.eigenpairs(theta),
+           "drift": lambda: model.drift(0.0, y)}
+    t = interleaved(fns, repeats=repeats)
+    g = t["grad"]["best"]
+    return {name: {"seconds": v["best"], "gradients": v["best"] / g} for name, v in t.items()}
+
+
+def gd_run(problem, theta0, eta, steps):
+    """GD over the horizon without eigenvalue tracking: returns (wall seconds, θ_final, how)."""
+    try:
+        import effdyn as ed
+
+        gd = ed.gd
+    except (ImportError, AttributeError):
+        gd = None
+    if gd is not None:
+        import inspect
+
+        kwargs = {}
+        params = inspect.signature(gd).parameters
+        if "eig_every" in params:
+            kwargs["eig_every"] = 0
+        try:
+            gd(problem, theta0, eta=eta, steps=min(steps, 10), **kwargs)  # warm-up (compilation)
+            t0 = time.perf_counter()
+            traj = gd(problem, theta0, eta=eta, steps=steps, **kwargs)
+            return time.perf_counter() - t0, np.asarray(traj.theta)[-1], "effdyn.gd"
+        except (TypeError, ValueError):
+            pass
+    theta = np.array(theta0, dtype=np.float64)
+    problem._grad(theta)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        theta = theta - eta * problem._grad(theta)
+    return time.perf_counter() - t0, theta, "python loop over problem._grad"
+
+
+def flow_record(setup, spec, solver, weights, *, log=print):
+    """Solve the flow once with ``solver`` and count its work."""
+    import effdyn as ed
+    from effdyn.models import FreeEnergyFlow
+
+    model = FreeEnergyFlow(setup.problem, setup.eta, **spec.options)
+    # The initial state is built here: solve()'s own `seed` keyword (metadata) would
+    # shadow the model's `seed="gd"` option.
+    y0 = model.initial_state(setup.theta0, **spec.initial)
+    kw = dict(solver=solver, save_every=max(1, setup.steps // 200), throw=False, progress=False)
+    if solver != "map":
+        kw.update(rtol=spec.rtol, atol=spec.atol)
+    rec = {"solver": solver}
+    family = solver.split(":")[0]
+    counter = None if family == "diffrax" else _Counter(model)
+    try:
+        if family == "diffrax":
+            t0 = time.perf_counter()
+            ed.solve(model, state0=y0, steps=setup.steps, **kw)  # first call compiles
+            rec["wall_first_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sol = ed.solve(model, state0=y0, steps=setup.steps, **kw)
+        rec["wall_s"] = time.perf_counter() - t0
+    except Exception as exc:  # a solver that cannot run this case is reported, not fatal
+        rec.update(status="error", error=f"{type(exc).__name__}: {exc}"[:300])
+        return rec
+    finally:
+        if counter is not None:
+            counter.pause()
+    st = sol.stats
+    rec.update(status=st.status, nfev=int(st.nfev), n_accepted=int(st.n_accepted), reached=float(sol.k[-1]))
+    if counter is not None:
+        c = counter.counts
+        rec["counts"] = dict(c)
+        rec["grad_equivalents"] = (c["grad"] + c["third"] * weights["third"] + c["hvp"] * weights["hvp"]
+                                   + c["eig"] * weights["eig"])
+        # the whole drift, NumPy glue included (what the wall time sees)
+        rec["drift_equivalents"] = st.nfev * weights["drift"]
+    else:
+        rec["counts"] = {"drift_evaluations_estimate": int(st.nfev)}
+        rec["grad_equivalents"] = st.nfev * (1.0 + weights["third"] + weights["eig"])
+        rec["drift_equivalents"] = st.nfev * weights["drift"]
+    try:
+        rec["final_sharpness"] = float(np.asarray(sol.sharpness)[-1])
+    except Exception:  # observables are a sanity check only
+        pass
+    return rec
+
+
+def case_records(name, steps, solvers, *, log=print):
+    from effdyn.models import FreeEnergyFlow
+
+    setup, spec = case_setup(name, steps)
+    p, eta = setup.problem, setup.eta
+    gd_wall, theta_end, gd_how = gd_run(p, setup.theta0, eta, setup.steps)
+    from effdyn.spectrum import top_eigenpairs
+
+    out = {"case": name, "P": p.dim, "eta": eta, "steps": setup.steps, "gd": {
+        "wall_s": gd_wall, "grad_equivalents": float(setup.steps), "how": gd_how,
+        "final_sharpness": float(top_eigenpairs(p, theta_end, 1)[0][0])}}
+    probe = FreeEnergyFlow(p, eta, **spec.options)
+    costs = oracle_costs(probe, np.asarray(setup.theta0, dtype=float))
+    weights = {k: v["gradients"] for k, v in costs.items()}
+    out["oracle_costs"] = costs
+    log(f"  {name}: P={p.dim} steps={setup.steps}  GD {gd_wall * 1e3:.1f} ms ({gd_how}); cost in gradients: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in weights.items()))
+    rows = []
+    for solver in solvers:
+        rec = flow_record(setup, spec, solver, weights, log=log)
+        if "wall_s" in rec:
+            rec["wall_ratio"] = rec["wall_s"] / gd_wall
+        if "grad_equivalents" in rec:
+            rec["grad_equivalent_ratio"] = rec["grad_equivalents"] / setup.steps
+        rows.append(rec)
+        if rec["status"] == "error":
+            log(f"    {solver:<18} error: {rec['error'][:120]}")
+        else:
+            log(f"    {solver:<18} {rec['status']:<8} nfev {rec['nfev']:>7}  grad-eq {rec['grad_equivalents']:>10.0f} "
+                f"(ratio {rec['grad_equivalent_ratio']:7.3f})  wall {rec['wall_s']:7.2f} s (×{rec['wall_ratio']:8.1f} GD)")
+    out["flow"] = rows
+    return out
+
+
+def run(quick: bool = False, log=print) -> dict:
+    cases = QUICK_CASES if quick else CASES
+    solvers = QUICK_SOLVERS if quick else SOLVERS
+    return {"cases": [case_records(name, steps, solvers, log=log) for name, steps in cases],
+            "notes": "gradient-equivalents: oracle calls weighted by measured cost relative to a gradient"}
+
+
+if __name__ == "__main__":
+    import sys
+
+    run(quick="--quick" in sys.argv)

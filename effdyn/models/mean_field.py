@@ -1,0 +1,345 @@
+"""Mean-field kinetic (weight, fluctuation) description of a wide two-layer network at the
+Edge of Stability (theory §4; docs/mean_field.md).
+
+Each neuron i is a particle carrying two things: its two-step average weights θ̄_i and
+the amplitude u_i ∈ R^{p×r} of its sign-alternating oscillation, so that GD's iterates
+read θ_{i,k} ≈ θ̄_{i,k} + (−1)^k u_{i,k}. In GD steps k, with η = N·η_MF the GD step of
+the finite-width loss L_N,
+
+    dθ̄/dk = −η [∇L_N(θ̄) + ½ Σ_q ∇³L_N(θ̄)[u_q, u_q]]        (gradient of F at fixed Σ)
+    du_q/dk = η ∇²L_N(θ̄) u_q − 2 u_q                          (linearised form)
+    du_q/dk = log|I − η∇²L_N(θ̄)| u_q                           (log form, Krylov)
+
+where u_q ∈ R^P is the q-th column of the stacked particle amplitudes. Both right-hand
+sides are mean-field functionals of the empirical measure of (θ̄_i, u_i): a particle's
+drift depends on the others only through the network outputs f_k and the output
+fluctuations Df_k, D²f_k (sums over particles). The mean-field time is t = k·η_MF.
+
+The linearised rate ηλ − 2 is the expansion of the log rate log|1 − ηλ| at ηλ = 2, where
+the oscillating modes live; away from it both damp. Stepped once per GD step (the
+step-exact map, ``solver="map"``), the linearised equation gives u ← (ηH − I)u, which is
+exactly GD's one-step map of a small oscillation, up to the sign convention of u.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .._validation import as_vector, choice, positive_float, positive_int
+from ..errors import MissingFeatureError
+from ..kernels import two_layer as _k
+from ..problems.two_layer import TwoLayerNet
+from .base import AbstractModel
+
+
+class MeanFieldKinetic(AbstractModel):
+    """Kinetic (θ̄, u) flow of mean-field GD on a finite-width two-layer network.
+
+    Parameters
+    ----------
+    problem : effdyn.problems.TwoLayerNet
+        The finite-width network (its width N fixes η = N·η_MF).
+    eta_mf : float
+        Mean-field learning rate η_MF > 0; EoS is at η_MF·S_MF = 2.
+    rank : int
+        Number r of oscillating modes carried by each particle (u_i ∈ R^{(d+1)×r}).
+    form : {"linear", "log"}
+        Fluctuation equation: the linearised rate ηH − 2 (default; compiled kernel, one
+        fused evaluation per drift) or log|I − ηH| applied matrix-free by a Krylov
+        (Lanczos) approximation of ``krylov_dim`` Hessian-vector products per mode.
+    krylov_dim : int
+        Krylov dimension of the log form.
+    clip : float
+        Lower bound on |1 − ηλ| inside the log (the log is singular at ηλ = 1).
+    dense_max : int
+        Problems with P <= dense_max use dense eigendecompositions for the observables'
+        sharpness; larger ones use warm-started Lanczos.
+    eig_tol : float
+        Relative residual tolerance of the sharpness eigen-solves.
+
+    Notes
+    -----
+    State layout: ``y = [θ̄ (P), U.ravel()]`` with U of shape (P, r) in θ's ordering, so
+    ``U.reshape(N, d + 1, r)[i]`` is particle i's u_i. Time is in GD steps; the observable
+    ``t`` converts to mean-field time.
+
+    Examples
+    --------
+    >>> import effdyn as ed
+    >>> from effdyn.problems.two_layer import teacher_student
+    >>> p = teacher_student(width=50)
+    >>> m = ed.models.MeanFieldKinetic(p, eta_mf=0.5)
+    >>> m.eta
+    25.0
+    """
+
+    name = "mean-field kinetic"
+
+    def __init__(self, problem, eta_mf, rank: int = 1, *, form: str = "linear", krylov_dim: int = 12,
+                 clip: float = 1e-3, dense_max: int = 64, eig_tol: float = 1e-9):
+        if not isinstance(problem, TwoLayerNet):
+            raise TypeError(
+                "`problem` must be an effdyn.problems.TwoLayerNet (the particles are its neurons); "
+                f"got {type(problem).__name__}. For other losses use effdyn.models.FreeEnergyFlow."
+            )
+        self.eta_mf = positive_float(eta_mf, "eta_mf")
+        self.rank = positive_int(rank, "rank")
+        if self.rank > problem.dim:
+            raise ValueError(f"`rank` must be <= the problem dimension P = {problem.dim}; got {rank}.")
+        self.form = choice(form, "form", ("linear", "log"))
+        self.krylov_dim = positive_int(krylov_dim, "krylov_dim")
+        self.clip = positive_float(clip, "clip")
+        if self.clip >= 1:
+            raise ValueError(f"`clip` must lie in (0, 1); got {clip}.")
+        if isinstance(dense_max, bool) or not isinstance(dense_max, numbers.Integral) or dense_max < 0:
+            raise ValueError(f"`dense_max` must be an integer >= 0; got {dense_max!r}.")
+        self.dense_max = int(dense_max)
+        self.eig_tol = positive_float(eig_tol, "eig_tol")
+        super().__init__(problem, problem.width * self.eta_mf)
+        self.supports = ("scipy", "diffrax", "map") if self.form == "linear" else ("scipy", "map")
+
+    # --- state layout -----------------------------------------------------------------
+    @property
+    def width(self) -> int:
+        return self.problem.width
+
+    @property
+    def state_size(self) -> int:
+        return self.dim * (1 + self.rank)
+
+    def split(self, y):
+        """(θ̄, U) of a state (or of saved states, with leading axes); U is (..., P, r)."""
+        P = self.dim
+        return y[..., :P], y[..., P:].reshape(y.shape[:-1] + (P, self.rank))
+
+    def particles_of(self, y):
+        """Per-particle views: θ̄ as (N, p) and u as (N, p, r)."""
+        theta, U = self.split(np.asarray(y))
+        N, p = self.width, self.problem.particle_dim
+        return theta.reshape(N, p), U.reshape(N, p, self.rank)
+
+    def pack(self, theta, U) -> np.ndarray:
+        return np.concatenate([theta, np.asarray(U).ravel()])
+
+    # --- initial state ----------------------------------------------------------------
+    def initial_state(self, theta0, u0=None, *, seed_from=None, at=None, q=None, project: bool = True):
+        """Initial (θ̄, u): u given, from GD's half-step displacement, or a seed floor.
+
+        Parameters
+        ----------
+        theta0 : array_like, shape (P,)
+            Initial average weights θ̄ (e.g. GD's two-step midpoint at the EoS onset).
+        u0 : array_like, shape (P,) or (P, r), optional
+            Explicit fluctuation amplitudes.
+        seed_from : GDTrajectory or pair of arrays, optional
+            Either two consecutive GD iterates ``(θ_k, θ_{k+1})`` or a GD trajectory saved
+            every step, with ``at`` the GD step k (default: the trajectory's EoS onset). The
+            half-step displacement δ = (θ_{k+1} − θ_k)/2 is projected on the top r
+            eigenvectors of H(θ̄): u_q = v_q (v_qᵀδ) (``project=False`` and r = 1: u = δ).
+            The sign is that of θ_k = θ̄ + (−1)^k u (irrelevant to every observable).
+        q : float, optional
+            Seed floor: u_q = q·v_q (amplitude q along each of the top r eigenvectors).
+            Used, with q = 1e-3, when neither ``u0`` nor ``seed_from`` is given: u = 0 is
+            invariant and would never self-stabilise (theory §2).
+        project : bool
+            Project the GD displacement on the top eigenvectors (default True).
+
+        Returns
+        -------
+        ndarray, shape (P·(1 + r),)
+        """
+        theta = self._theta0(theta0)
+        P, r = self.dim, self.rank
+        given = [name for name, v in (("u0", u0), ("seed_from", seed_from), ("q", q)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"Pass only one of `u0`, `seed_from` and `q`; got {given}.")
+        if at is not None and seed_from is None:
+            raise ValueError("`at` selects a step of `seed_from`; pass `seed_from=` (a GD trajectory) as well.")
+        if not isinstance(project, bool):
+            raise TypeError(f"`project` must be True or False; got {project!r}.")
+        if u0 is not None:
+            U = np.array(u0, dtype=np.float64)
+            if U.ndim == 1:
+                U = U[:, None]
+            if U.shape != (P, r):
+                raise ValueError(f"`u0` must have shape ({P},) (rank 1) or ({P}, {r}); got {np.shape(u0)}.")
+            if not np.all(np.isfinite(U)):
+                raise ValueError("`u0` contains non-finite entries; pass finite amplitudes.")
+            return self.pack(theta, U)
+        if seed_from is not None:
+            delta, sign = self._half_step(seed_from, at)
+            if not project:
+                if r != 1:
+                    raise ValueError("`project=False` (u = δ) needs rank 1; project on the top eigenvectors for rank > 1.")
+                return self.pack(theta, sign * delta[:, None])
+            V = self._top_vectors(theta, r)
+            return self.pack(theta, sign * V * (V.T @ delta))
+        q = 1e-3 if q is None else positive_float(q, "q")
+        return self.pack(theta, q * self._top_vectors(theta, r))
+
+    def _half_step(self, seed_from, at):
+        P = self.dim
+        if hasattr(seed_from, "theta") and hasattr(seed_from, "k"):
+            ks = np.asarray(getattr(seed_from, "theta_k", seed_from.k))
+            thetas = np.asarray(seed_from.theta)
+            if at is None:
+                at = seed_from.eos_onset() if hasattr(seed_from, "eos_onset") else None
+                if at is None:
+                    raise ValueError("`seed_from` never reaches the EoS; pass the GD step `at=` explicitly.")
+            if isinstance(at, bool) or not isinstance(at, numbers.Integral):
+                raise TypeError(f"`at` must be an integer GD step; got {at!r}.")
+            if len(ks) != len(thetas):
+                raise ValueError("`seed_from` has iterates on a different grid than its step axis; run GD with theta_every=1.")
+            idx = np.flatnonzero(ks == at)
+            nxt = np.flatnonzero(ks == at + 1)
+            if idx.size == 0 or nxt.size == 0:
+                raise ValueError(
+                    f"`seed_from` must hold the iterates of GD steps {at} and {at + 1} (`at`={at}); "
+                    "run GD with theta_every=1 or pass the pair (θ_k, θ_{k+1})."
+                )
+            a = as_vector(thetas[idx[0]], "seed_from.theta[at]", P)
+            b = as_vector(thetas[nxt[0]], "seed_from.theta[at + 1]", P)
+            sign = 1.0 if int(at) % 2 else -1.0
+        else:
+            try:
+                a, b = seed_from
+            except (TypeError, ValueError):
+                raise TypeError(
+                    "`seed_from` must be a GD trajectory (effdyn.gd(...) with theta_every=1) or a pair "
+                    f"(θ_k, θ_k+1) of consecutive GD iterates; got {type(seed_from).__name__}."
+                ) from None
+            a = as_vector(a, "seed_from[0]", P)
+            b = as_vector(b, "seed_from[1]", P)
+            sign = -1.0  # θ_k = θ̄ + u (k taken even)
+        return 0.5 * (b - a), sign
+
+    def _top_vectors(self, theta, k):
+        from ..spectrum import top_eigenpairs
+
+        _, V = top_eigenpairs(self.problem, theta, k=k, dense_max=self.dense_max, tol=self.eig_tol)
+        return V
+
+    # --- dynamics ---------------------------------------------------------------------
+    def drift(self, k, y):
+        theta, U = self.split(np.asarray(y, dtype=np.float64))
+        U = np.ascontiguousarray(U)
+        if self.form == "linear":
+            return self.problem.run_kernel(_k._kinetic_drift, theta, U, self.eta)
+        G, _ = self.problem.run_kernel(_k._contractions, theta, U, -self.eta, -0.5 * self.eta, 0.0)
+        dU = np.column_stack([self._krylov_apply(theta, U[:, q], self._log_rate) for q in range(self.rank)])
+        return np.concatenate([G, dU.ravel()])
+
+    def map_step(self, k, y):
+        """One GD step: Euler for θ̄; for u the GD map of a small oscillation.
+
+        For the linearised form Euler's u + (ηH − 2)u = (ηH − I)u is that map already; for
+        the log form u ← exp(log|I − ηH|)u = |I − ηH|u (Krylov), the same up to signs.
+        """
+        if self.form == "linear":
+            return y + self.drift(k, y)
+        theta, U = self.split(np.asarray(y, dtype=np.float64))
+        U = np.ascontiguousarray(U)
+        G, _ = self.problem.run_kernel(_k._contractions, theta, U, -self.eta, -0.5 * self.eta, 0.0)
+        U1 = np.column_stack([self._krylov_apply(theta, U[:, q], self._abs_factor) for q in range(self.rank)])
+        return np.concatenate([theta + G, U1.ravel()])
+
+    def _log_rate(self, lam):
+        return np.log(np.maximum(np.abs(1.0 - self.eta * lam), self.clip))
+
+    def _abs_factor(self, lam):
+        return np.maximum(np.abs(1.0 - self.eta * lam), self.clip)
+
+    def _krylov_apply(self, theta, u, fun):
+        """fun(H)u by m-step Lanczos with full reorthogonalisation (start vector u)."""
+        beta0 = float(np.linalg.norm(u))
+        if beta0 == 0.0:
+            return np.zeros_like(u)
+        m = min(self.krylov_dim, self.dim)
+        Q = np.zeros((self.dim, m))
+        alpha = np.zeros(m)
+        beta = np.zeros(m)
+        Q[:, 0] = u / beta0
+        j_end = m
+        for j in range(m):
+            w = self.problem._hvp(theta, np.ascontiguousarray(Q[:, j]))
+            alpha[j] = Q[:, j] @ w
+            w -= Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
+            w -= Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
+            if j + 1 == m:
+                break
+            beta[j] = np.linalg.norm(w)
+            if beta[j] <= 1e-12 * max(1.0, abs(alpha[j])):
+                j_end = j + 1  # invariant subspace: the Krylov result is exact
+                break
+            Q[:, j + 1] = w / beta[j]
+        T = np.diag(alpha[:j_end]) + np.diag(beta[: j_end - 1], 1) + np.diag(beta[: j_end - 1], -1)
+        lam, S = np.linalg.eigh(T)
+        return beta0 * (Q[:, :j_end] @ (S @ (fun(lam) * S[0])))
+
+    def jax_drift(self):
+        if self.form != "linear":
+            raise MissingFeatureError(
+                "MeanFieldKinetic(form='log') has no JAX drift (its Krylov step is NumPy); use "
+                "form='linear' for diffrax, or a scipy solver / solver='map'."
+            )
+        from .._jax import import_jax
+
+        jax, jnp = import_jax()
+        loss = self.problem.jax_loss()
+        grad = jax.grad(loss)
+        P, r, eta = self.dim, self.rank, float(self.eta)
+
+        def hess_cols(theta, U):
+            return jax.vmap(lambda u: jax.jvp(grad, (theta,), (u,))[1], in_axes=1, out_axes=1)(U)
+
+        def f(k, y, args):
+            theta, U = y[:P], y[P:].reshape(P, r)
+            curvature = lambda t: 0.5 * jnp.sum(U * hess_cols(t, U))  # noqa: E731
+            dtheta = -eta * (grad(theta) + jax.grad(curvature)(theta))
+            return jnp.concatenate([dtheta, (eta * hess_cols(theta, U) - 2.0 * U).ravel()])
+
+        return f
+
+    # --- output -----------------------------------------------------------------------
+    def observables(self, k, Y):
+        """theta, u, loss, curvature (u_qᵀHu_q), free_energy = time_avg_loss, sharpness,
+        sharpness_mf = N·sharpness, amplitude = ‖Uᵀv_1‖, sigma_trace = tr Σ, t = k·η_MF."""
+        from ..spectrum import EigenTracker
+
+        k = np.asarray(k, dtype=float)
+        Y = np.atleast_2d(np.asarray(Y, dtype=np.float64))
+        thetas, Us = self.split(Y)
+        n = len(Y)
+        loss = np.empty(n)
+        curv = np.empty((n, self.rank))
+        sharp = np.empty(n)
+        amp = np.empty(n)
+        tracker = EigenTracker(self.problem, k=1, dense_max=self.dense_max, tol=self.eig_tol)
+        for j in range(n):
+            theta, U = np.ascontiguousarray(thetas[j]), np.ascontiguousarray(Us[j])
+            loss[j], curv[j] = self.problem.run_kernel(_k._quadratic_forms, theta, U)
+            vals, vecs = tracker.update(theta)
+            sharp[j] = vals[0]
+            amp[j] = np.linalg.norm(U.T @ vecs[:, 0])
+        free = loss + 0.5 * curv.sum(axis=1)
+        return {
+            "theta": thetas, "u": Us, "loss": loss, "curvature": curv, "free_energy": free,
+            "time_avg_loss": free, "sharpness": sharp, "sharpness_mf": self.width * sharp,
+            "amplitude": amp, "sigma_trace": np.sum(Us**2, axis=(1, 2)), "t": k * self.eta_mf,
+        }
+
+    def free_energy(self, y) -> float:
+        """Macroscopic free energy F = L(μ̄) + ½⟨𝓗, Σ⟩ = L(θ̄) + ½ Σ_q u_qᵀ H(θ̄) u_q."""
+        y = as_vector(y, "y", self.state_size)
+        theta, U = self.split(y)
+        loss, curv = self.problem.run_kernel(_k._quadratic_forms, theta, np.ascontiguousarray(U))
+        return float(loss + 0.5 * curv.sum())
+
+    def config(self) -> dict:
+        return {"model": self.name, "eta": self.eta, "eta_mf": self.eta_mf, "rank": self.rank, "form": self.form,
+                "krylov_dim": self.krylov_dim, "clip": self.clip, "problem": self.problem.config()}
+
+    def __repr__(self) -> str:
+        return f"MeanFieldKinetic(width={self.width}, eta_mf={self.eta_mf}, rank={self.rank}, form={self.form!r})"
