@@ -33,12 +33,18 @@ def trajectory(quick: bool):
     setup = get_case("mean-field").setup(quick=quick, steps=10)
     p, eta = setup.problem, setup.eta
     lo, hi = QUICK_WINDOW if quick else WINDOW
-    theta = np.array(setup.theta0, dtype=np.float64)
-    thetas = []
-    for k in range(hi):
-        if k >= lo:
-            thetas.append(theta.copy())
-        theta = theta - eta * p._grad(theta)
+    try:
+        from effdyn.gd import gd
+    except ImportError:  # pragma: no cover - written by another helper
+        theta = np.array(setup.theta0, dtype=np.float64)
+        thetas = []
+        for k in range(hi):
+            if k >= lo:
+                thetas.append(theta.copy())
+            theta = theta - eta * p._grad(theta)
+    else:
+        traj = gd(p, setup.theta0, eta, hi, eig_every=None, progress=False)
+        thetas = [np.array(t) for t in traj.theta[lo:hi]]
     return p, eta, thetas, (lo, hi)
 
 

@@ -35,7 +35,8 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs (no meaningful timings)")
     ap.add_argument("--out", default=None, help="output folder (default: benchmarks/results; --quick: benchmarks/results/quick)")
     ap.add_argument("--only", nargs="+", choices=BENCHES, default=None, help="run only these benchmarks")
-    ap.add_argument("--threads", type=int, default=1, help="threads for BLAS, numba and XLA (default 1)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads for BLAS, numba and XLA (default 1; 0 leaves the environment alone)")
     ap.add_argument("--no-plot", action="store_true", help="skip the PNG")
     return ap.parse_args(argv)
 
@@ -272,7 +273,8 @@ def plot(res: dict, path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    _pin_threads(args.threads)
+    if args.threads > 0:
+        _pin_threads(args.threads)
     import json
 
     out = args.out or os.path.join(HERE, "results", "quick" if args.quick else "")

@@ -23,6 +23,7 @@ import json
 import numbers
 import sys
 import time
+import types
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,7 +133,7 @@ class GDTrajectory:
             return self._mid_k.copy(), self._mid.copy()
         th = self.theta
         if len(th) < 3:
-            return np.arange(1, max(len(th) - 1, 1), dtype=np.int64)[:0], np.empty((0, th.shape[1]))
+            return np.empty(0, dtype=np.int64), np.empty((0, th.shape[1]))
         return self.theta_k[1:-1].copy(), 0.25 * (th[:-2] + 2.0 * th[1:-1] + th[2:])
 
     def loss_average(self):
@@ -317,6 +318,8 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     """
     theta0, eta, steps, variant, eig_every, n_eigs, theta_every, loss_bound = _validate(
         problem, theta0, eta, steps, variant, eig_every, n_eigs, theta_every, loss_bound, throw, progress, compiled)
+    from scipy.sparse.linalg import ArpackError
+
     from .spectrum import DENSE_MAX, TOL, EigenTracker
 
     tracker = None
@@ -324,16 +327,16 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
         tracker = EigenTracker(problem, n_eigs, dense_max=DENSE_MAX if dense_max is None else dense_max,
                                tol=TOL if eig_tol is None else eig_tol)
     config = {"eta": eta, "steps": steps, "variant": variant, "eig_every": eig_every, "n_eigs": n_eigs,
-              "theta_every": theta_every, "loss_bound": loss_bound, "theta0": theta0.tolist(),
+              "theta_every": theta_every, "loss_bound": loss_bound,
               "dense_max": tracker.dense_max if tracker else None, "eig_tol": tracker.tol if tracker else None}
 
     kernels = problem.numba_kernels if compiled is not False else None
     if kernels is not None:
-        from .kernels.gd_loop import _gd_chunk as chunk_fn
+        from .kernels.gd_loop import compiled_chunk
 
-        loss_fn, grad_fn, params = kernels.loss, kernels.grad, kernels.params
+        chunk_fn, params = compiled_chunk(kernels.loss, kernels.grad), kernels.params
     else:
-        from .kernels.gd_loop import _gd_chunk_py as chunk_fn
+        from .kernels.gd_loop import python_chunk
 
         def loss_fn(theta, _params):
             return float(problem._loss(theta))
@@ -341,7 +344,7 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
         def grad_fn(theta, _params):
             return np.asarray(problem._grad(theta), dtype=np.float64)
 
-        params = ()
+        chunk_fn, params = python_chunk(loss_fn, grad_fn), ()
 
     P = problem.dim
     n_theta = steps // theta_every + 1
@@ -378,9 +381,9 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
             if tracker is not None and k % eig_every == 0 and k != last_eig:
                 last_eig = k
                 try:
-                    vals, vecs = tracker.update(theta)
+                    vals, vecs = tracker._update(theta)
                     ok = bool(np.all(np.isfinite(vals)) and np.all(np.isfinite(vecs)))
-                except (np.linalg.LinAlgError, ArithmeticError, ValueError) as exc:
+                except (np.linalg.LinAlgError, ArpackError, ArithmeticError, ValueError) as exc:
                     ok, eig_fail = False, f"eigen-solve failed ({type(exc).__name__}: {exc})"
                 if not ok:
                     status, fail_step = STATUS_NONFINITE, k
@@ -396,7 +399,7 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
             k1 = min(steps, k + chunk)
             done = k1 == steps
             status, k_end, fail_value, theta, prev = chunk_fn(
-                loss_fn, grad_fn, params, theta, prev, eta, variant_code, loss_min, loss_bound, v1,
+                params, theta, prev, eta, variant_code, loss_min, loss_bound, v1,
                 k, k1, done, theta_every, record_mid, loss, gnorm, amp, theta_rec, mid)
             if bar is not None:
                 bar.update(k_end - k)
@@ -468,3 +471,18 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     if run_status == "diverged" and throw:
         raise IntegrationError(message, step=fail_step, time=float(fail_step), cause=cause, partial=traj)
     return traj
+
+
+class _CallableModule(types.ModuleType):
+    """Makes ``effdyn.gd`` callable even when it names this module.
+
+    ``effdyn.gd`` is meant to be the function, but importing the submodule (``from
+    effdyn.gd import GDTrajectory``) binds the package attribute ``gd`` to the module.
+    Calling the module forwards to the function, so ``effdyn.gd(...)`` works either way.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return gd(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -15,9 +15,10 @@ whose gradient is ``Z``. This module solves that problem without any external de
 
 1. trivial cases first: ``A ⪰ 0`` gives ``X = 0``; r = 1 is a scalar formula;
 2. with a warm start (the solution at the previous time of a flow), a *polish* step: the
-   rank m of the warm start guesses the face of the cone that holds the solution,
-   ``X = V Y Vᵀ`` with V the top-m eigenvectors, and minimising over unconstrained
-   symmetric Y is a linear solve. The candidate is accepted only when it satisfies all
+   positive eigenvectors V of X − Z (Z = A + B[X]) at the warm start guess the face of the
+   cone that holds the solution, ``X = V Y Vᵀ``, and minimising over unconstrained
+   symmetric Y is a linear solve (faces of other ranks in the same eigenbasis are tried
+   next). The candidate is accepted only when it satisfies all
    three KKT conditions to ``tol``; along a flow this is the usual case and costs one
    small linear solve;
 3. otherwise an infeasible primal-dual interior-point method (HKM direction, a few tens
@@ -35,7 +36,8 @@ Symmetric matrices are handled in ``svec`` coordinates (off-diagonal entries sca
 
 Residuals are relative: ``scale = max(‖A‖, ‖B‖·‖X‖)`` (Frobenius / operator 2-norms) and
 the reported residual is the largest of  λ_min(X)⁻/‖X‖,  λ_min(Z)⁻/scale  and
-|⟨X, Z⟩|/(‖X‖·scale).
+‖XZ‖/(‖X‖·scale) (which bounds |⟨X, Z⟩| and also measures how orthogonal the ranges of X
+and Z are).
 
 An SDCP without solution (the quadratic objective unbounded below: some direction D ⪰ 0
 with B[D] = 0 and ⟨A, D⟩ < 0) raises :class:`SDCPError` saying so.
@@ -156,7 +158,9 @@ def _residual(X: np.ndarray, Z: np.ndarray, norm_a: float, norm_b: float) -> flo
     wz = np.linalg.eigvalsh(0.5 * (Z + Z.T))
     primal = max(0.0, -wx[0]) / nx if nx > 0 else 0.0
     dual = max(0.0, -wz[0]) / scale
-    comp = abs(float(np.sum(X * Z))) / (nx * scale) if nx > 0 else 0.0
+    # ‖XZ‖ rather than ⟨X, Z⟩: the trace vanishes on any face solution even when the face
+    # is slightly rotated, while XZ = 0 also says that the ranges are orthogonal.
+    comp = float(np.linalg.norm(X @ Z)) / (nx * scale) if nx > 0 else 0.0
     return max(primal, dual, comp)
 
 
@@ -190,39 +194,95 @@ def _face_basis(r: int, V: np.ndarray) -> np.ndarray:
     return P
 
 
+def _face_solve(X, V, a, M, r):
+    """Minimiser of the objective over {V Y Vᵀ : Y symmetric}, PSD-clipped; None if Y is
+    clearly indefinite (the face is wrong)."""
+    m = V.shape[1]
+    if m == 0:
+        return np.zeros((r, r))
+    P = _face_basis(r, V)
+    K = P.T @ M @ P
+    # When B is singular the face minimisers form an affine set; take the one closest to
+    # the current iterate (which is PSD), not the minimum-norm one.
+    y0 = svec(V.T @ X @ V)
+    dy, *_ = np.linalg.lstsq(K, -(K @ y0 + P.T @ a), rcond=1e-13)
+    Y = smat(y0 + dy, m)
+    wy = np.linalg.eigvalsh(Y)
+    if wy[0] < -1e-6 * max(abs(wy[-1]), 1e-300):
+        return None
+    return V @ _psd_project(Y)[0] @ V.T
+
+
+def _newton_refine(X, a, M, r, norm_a, norm_b, tol, max_steps: int = 12):
+    """Semismooth Newton on the natural residual F(X) = X − Π(X − Z(X)), Z(X) = A + B[X].
+
+    F = 0 exactly at a solution (Π = projection onto the PSD cone). With W = X − Z = QΛQᵀ,
+    the derivative of Π along H is Q(Ω ∘ QᵀHQ)Qᵀ with Ω_ij the divided differences of
+    max(λ, 0) (1 between positive eigenvalues, 0 between non-positive ones), so one Newton
+    step is a linear solve of size r(r+1)/2. Near a strictly complementary solution the
+    convergence is quadratic, which takes an interior-point or face estimate accurate to
+    ~1e-8 down to rounding. Returns (X, Z, residual) of the best PSD iterate Π(W).
+    """
+    n = r * (r + 1) // 2
+    basis = [smat(e, r) for e in np.eye(n)]
+    best = None
+    x = svec(X)
+    for _ in range(max_steps):
+        Xm = smat(x, r)
+        Z = smat(M @ x + a, r)
+        lam, Q = np.linalg.eigh(Xm - Z)
+        pos = np.maximum(lam, 0.0)
+        proj = (Q * pos) @ Q.T
+        Zp = smat(M @ svec(proj) + a, r)
+        res = _residual(proj, Zp, norm_a, norm_b)
+        if best is None or res < best[2]:
+            best = (proj, Zp, res)
+        if res <= tol:
+            break
+        F = x - svec(proj)
+        diff = lam[:, None] - lam[None, :]
+        same = np.abs(diff) <= 1e-14 * max(1.0, np.abs(lam).max())
+        omega = np.where(same, (lam[:, None] > 0).astype(float),
+                         (pos[:, None] - pos[None, :]) / np.where(same, 1.0, diff))
+        J = np.empty((n, n))
+        for col, D in enumerate(basis):
+            H = D - smat(M @ svec(D), r)
+            J[:, col] = svec(D) - svec(Q @ (omega * (Q.T @ H @ Q)) @ Q.T)
+        step, *_ = np.linalg.lstsq(J, -F, rcond=1e-14)
+        x = x + step
+    return best
+
+
 def _polish(X: np.ndarray, a: np.ndarray, M: np.ndarray, r: int, norm_a: float, norm_b: float, tol: float):
-    """Exact minimiser on the face suggested by X, if it satisfies the KKT conditions."""
-    w, Q = np.linalg.eigh(0.5 * (X + X.T))
-    top = max(float(w[-1]), 0.0)
-    ranks = []
-    for thr in (1e-6, 1e-3, 1e-9, 1e-12):
-        m = int(np.sum(w > thr * top)) if top > 0 else 0
-        if m not in ranks:
-            ranks.append(m)
+    """Exact minimiser on the face suggested by X, if it satisfies the KKT conditions.
+
+    At a solution X and Z = A + B[X] are PSD with orthogonal ranges, so the positive
+    eigenvectors of X − Z span the face of X. From an approximate X (a warm start, an
+    interior point) those of its X − Z are the best guess; faces of every other rank
+    along the same eigenbasis are tried next. The range of the solution moves with the
+    data, so a face taken from a warm start is only approximately right: the best face
+    candidate is finished by semismooth Newton steps (:func:`_newton_refine`).
+    """
+    X = 0.5 * (X + X.T)
+    Z = smat(M @ svec(X) + a, r)
+    w, Q = np.linalg.eigh(X - Z)
+    m_guess = int(np.sum(w > 0))
+    ranks = [m_guess] + [m for m in range(r + 1) if m != m_guess]
     best = None
     for m in ranks:
-        if m == 0:
-            Xc = np.zeros((r, r))
-        else:
-            V = Q[:, r - m:]
-            P = _face_basis(r, V)
-            K = P.T @ M @ P
-            # When B is singular the face minimisers form an affine set; take the one closest
-            # to the current iterate (which is PSD), not the minimum-norm one.
-            y0 = svec(V.T @ X @ V)
-            dy, *_ = np.linalg.lstsq(K, -(K @ y0 + P.T @ a), rcond=1e-13)
-            y = y0 + dy
-            Y = smat(y, m)
-            wy = np.linalg.eigvalsh(Y)
-            if wy[0] < -tol * max(abs(wy[-1]), 1.0):
-                continue
-            Xc = V @ _psd_project(Y)[0] @ V.T
+        Xc = _face_solve(X, Q[:, r - m:], a, M, r)
+        if Xc is None:
+            continue
         Zc = smat(M @ svec(Xc) + a, r)
         res = _residual(Xc, Zc, norm_a, norm_b)
         if best is None or res < best[2]:
             best = (Xc, Zc, res)
         if res <= tol:
             return best
+    if best is not None and best[2] < 1e-3:
+        refined = _newton_refine(best[0], a, M, r, norm_a, norm_b, tol)
+        if refined[2] < best[2]:
+            best = refined
     return best
 
 
@@ -274,12 +334,14 @@ def _solve_svec(a_mat: np.ndarray, M: np.ndarray, *, tol: float = 1e-10, max_ite
         res = _residual(X, Zt, norm_a, norm_b)
         return SDCPResult(X, Zt, res, it, method)
 
-    if X0 is not None and X0.shape == (r, r):
-        cand = _polish(X0, a, Mw, r, norm_a, norm_b, tol)
-        if cand is not None and cand[2] <= tol:
-            out = final(cand[0], 0, "polish")
-            if out.residual <= tol:
-                return out
+    # Face guess from the warm start, or from X = 0 (then the face is spanned by the most
+    # negative directions of A); only if that fails, the interior-point method.
+    start = X0 if (X0 is not None and X0.shape == (r, r)) else np.zeros((r, r))
+    cand = _polish(start, a, Mw, r, norm_a, norm_b, tol)
+    if cand is not None and cand[2] <= tol:
+        out = final(cand[0], 0, "polish")
+        if out.residual <= tol:
+            return out
     X, _, res, it, grew = _interior_point(a_mat, Mw, r, norm_a, norm_b, tol, max_iter)
     best = final(X, it, "interior point")
     cand = _polish(X, a, Mw, r, norm_a, norm_b, tol)

@@ -77,10 +77,9 @@ def _check_k(k, P: int, name: str = "k") -> int:
 # --------------------------------------------------------------------------------------
 def _fix_signs(vecs: np.ndarray) -> np.ndarray:
     """Scale each column so that its largest-magnitude entry is positive."""
-    idx = np.argmax(np.abs(vecs), axis=0)
-    signs = np.sign(vecs[idx, np.arange(vecs.shape[1])])
-    signs[signs == 0] = 1.0
-    return vecs * signs
+    cols = np.arange(vecs.shape[1])
+    lead = vecs[np.argmax(np.abs(vecs), axis=0), cols]
+    return vecs * np.where(lead < 0, -1.0, 1.0)
 
 
 class _CountingHVP:
@@ -300,7 +299,8 @@ class EigenTracker:
         between the two sides of a valley, it also contains the solution of two steps
         before, which is closer than the previous one.
     max_basis : int, optional
-        Largest subspace before a thick restart (default ``max(30, 4·(k + guard) + 10)``).
+        Largest subspace before a thick restart (default ``max(20, 3·(k + guard) + 8)``;
+        small projected problems also keep LAPACK single-threaded and fast).
     max_hvp : int, optional
         HVP budget of a warm update before it gives up and solves cold
         (default ``3 · max_basis``).
@@ -333,7 +333,7 @@ class EigenTracker:
         self.history = positive_int(history, "history")
         # ARPACK needs fewer than P wanted pairs, so the guard shrinks for tiny problems.
         self.n_block = max(self.k, min(self.k + int(guard), P - 1))
-        self.max_basis = max(30, 4 * self.n_block + 10) if max_basis is None else positive_int(max_basis, "max_basis")
+        self.max_basis = max(20, 3 * self.n_block + 8) if max_basis is None else positive_int(max_basis, "max_basis")
         if self.max_basis < 2 * self.n_block:
             raise ValueError(f"`max_basis` must be at least 2·(k + guard) = {2 * self.n_block}; got {self.max_basis}.")
         self.max_hvp = 3 * self.max_basis if max_hvp is None else positive_int(max_hvp, "max_hvp")
@@ -371,7 +371,9 @@ class EigenTracker:
         vecs : ndarray, shape (P, k)
             Their eigenvectors (largest-magnitude entry positive).
         """
-        theta = as_vector(theta, "theta", self.problem.dim)
+        return self._update(as_vector(theta, "theta", self.problem.dim))
+
+    def _update(self, theta):
         n_calls = len(self.methods)
         if self.dense:
             vals, vecs = _dense_top(self.problem, theta, self.k)

@@ -17,6 +17,9 @@ from ._common import DivergenceMonitor, failure, progress_bar, save_grid
 
 METHODS = {"RK45": si.RK45, "DOP853": si.DOP853, "LSODA": si.LSODA, "Radau": si.Radau, "BDF": si.BDF, "RK23": si.RK23}
 
+#: Consecutive accepted steps that do not advance k before the run counts as stalled.
+_STALL_STEPS = 50
+
 #: LSODA's return codes (scipy keeps them in the integrator's ``istate``).
 _LSODA_ISTATE = {
     -1: "excess work done on this call",
@@ -101,6 +104,7 @@ def solve_scipy(model, y0, steps, method, *, rtol, atol, save_every, throw, prog
         return failure(stats, finish, throw or cause == "interrupted", step=int(solver.t), time=float(solver.t),
                        cause=cause, message=message)
 
+    stalled = 0
     with deferred_interrupt(checkpoint is not None) as interrupt:
         try:
             if checkpoint is not None:
@@ -120,6 +124,13 @@ def solve_scipy(model, y0, steps, method, *, rtol, atol, save_every, throw, prog
                     message = "a linear-algebra step failed on non-finite values"
                 if solver.status == "failed":
                     return stop(*_failure_cause(solver, method, message, bad_drift, stats.solver))
+                # LSODA keeps accepting steps too short to move t (t + h == t) instead of
+                # failing; the RK/BDF/Radau classes stop at 10 ulps themselves.
+                stalled = stalled + 1 if solver.t - t_old < 10 * np.spacing(max(abs(t_old), 1.0)) else 0
+                if stalled >= _STALL_STEPS:
+                    return stop("step-size underflow", f"{stats.solver} stopped at k = {solver.t:.6g} (GD step "
+                                f"{int(solver.t)}): {stalled} steps in a row did not move k (step size below the "
+                                "spacing of floating-point numbers; step-size underflow)")
                 stats.n_accepted += 1
                 if n_stages is not None:
                     attempts = max(1, (calls[0] - before) // n_stages)

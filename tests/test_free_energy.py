@@ -114,7 +114,7 @@ def test_zero_sigma_is_gradient_flow_and_F_equals_E():
     prob = ed.problems.MinimalValley(zeta=1.0, eps=0.01)
     model = FreeEnergyFlow(prob, 0.3, floor=0.0)
     gf = ed.models.GradientFlow(prob, 0.3)
-    sol = ed.solve(model, [0.1, 3.0], 300, seed="zero", rtol=1e-10, atol=1e-12, solver="scipy:DOP853")
+    sol = ed.solve(model, [0.1, 3.0], 300, sigma_seed="zero", rtol=1e-10, atol=1e-12, solver="scipy:DOP853")
     ref = ed.solve(gf, [0.1, 3.0], 300, rtol=1e-10, atol=1e-12, solver="scipy:DOP853")
     np.testing.assert_allclose(sol.theta, ref.theta, rtol=1e-8, atol=1e-10)
     np.testing.assert_array_equal(sol.free_energy, sol.loss)
@@ -146,7 +146,9 @@ def test_minimal_valley_tracks_gd_after_onset(valley_runs):
     sel = (k_mid >= 2000) & (k_mid <= 5998)
     y_model = np.interp(k_mid[sel], sol.k, sol.theta[:, 1])
     assert abs(np.mean(y_model) - np.mean(mid[sel, 1])) < 1e-3
-    assert np.mean(np.abs(y_model - mid[sel, 1])) < 5e-3
+    late = (k_mid >= 3000) & (k_mid <= 5998)
+    y_late = np.interp(k_mid[late], sol.k, sol.theta[:, 1])
+    assert np.mean(np.abs(y_late - mid[late, 1])) < 2e-3
     # amplitude converges within 5% of GD's half-step amplitude
     k_a, a_gd = traj.amplitude()
     late = np.asarray(k_a) >= 4000
@@ -159,17 +161,20 @@ def test_minimal_valley_tracks_gd_after_onset(valley_runs):
     assert metrics.sharpness_error < 0.01, metrics
 
 
-def test_seed_size_sets_overshoot_logarithmically():
-    """Sharpness overshoot after the onset grows as the floor shrinks (theory §2)."""
-    prob = ed.problems.MinimalValley(zeta=1.0, eps=0.01)
-    peaks = []
-    for q in (1e-12, 1e-20, 1e-28):
-        sol = ed.solve(FreeEnergyFlow(prob, 0.3, floor=q), [0.1, 3.0], 2500, rtol=1e-7, atol=1e-12, save_every=5)
-        peaks.append(np.max(sol.theta[:, 1]) - 2 / 0.3)
-    assert peaks[0] < peaks[1] < peaks[2]
-    # linear growth of s at the onset: overshoot² ∝ log(a_peak² / q), so the squares step evenly
-    d1, d2 = peaks[1] ** 2 - peaks[0] ** 2, peaks[2] ** 2 - peaks[1] ** 2
-    assert 0.6 < d2 / d1 < 1.6
+def test_seed_size_sets_onset_delay_logarithmically():
+    """After the onset the amplitude grows like log(a/√q) = ∫ηs dk with s = ηε·(k − k_on):
+    the delay Δk until it reaches a* obeys Δk² = (2/(η²ε))·log(a*/√q) (theory §2, §5)."""
+    eta, eps, a_star = 0.3, 0.01, 0.01
+    prob = ed.problems.MinimalValley(zeta=1.0, eps=eps)
+    logs, delays = [], []
+    for q in (1e-16, 1e-24, 1e-32):
+        sol = ed.solve(FreeEnergyFlow(prob, eta, floor=q), [0.1, 3.0], 1700, rtol=1e-8, atol=1e-14)
+        on = np.argmax(sol.theta[:, 1] > 2 / eta)
+        k_star = on + np.argmax(sol.amplitude[on:] > a_star)
+        logs.append(np.log(a_star / np.sqrt(q)))
+        delays.append((sol.k[k_star] - sol.k[on]) ** 2)
+    slope = np.polyfit(logs, delays, 1)[0]
+    assert abs(slope * eta**2 * eps / 2 - 1) < 0.15, slope
 
 
 # --- the Lotka–Volterra reduction and the discrete drift -------------------------------
@@ -320,3 +325,20 @@ def test_divergence_raises_with_step_and_partial_result():
     assert err.partial is not None and len(err.partial.k) == err.step + 1
     sol = ed.solve(model, [1.0, 1.0], 200, solver="map", sigma0=np.array([[1.0], [0.0]]), blowup=1e6, throw=False)
     assert sol.status == "diverged" and "step" in sol.message
+
+
+def test_matrix_factorisation_period_two_measured_errors():
+    """DMF d=2, depth 3, η=0.077, target diag(5.5, 1): GD settles on a large period-two orbit
+    (loss alternating 1.33 / 0.65). Measured (issue 3): amplitude error ≈ 0.10, loss error
+    ≈ 0.27 of GD's loss range, midpoint distance ≈ 0.5 %. The model pins λ(θ̄) = 2/η while
+    GD's orbit has λ(θ̄) ≈ 25.3 < 2/η = 26.0 (docs/theory.md §6); these bounds guard the
+    measured figures against regressions, they are not the 10 % target."""
+    eta = 0.077
+    prob = ed.problems.DeepMatrixFactorization(2, 3, np.diag([5.5, 1.0]), init="small", init_scale=0.1)
+    theta0 = prob.init(0)
+    traj = ed.gd(prob, theta0, eta, 3000, eig_every=1)
+    sol = ed.solve(FreeEnergyFlow(prob, eta), theta0, 3000, solver="scipy:LSODA", rtol=1e-8, atol=1e-12)
+    m = ed.compare(traj, sol, window="last-third")
+    assert m.amplitude_error < 0.12 and m.loss_error < 0.32 and m.distance < 0.01, m
+    # the model sits exactly on the edge at its centre; GD's midpoint does not
+    assert abs(m.mean_sharpness_model * eta / 2 - 1) < 1e-6

@@ -1,17 +1,20 @@
-"""The inner GD loop, shared by the compiled and the pure-Python paths of ``effdyn.gd``.
+"""The inner GD loop: a compiled version for built-in problems and its NumPy reference.
 
-:func:`_gd_chunk_py` advances GD from step ``k0`` to ``k1`` and writes the per-step records
-into preallocated arrays. It is written with whole-array NumPy operations that numba also
-compiles, so the very same function is
+Both advance GD from step ``k0`` to ``k1`` and write the per-step records into
+preallocated arrays (see :func:`_numpy_chunk` for the contract). The compiled one is built
+by :func:`compiled_chunk`, which closes the loop over a problem's numba ``loss``/``grad``
+kernels and jit-compiles it once per kernel pair and process:
 
-* run as plain Python for problems without numba kernels (``loss_fn``/``grad_fn`` are
-  Python callables there), and
-* compiled as :func:`_gd_chunk` for built-in problems, with the problem's numba kernels
-  passed as arguments. numba specialises the loop on the kernels' types, so it compiles
-  once per problem class and process (dispatcher arguments cannot be cached on disk,
-  hence ``cache=False``); parameter values travel in ``params`` and never recompile.
+* closing over the kernels instead of passing them as arguments avoids numba re-typing
+  two dispatcher arguments on every call, which costs more than a short chunk of steps;
+* a function bound to other dispatchers cannot be cached on disk, hence ``cache=False``;
+  parameter values travel in ``params`` and never trigger a recompilation;
+* the body uses explicit element loops rather than array expressions, which numba
+  compiles several times faster.
 
-The function does not validate: ``effdyn.gd`` does.
+:func:`python_chunk` is the NumPy version for problems without numba kernels (whole-array
+operations, so large P stays cheap in Python) and the reference the tests compare the
+compiled loop with. Neither validates: ``effdyn.gd`` does.
 
 Status codes returned: 0 ok, 1 non-finite loss or gradient, 2 |loss| above the bound.
 """
@@ -27,56 +30,124 @@ VARIANTS = ("gd", "normalized", "sqrt")
 STATUS_OK, STATUS_NONFINITE, STATUS_BLOWUP = 0, 1, 2
 
 
-def _gd_chunk_py(loss_fn, grad_fn, params, theta, prev, eta, variant, loss_min, loss_bound, v1,
-                 k0, k1, final, theta_every, record_mid, loss_out, gnorm_out, amp_out, theta_out, mid_out):
-    """GD steps k0 → k1 (θ_k1 is returned, with θ_{k1−1} as ``prev``).
+def python_chunk(loss_fn, grad_fn):
+    """The NumPy chunk function bound to ``loss_fn(θ, params)`` and ``grad_fn(θ, params)``."""
 
-    For each k in [k0, k1) it records E(θ_k), ‖∇E(θ_k)‖ and the half-step amplitude
-    a_k = |v1ᵀ(θ_{k+1} − θ_k)|/2, stores θ_{k+1} when (k+1) is a multiple of
-    ``theta_every`` and, when ``record_mid``, the two-step midpoint
-    ¼(θ_{k−1} + 2θ_k + θ_{k+1}) at the recorded k ≥ 1. With ``final`` it also records E and
-    ‖∇E‖ at θ_k1.
+    def _numpy_chunk(params, theta, prev, eta, variant, loss_min, loss_bound, v1, k0, k1, final, theta_every,
+                     record_mid, loss_out, gnorm_out, amp_out, theta_out, mid_out):
+        """GD steps k0 → k1; returns (status, k, value, θ_k1, θ_{k1−1}).
 
-    The step is θ_{k+1} = θ_k − c_k ∇E(θ_k) with c_k = η (plain GD), η/‖∇E‖ (normalised
-    GD) or η/(2√(E − E_min)) (GD on √(E − E_min), whose gradient is ∇E/(2√(E − E_min))).
-    Where the normalising factor is undefined (zero gradient, E <= E_min) the step is 0.
+        For each k in [k0, k1) it records E(θ_k), ‖∇E(θ_k)‖ and the half-step amplitude
+        a_k = |v1ᵀ(θ_{k+1} − θ_k)|/2 = c_k|v1ᵀ∇E(θ_k)|/2, stores θ_{k+1} in row
+        (k+1)/theta_every of ``theta_out`` when that is an integer and, with
+        ``record_mid``, the two-step midpoint ¼(θ_{k−1} + 2θ_k + θ_{k+1}) in row
+        k/theta_every of ``mid_out`` (k >= 1). With ``final`` it also records E and ‖∇E‖
+        at θ_k1.
 
-    Returns
-    -------
-    (status, k, value, theta, prev)
-        ``k`` is the step where the run stopped (k1 on success) and ``value`` the offending
-        loss (or gradient norm) when ``status`` is not 0.
-    """
-    for k in range(k0, k1 + (1 if final else 0)):
-        E = loss_fn(theta, params)
-        g = grad_fn(theta, params)
-        gn = np.sqrt(np.sum(g * g))
-        if not np.isfinite(E):
-            return STATUS_NONFINITE, k, E, theta, prev
-        if not np.isfinite(gn):
-            return STATUS_NONFINITE, k, gn, theta, prev
-        if abs(E) > loss_bound:
-            return STATUS_BLOWUP, k, E, theta, prev
-        loss_out[k] = E
-        gnorm_out[k] = gn
-        if k == k1:
-            break
-        if variant == 0:
-            c = eta
-        elif variant == 1:
-            c = eta / gn if gn > 0.0 else 0.0
-        else:
-            gap = E - loss_min
-            c = eta / (2.0 * np.sqrt(gap)) if gap > 0.0 else 0.0
-        new = theta - c * g
-        amp_out[k] = 0.5 * abs(np.sum(v1 * (new - theta)))
-        if record_mid and k >= 1 and k % theta_every == 0:
-            mid_out[k // theta_every] = 0.25 * (prev + 2.0 * theta + new)
-        prev = theta
-        theta = new
-        if (k + 1) % theta_every == 0:
-            theta_out[(k + 1) // theta_every] = theta
-    return STATUS_OK, k1, 0.0, theta, prev
+        The step is θ_{k+1} = θ_k − c_k ∇E(θ_k) with c_k = η (variant 0, plain GD),
+        η/‖∇E‖ (1, normalised GD) or η/(2√(E − E_min)) (2, GD on √(E − E_min), whose
+        gradient is ∇E/(2√(E − E_min))). Where that factor is undefined (zero gradient,
+        E <= E_min) the step is 0.
+
+        On failure ``k`` is the step whose loss or gradient failed and ``value`` the
+        offending loss (or gradient norm); nothing is recorded for that step.
+        """
+        for k in range(k0, k1 + (1 if final else 0)):
+            E = loss_fn(theta, params)
+            g = grad_fn(theta, params)
+            gn = np.sqrt(np.sum(g * g))
+            if not np.isfinite(E):
+                return STATUS_NONFINITE, k, E, theta, prev
+            if not np.isfinite(gn):
+                return STATUS_NONFINITE, k, gn, theta, prev
+            if abs(E) > loss_bound:
+                return STATUS_BLOWUP, k, E, theta, prev
+            loss_out[k] = E
+            gnorm_out[k] = gn
+            if k == k1:
+                break
+            if variant == 0:
+                c = eta
+            elif variant == 1:
+                c = eta / gn if gn > 0.0 else 0.0
+            else:
+                gap = E - loss_min
+                c = eta / (2.0 * np.sqrt(gap)) if gap > 0.0 else 0.0
+            new = theta - c * g
+            amp_out[k] = 0.5 * c * abs(np.sum(v1 * g))
+            if record_mid and k >= 1 and k % theta_every == 0:
+                mid_out[k // theta_every] = 0.25 * (prev + 2.0 * theta + new)
+            prev, theta = theta, new
+            if (k + 1) % theta_every == 0:
+                theta_out[(k + 1) // theta_every] = theta
+        return STATUS_OK, k1, 0.0, theta, prev
+
+    return _numpy_chunk
 
 
-_gd_chunk = jit(_gd_chunk_py, cache=False)
+def _make_compiled_chunk(loss_fn, grad_fn):
+    """Same contract as the NumPy chunk, written with element loops for numba."""
+
+    def _chunk(params, theta, prev, eta, variant, loss_min, loss_bound, v1, k0, k1, final, theta_every,
+               record_mid, loss_out, gnorm_out, amp_out, theta_out, mid_out):
+        P = theta.shape[0]
+        theta = theta.copy()
+        prev = prev.copy()
+        status, k_stop, value = STATUS_OK, k1, 0.0
+        for k in range(k0, k1 + (1 if final else 0)):
+            E = loss_fn(theta, params)
+            g = grad_fn(theta, params)
+            gn2 = 0.0
+            for i in range(P):
+                gn2 += g[i] * g[i]
+            gn = np.sqrt(gn2)
+            if not np.isfinite(E):
+                status, k_stop, value = STATUS_NONFINITE, k, E
+                break
+            if not np.isfinite(gn):
+                status, k_stop, value = STATUS_NONFINITE, k, gn
+                break
+            if abs(E) > loss_bound:
+                status, k_stop, value = STATUS_BLOWUP, k, E
+                break
+            loss_out[k] = E
+            gnorm_out[k] = gn
+            if k == k1:
+                break
+            if variant == 0:
+                c = eta
+            elif variant == 1:
+                c = eta / gn if gn > 0.0 else 0.0
+            else:
+                gap = E - loss_min
+                c = eta / (2.0 * np.sqrt(gap)) if gap > 0.0 else 0.0
+            proj = 0.0
+            for i in range(P):
+                proj += v1[i] * g[i]
+            amp_out[k] = 0.5 * c * abs(proj)
+            mid = record_mid and k >= 1 and k % theta_every == 0
+            row = k // theta_every
+            for i in range(P):
+                new = theta[i] - c * g[i]
+                if mid:
+                    mid_out[row, i] = 0.25 * (prev[i] + 2.0 * theta[i] + new)
+                prev[i] = theta[i]
+                theta[i] = new
+            if (k + 1) % theta_every == 0:
+                row = (k + 1) // theta_every
+                for i in range(P):
+                    theta_out[row, i] = theta[i]
+        return status, k_stop, value, theta, prev
+
+    return _chunk
+
+
+_COMPILED: dict = {}
+
+
+def compiled_chunk(loss_fn, grad_fn):
+    """The compiled chunk function for a pair of numba kernels (built once per process)."""
+    key = (loss_fn, grad_fn)
+    if key not in _COMPILED:
+        _COMPILED[key] = jit(_make_compiled_chunk(loss_fn, grad_fn), cache=False)
+    return _COMPILED[key]

@@ -242,7 +242,7 @@ class FreeEnergyFlow(AbstractModel):
         return None
 
     # --- initial state ------------------------------------------------------------------
-    def initial_state(self, theta0, sigma0=None, *, seed: str = "gd", seed_scale: float | None = None):
+    def initial_state(self, theta0, sigma0=None, *, sigma_seed: str = "gd", seed_scale: float | None = None):
         """Initial (θ, Σ).
 
         Parameters
@@ -251,7 +251,7 @@ class FreeEnergyFlow(AbstractModel):
         sigma0 : array_like, optional
             Σ0 given explicitly: a factor V0 of shape (P, r) or a symmetric PSD (P, P)
             matrix (rank <= r for factor storage).
-        seed : {"gd", "floor", "zero"}
+        sigma_seed : {"gd", "floor", "zero"}
             Used when ``sigma0`` is None. "gd": V0 = the projection of GD's first half-step
             displacement −η∇E(θ0)/2 on the top-r eigenvectors (falls back to "floor" where
             that projection vanishes). "floor": V0 = √q·v_i along the top-r eigenvectors with
@@ -262,7 +262,7 @@ class FreeEnergyFlow(AbstractModel):
         if sigma0 is not None:
             S0 = self._validate_sigma0(sigma0)
         else:
-            choice(seed, "seed", ("gd", "floor", "zero"))
+            seed = choice(sigma_seed, "sigma_seed", ("gd", "floor", "zero"))
             q = self.floor_at(theta0) if seed_scale is None else positive_float(seed_scale, "seed_scale")
             V = np.zeros((P, r))
             if seed != "zero":
@@ -276,7 +276,7 @@ class FreeEnergyFlow(AbstractModel):
                     V[:, weak] = np.sqrt(q) * Q[:, weak]
                 elif seed == "floor":
                     raise ValueError(
-                        "`seed='floor'` needs a floor size: pass `seed_scale=q` (q > 0) or build the "
+                        "`sigma_seed='floor'` needs a floor size: pass `seed_scale=q` (q > 0) or build the "
                         "model with `floor=q`."
                     )
             S0 = V if self.storage == "factor" else V @ V.T

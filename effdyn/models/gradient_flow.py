@@ -87,10 +87,19 @@ def losses(problem: Problem, Theta: np.ndarray) -> np.ndarray:
 
 
 def top_eig(problem: Problem, theta: np.ndarray, k: int = 1):
-    """Top-k eigenpairs at one point (dense for small problems, Lanczos otherwise)."""
-    from ..spectrum import top_eigenpairs
+    """Top-k eigenpairs at one point: vals (k,) descending, vecs (P, k).
 
-    return top_eigenpairs(problem, theta, min(k, problem.dim))
+    Dense ``eigh`` of ``problem._hessian`` for small problems (no validation: this sits in
+    drift evaluations), Lanczos through :func:`effdyn.spectrum.top_eigenpairs` otherwise.
+    """
+    from ..spectrum import DENSE_MAX, top_eigenpairs
+
+    k = min(k, problem.dim)
+    if problem.dim <= DENSE_MAX:
+        H = problem._hessian(np.ascontiguousarray(theta, dtype=np.float64))
+        w, V = np.linalg.eigh(0.5 * (H + H.T))
+        return w[::-1][:k].copy(), V[:, ::-1][:, :k].copy()
+    return top_eigenpairs(problem, theta, k)
 
 
 # --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ the finite-width loss L_N,
 
     dθ̄/dk = −η [∇L_N(θ̄) + ½ Σ_q ∇³L_N(θ̄)[u_q, u_q]]        (gradient of F at fixed Σ)
     du_q/dk = η ∇²L_N(θ̄) u_q − 2 u_q                          (linearised form)
-    du_q/dk = log|I − η∇²L_N(θ̄)| u_q                           (log form, Krylov)
+    du_q/dk = g(∇²L_N(θ̄)) u_q,  g(λ) = log|1 − ηλ| for ηλ > 1   (log form, Krylov)
 
 where u_q ∈ R^P is the q-th column of the stacked particle amplitudes. Both right-hand
 sides are mean-field functionals of the empirical measure of (θ̄_i, u_i): a particle's
@@ -47,12 +47,19 @@ class MeanFieldKinetic(AbstractModel):
         Number r of oscillating modes carried by each particle (u_i ∈ R^{(d+1)×r}).
     form : {"linear", "log"}
         Fluctuation equation: the linearised rate ηH − 2 (default; compiled kernel, one
-        fused evaluation per drift) or log|I − ηH| applied matrix-free by a Krylov
-        (Lanczos) approximation of ``krylov_dim`` Hessian-vector products per mode.
+        fused evaluation per drift) or the log form g(H), g(λ) = log max(|1 − ηλ|, clip)
+        on the oscillating modes (ηλ > 1) and log(clip) on the others, applied matrix-free
+        by a Krylov (Lanczos) approximation with ``krylov_dim`` Hessian-vector products
+        per mode.
     krylov_dim : int
         Krylov dimension of the log form.
     clip : float
-        Lower bound on |1 − ηλ| inside the log (the log is singular at ηλ = 1).
+        Log form only: lower bound on |1 − ηλ| inside the log (singular at ηλ = 1), and
+        the per-step factor by which the non-oscillating modes (ηλ <= 1) of u are damped:
+        there GD's displacement does not alternate and belongs to θ̄, not to u.
+    map_substeps : int
+        Euler sub-steps of θ̄ per GD step in :meth:`map_step` (>= 2 keeps θ̄ from
+        re-developing GD's own period-two instability; see there).
     dense_max : int
         Problems with P <= dense_max use dense eigendecompositions for the observables'
         sharpness; larger ones use warm-started Lanczos.
@@ -78,7 +85,7 @@ class MeanFieldKinetic(AbstractModel):
     name = "mean-field kinetic"
 
     def __init__(self, problem, eta_mf, rank: int = 1, *, form: str = "linear", krylov_dim: int = 12,
-                 clip: float = 1e-3, dense_max: int = 64, eig_tol: float = 1e-9):
+                 clip: float = 0.25, map_substeps: int = 2, dense_max: int = 64, eig_tol: float = 1e-9):
         if not isinstance(problem, TwoLayerNet):
             raise TypeError(
                 "`problem` must be an effdyn.problems.TwoLayerNet (the particles are its neurons); "
@@ -93,6 +100,7 @@ class MeanFieldKinetic(AbstractModel):
         self.clip = positive_float(clip, "clip")
         if self.clip >= 1:
             raise ValueError(f"`clip` must lie in (0, 1); got {clip}.")
+        self.map_substeps = positive_int(map_substeps, "map_substeps")
         if isinstance(dense_max, bool) or not isinstance(dense_max, numbers.Integral) or dense_max < 0:
             raise ValueError(f"`dense_max` must be an integer >= 0; got {dense_max!r}.")
         self.dense_max = int(dense_max)
@@ -232,24 +240,41 @@ class MeanFieldKinetic(AbstractModel):
         return np.concatenate([G, dU.ravel()])
 
     def map_step(self, k, y):
-        """One GD step: Euler for θ̄; for u the GD map of a small oscillation.
+        """One GD step: u by GD's one-step map of a small oscillation, θ̄ by sub-steps.
 
-        For the linearised form Euler's u + (ηH − 2)u = (ηH − I)u is that map already; for
-        the log form u ← exp(log|I − ηH|)u = |I − ηH|u (Krylov), the same up to signs.
+        u: for the linearised form u + (ηH − 2)u = (ηH − I)u, exactly GD's linear map of a
+        small oscillation (up to the sign convention of u); for the log form
+        exp(g(H))u (Krylov), the same magnitudes on the oscillating modes.
+
+        θ̄: ``map_substeps`` Euler sub-steps of length 1/``map_substeps`` with u frozen (Σ
+        changes by a factor |1 − ηλ|² ≈ 1 per step at the EoS). One sub-step would be GD on
+        F itself: at η·λ_max > 2 the average trajectory then grows its own period-two
+        oscillation, which is what u is there to carry.
         """
-        if self.form == "linear":
-            return y + self.drift(k, y)
         theta, U = self.split(np.asarray(y, dtype=np.float64))
+        theta = theta.copy()
         U = np.ascontiguousarray(U)
-        G, _ = self.problem.run_kernel(_k._contractions, theta, U, -self.eta, -0.5 * self.eta, 0.0)
-        U1 = np.column_stack([self._krylov_apply(theta, U[:, q], self._abs_factor) for q in range(self.rank)])
-        return np.concatenate([theta + G, U1.ravel()])
+        s = self.map_substeps
+        if self.form == "linear":
+            dy = self.problem.run_kernel(_k._kinetic_drift, theta, U, self.eta)
+            step = dy[: self.dim] / s
+            U1 = U + dy[self.dim:].reshape(U.shape)
+        else:
+            step, _ = self.problem.run_kernel(_k._contractions, theta, U, -self.eta / s, -0.5 * self.eta / s, 0.0)
+            U1 = np.column_stack([self._krylov_apply(theta, U[:, q], self._growth_factor) for q in range(self.rank)])
+        theta += step
+        for _ in range(s - 1):
+            step, _ = self.problem.run_kernel(_k._contractions, theta, U, -self.eta / s, -0.5 * self.eta / s, 0.0)
+            theta += step
+        return np.concatenate([theta, U1.ravel()])
 
     def _log_rate(self, lam):
-        return np.log(np.maximum(np.abs(1.0 - self.eta * lam), self.clip))
+        """g(λ) = log|1 − ηλ| on oscillating modes (ηλ > 1), log(clip) on the others."""
+        return np.log(self._growth_factor(lam))
 
-    def _abs_factor(self, lam):
-        return np.maximum(np.abs(1.0 - self.eta * lam), self.clip)
+    def _growth_factor(self, lam):
+        x = self.eta * np.asarray(lam)
+        return np.where(x > 1.0, np.maximum(np.abs(1.0 - x), self.clip), self.clip)
 
     def _krylov_apply(self, theta, u, fun):
         """fun(H)u by m-step Lanczos with full reorthogonalisation (start vector u)."""
@@ -339,7 +364,7 @@ class MeanFieldKinetic(AbstractModel):
 
     def config(self) -> dict:
         return {"model": self.name, "eta": self.eta, "eta_mf": self.eta_mf, "rank": self.rank, "form": self.form,
-                "krylov_dim": self.krylov_dim, "clip": self.clip, "problem": self.problem.config()}
+                "krylov_dim": self.krylov_dim, "clip": self.clip, "map_substeps": self.map_substeps, "problem": self.problem.config()}
 
     def __repr__(self) -> str:
         return f"MeanFieldKinetic(width={self.width}, eta_mf={self.eta_mf}, rank={self.rank}, form={self.form!r})"
