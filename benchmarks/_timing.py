@@ -15,23 +15,44 @@ import time
 
 import numpy as np
 
+#: Clock of the measurements: "cpu" (CPU time of this process, ``time.process_time``) or
+#: "wall" (``time.perf_counter``). CPU time is what a single-threaded kernel costs even when
+#: other processes preempt it, so it is the default when every library runs on one thread
+#: (see ``run_all.py``); with several threads, idle threads that spin would be counted, so
+#: wall time is used there.
+CLOCK = "wall"
+
+
+def set_clock(name: str) -> None:
+    """Select the clock ("cpu" or "wall") used by every timing helper."""
+    global CLOCK
+    if name not in ("cpu", "wall"):
+        raise ValueError(f"`clock` must be 'cpu' or 'wall'; got {name!r}.")
+    CLOCK = name
+
+
+def now() -> float:
+    """Current reading of the selected clock, in seconds."""
+    return time.process_time() if CLOCK == "cpu" else time.perf_counter()
+
 
 def _per_call(fn, inner: int) -> float:
-    t0 = time.perf_counter()
+    t0 = now()
     for _ in range(inner):
         fn()
-    return (time.perf_counter() - t0) / inner
+    return (now() - t0) / inner
 
 
-def calibrate(fn, min_time: float) -> int:
-    """Number of calls per sample so that one sample lasts about ``min_time`` seconds."""
+def calibrate(fn, min_time: float) -> tuple[int, float]:
+    """Calls per sample so that one sample lasts about ``min_time`` seconds, and the time
+    per call measured on the way (a first sample when one call already takes that long)."""
     fn()  # warm-up: compilation, caches, first-touch allocation
     inner = 1
     while True:
-        dt = _per_call(fn, inner) * inner
-        if dt >= min_time or inner >= 1 << 20:
-            return inner
-        inner = max(2 * inner, int(inner * 1.2 * min_time / max(dt, 1e-9)))
+        per_call = _per_call(fn, inner)
+        if per_call * inner >= min_time or inner >= 1 << 20:
+            return inner, per_call
+        inner = max(2 * inner, int(inner * 1.2 * min_time / max(per_call * inner, 1e-9)))
 
 
 def interleaved(fns: dict, *, repeats: int = 15, min_time: float = 0.003) -> dict:
@@ -39,16 +60,21 @@ def interleaved(fns: dict, *, repeats: int = 15, min_time: float = 0.003) -> dic
 
     Samples are kept short (``min_time``, a few ms) on purpose: on a loaded machine a short
     sample has a fair chance of running inside one scheduler time slice, and the best of
-    many such samples estimates the undisturbed cost. Returns
-    ``{name: {"best": s, "median": s, "inner": calls per sample}}``.
+    many such samples estimates the undisturbed cost. A callable that takes longer than
+    ``min_time`` per call is sampled one call at a time, and its calibration call counts as
+    its first sample (so an expensive function runs ``repeats + 1`` times in all).
+    Returns ``{name: {"best": s, "median": s, "inner": calls per sample}}``.
     """
-    inner = {name: calibrate(fn, min_time) for name, fn in fns.items()}
+    inner, samples = {}, {}
+    for name, fn in fns.items():
+        inner[name], first = calibrate(fn, min_time)
+        samples[name] = [first] if inner[name] == 1 else []
     names = list(fns)
-    samples = {name: [] for name in names}
     for rep in range(repeats):
         order = names[rep % len(names):] + names[: rep % len(names)]
         for name in order:
-            samples[name].append(_per_call(fns[name], inner[name]))
+            if len(samples[name]) < repeats:
+                samples[name].append(_per_call(fns[name], inner[name]))
     return {name: {"best": float(min(s)), "median": float(np.median(s)), "inner": inner[name]}
             for name, s in samples.items()}
 
@@ -68,7 +94,7 @@ def machine() -> dict:
     from importlib import metadata as md
 
     info = {"platform": platform.platform(), "processor": _cpu_name(), "cpus": os.cpu_count(),
-            "python": platform.python_version()}
+            "python": platform.python_version(), "clock": CLOCK}
     try:
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:  # pragma: no cover - not on every platform

@@ -61,7 +61,7 @@ def _sweep(name, values, run_one, jax_counter=None):
 
 def _gd(problem, theta0, eta, steps):
     try:
-        from effdyn.gd import gd
+        from effdyn.reference import gd
 
         return gd(problem, theta0, eta, steps, throw=False, progress=False)
     except ImportError:  # pragma: no cover - written by another helper

@@ -17,11 +17,10 @@ A ratio below 1 means the continuous model is cheaper than running GD.
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
-from _timing import interleaved
+from _timing import interleaved, now
 
 SOLVERS = ("scipy:LSODA", "scipy:RK45", "scipy:Radau", "diffrax:Tsit5", "diffrax:Kvaerno5", "map")
 QUICK_SOLVERS = ("scipy:LSODA", "map")
@@ -95,21 +94,21 @@ def gd_run(problem, theta0, eta, steps):
     run, so that compilation or cache loading is not timed.
     """
     try:
-        from effdyn.gd import gd
+        from effdyn.reference import gd
     except ImportError:  # pragma: no cover - written by another helper
         gd = None
     if gd is not None:
         kw = dict(eig_every=None, theta_every=steps, progress=False, throw=False)
         gd(problem, theta0, eta, min(steps, 10), **kw)
-        t0 = time.perf_counter()
+        t0 = now()
         traj = gd(problem, theta0, eta, steps, **kw)
-        return time.perf_counter() - t0, np.asarray(traj.theta)[-1], "effdyn.gd, no eigen-solves"
+        return now() - t0, np.asarray(traj.theta)[-1], "effdyn.gd, no eigen-solves"
     theta = np.array(theta0, dtype=np.float64)
     problem._grad(theta)
-    t0 = time.perf_counter()
+    t0 = now()
     for _ in range(steps):
         theta = theta - eta * problem._grad(theta)
-    return time.perf_counter() - t0, theta, "python loop over problem._grad"
+    return now() - t0, theta, "python loop over problem._grad"
 
 
 def flow_record(setup, spec, solver, weights, *, log=print):
@@ -129,12 +128,12 @@ def flow_record(setup, spec, solver, weights, *, log=print):
     counter = None if family == "diffrax" else _Counter(model)
     try:
         if family == "diffrax":
-            t0 = time.perf_counter()
+            t0 = now()
             ed.solve(model, state0=y0, steps=setup.steps, **kw)  # first call compiles
-            rec["wall_first_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+            rec["wall_first_s"] = now() - t0
+        t0 = now()
         sol = ed.solve(model, state0=y0, steps=setup.steps, **kw)
-        rec["wall_s"] = time.perf_counter() - t0
+        rec["wall_s"] = now() - t0
     except Exception as exc:  # a solver that cannot run this case is reported, not fatal
         rec.update(status="error", error=f"{type(exc).__name__}: {exc}"[:300])
         return rec
@@ -195,11 +194,92 @@ def case_records(name, steps, solvers, *, log=print):
     return out
 
 
+class LogAmplitude:
+    """The rank-1 free-energy flow in coordinates (θ, ρ, v̂) with V = e^ρ v̂, ‖v̂‖ = 1.
+
+    The same vector field (dV/dk = G V becomes dρ/dk = v̂ᵀ(dV/dk)/‖V‖ and
+    dv̂/dk = (I − v̂v̂ᵀ)(dV/dk)/‖V‖), written so that the oscillation amplitude, which
+    spans many decades over a self-stabilisation cycle, is integrated through its logarithm.
+    A prototype for the tolerance study below, not part of the library.
+    """
+
+    def __init__(self, model):
+        self.model, self.P = model, model.dim
+
+    def to_log(self, y):
+        V = y[self.P:]
+        nv = np.linalg.norm(V)
+        return np.concatenate([y[: self.P], [np.log(nv)], V / nv])
+
+    def from_log(self, z):
+        return np.concatenate([z[: self.P], np.exp(z[self.P]) * z[self.P + 1:]])
+
+    def drift(self, k, z):
+        P = self.P
+        d = self.model.drift(k, self.from_log(z))
+        vh = z[P + 1:]
+        dV = d[P:] / np.exp(z[P])
+        rho_dot = vh @ dV
+        return np.concatenate([d[:P], [rho_dot], dV - rho_dot * vh])
+
+
+def tolerance_study(name="minimal-valley", steps=6000, rtols=(1e-7, 1e-6, 1e-5, 1e-4), ref_rtol=1e-11, log=print):
+    """Drift evaluations against accuracy for LSODA at several tolerances (atol = 1e-3·rtol),
+    in the state coordinates of the model (V) and in log-amplitude coordinates, against a
+    reference solved at ``ref_rtol``. Accuracy: max |ΔS| of the sharpness on a 10-step grid."""
+    import scipy.integrate as si
+
+    from effdyn.models import FreeEnergyFlow
+
+    setup, spec = case_setup(name, steps)
+    model = FreeEnergyFlow(setup.problem, setup.eta, **spec.options)
+    if model.rank != 1 or model.storage != "factor":
+        raise ValueError("the tolerance study needs a rank-1 factor-stored flow")
+    y0 = model.initial_state(setup.theta0, **spec.initial)
+    grid = np.arange(0.0, setup.steps + 1, 10.0)
+    la = LogAmplitude(model)
+    P = model.dim
+
+    def solve(f, z0, rtol, back):
+        n = [0]
+
+        def g(k, z):
+            n[0] += 1
+            return f(k, z)
+
+        t0 = now()
+        with np.errstate(all="ignore"):
+            s = si.solve_ivp(g, (0.0, setup.steps), z0, method="LSODA", t_eval=grid, rtol=rtol, atol=1e-3 * rtol)
+        cpu = now() - t0
+        S = np.full(len(grid), np.nan)
+        if s.success:
+            Y = s.y.T
+            S[: len(Y)] = [model.eigenpairs(back(z)[:P])[0][0] for z in Y]
+        return S, n[0], cpu, bool(s.success)
+
+    S_ref, n_ref, _, _ = solve(model.drift, y0, ref_rtol, lambda z: z)
+    rows = []
+    for rtol in rtols:
+        for coords, f, z0, back in (("V", model.drift, y0, lambda z: z),
+                                    ("log-amplitude", la.drift, la.to_log(y0), la.from_log)):
+            S, n, cpu, ok = solve(f, z0, rtol, back)
+            err = float(np.nanmax(np.abs(S - S_ref))) if ok and np.all(np.isfinite(S)) else float("inf")
+            rows.append({"coordinates": coords, "rtol": rtol, "nfev": n, "max_sharpness_error": err,
+                         "cpu_s": cpu, "success": ok})
+            log(f"    LSODA rtol {rtol:g}, {coords:<13} nfev {n:>6}  max|ΔS| {err:.1e}")
+    return {"case": name, "steps": setup.steps, "reference_rtol": ref_rtol, "reference_nfev": n_ref,
+            "sharpness_range": [float(np.min(S_ref)), float(np.max(S_ref))], "rows": rows}
+
+
 def run(quick: bool = False, log=print) -> dict:
     cases = QUICK_CASES if quick else CASES
     solvers = QUICK_SOLVERS if quick else SOLVERS
-    return {"cases": [case_records(name, steps, solvers, log=log) for name, steps in cases],
-            "notes": "gradient-equivalents: oracle calls weighted by measured cost relative to a gradient"}
+    out = {"cases": [case_records(name, steps, solvers, log=log) for name, steps in cases],
+           "notes": "gradient-equivalents: oracle calls weighted by measured cost relative to a gradient"}
+    log("  tolerance study (minimal valley, LSODA): drift evaluations against accuracy")
+    out["tolerance_study"] = (tolerance_study(steps=300, rtols=(1e-5,), ref_rtol=1e-8, log=log) if quick
+                              else tolerance_study(log=log))
+    return out
 
 
 if __name__ == "__main__":

@@ -38,29 +38,70 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for BLAS, numba and XLA (default 1; 0 leaves the environment alone)")
     ap.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run the benchmarks in this process (default: one child process each, so that a crash "
+                         "in one of them is recorded and the others still run)")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--json", default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
-def run(quick: bool = False, only=None, log=print) -> dict:
-    """Run the selected benchmarks; a benchmark that fails is recorded with its error."""
+def run_one(name: str, quick: bool = False, log=print) -> dict:
+    """Run one benchmark here; a benchmark that raises is recorded with its error."""
     import time
     import traceback
 
-    sys.path.insert(0, HERE)
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    mod = __import__(f"bench_{name}")
+    t0 = time.perf_counter()
+    try:
+        out = mod.run(quick=quick, log=log)
+    except Exception as exc:  # keep the other benchmarks' results
+        out = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
+        log(f"  FAILED: {type(exc).__name__}: {exc}")
+    out["elapsed_s"] = time.perf_counter() - t0
+    return out
+
+
+def _run_child(name: str, quick: bool, threads: int) -> dict:
+    """Run one benchmark in a child process (its output streams through) and read its JSON."""
+    import json
+    import subprocess
+    import tempfile
+    import time
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{name}.json")
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--json", path, "--threads", str(threads)]
+        if quick:
+            cmd.append("--quick")
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
+        if proc.returncode == 0 and os.path.exists(path):
+            with open(path) as fh:
+                return json.load(fh)
+        tail = "\n".join(line for line in proc.stderr.splitlines() if "NumbaWarning" not in line)[-1500:]
+        print(f"  FAILED: child process exited with code {proc.returncode}\n{tail}")
+        return {"error": f"child process exited with code {proc.returncode}", "stderr": tail,
+                "elapsed_s": time.perf_counter() - t0}
+
+
+def run(quick: bool = False, only=None, log=print, threads: int | None = None) -> dict:
+    """Run the selected benchmarks: in this process, or with ``threads`` given, each in a
+    child process started with that thread setting."""
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
     from _timing import machine
 
     results = {"quick": quick, "machine": machine(), "benchmarks": {}}
     for name in only or BENCHES:
         mod = __import__(f"bench_{name}")
         log(f"[{name}] {mod.__doc__.strip().splitlines()[0]}")
-        t0 = time.perf_counter()
-        try:
-            results["benchmarks"][name] = mod.run(quick=quick, log=log)
-        except Exception as exc:  # keep the other benchmarks' results
-            results["benchmarks"][name] = {"error": f"{type(exc).__name__}: {exc}",
-                                           "traceback": traceback.format_exc()[-2000:]}
-            log(f"  FAILED: {type(exc).__name__}: {exc}")
-        results["benchmarks"][name]["elapsed_s"] = time.perf_counter() - t0
+        if threads is None:
+            results["benchmarks"][name] = run_one(name, quick, log)
+        else:
+            results["benchmarks"][name] = _run_child(name, quick, threads)
     results["targets"] = targets(results["benchmarks"])
     return results
 
@@ -136,7 +177,7 @@ def summary_markdown(res: dict) -> str:
     m = res["machine"]
     out = [f"# Benchmark summary{' (quick: sizes too small to mean anything)' if res['quick'] else ''}", "",
            f"Machine: {m.get('processor')} ({m.get('cpus')} CPUs, load average {m.get('load_average')}), "
-           f"threads per library: {res.get('threads', 1)}; numpy {m.get('numpy')}, numba {m.get('numba')}, "
+           f"threads per library: {res.get('threads', 1)}, clock: {m.get('clock')} time; numpy {m.get('numpy')}, numba {m.get('numba')}, "
            f"jax {m.get('jax')}, diffrax {m.get('diffrax')}. Times are the best of interleaved repeats; "
            "compare ratios, not absolute times.", ""]
     if res.get("targets"):
@@ -160,8 +201,9 @@ def summary_markdown(res: dict) -> str:
                 + ", ".join(f"{s:.3f} (r={r})" for r, s in k["slope"].items()) + ".", "",
                 _t([[r["rank"], r["N"], r["P"], _f(r["time_s"] * 1e3), _f(r["gflops"]),
                      _f(100 * r["fraction_of_matmul"], "{:.0f}%"), _f(r["skinny_matmul_gflops"]),
-                     _f(100 * r["fraction_of_skinny_matmul"], "{:.0f}%")] for r in k["records"]],
-                   ["r", "N", "P", "ms / drift", "GFLOP/s", "of matmul", "skinny matmul GFLOP/s", "of skinny"]), ""]
+                     _f(100 * r["dense_share"], "{:.0f}%")] for r in k["records"]],
+                   ["r", "N", "P", "ms / drift", "GFLOP/s", "of matmul", "(N×d)(d×n) matmul GFLOP/s",
+                    "time in dense products"]), ""]
     elif "error" in k:
         out += ["## Mean-field kinetic drift", "", f"failed: {k['error']}", ""]
     e = b.get("end_to_end", {})
@@ -184,7 +226,16 @@ def summary_markdown(res: dict) -> str:
                                                           f" ({r['wall_first_s']:.1f} first)"),
                              _f(r.get("wall_ratio"), "{:.0f}")])
             out += [_t(rows, ["solver", "status", "drift evals", "grad-equiv.", "ratio to GD",
-                              "ratio (whole drift)", "wall s", "wall / GD"]), ""]
+                              "ratio (whole drift)", "time s", "time / GD"]), ""]
+        ts = e.get("tolerance_study")
+        if ts:
+            out += [f"Tolerance study, {ts['case']} over {ts['steps']} steps (LSODA, atol = 1e-3·rtol): drift "
+                    f"evaluations and the largest sharpness error against a reference at rtol {ts['reference_rtol']:g} "
+                    f"({ts['reference_nfev']} evaluations; sharpness range {ts['sharpness_range'][0]:.2f}–"
+                    f"{ts['sharpness_range'][1]:.2f}). \"log-amplitude\" integrates the same flow in the "
+                    "coordinates (θ, log‖V‖, V/‖V‖) (a prototype in bench_end_to_end.py).", "",
+                    _t([[r["rtol"], r["coordinates"], r["nfev"], _f(r["max_sharpness_error"], "{:.1e}")]
+                        for r in ts["rows"]], ["rtol", "coordinates", "drift evals", "max |ΔS|"]), ""]
     elif "error" in e:
         out += ["## End to end", "", f"failed: {e['error']}", ""]
     g = b.get("eigs", {})
@@ -275,11 +326,22 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads > 0:
         _pin_threads(args.threads)
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
     import json
 
+    import _timing
+
+    # CPU time is immune to preemption by other processes when everything runs on one thread.
+    _timing.set_clock("cpu" if args.threads == 1 else "wall")
+    if args.child:
+        res = run_one(args.child, args.quick)
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, default=float)
+        return 0
     out = args.out or os.path.join(HERE, "results", "quick" if args.quick else "")
     os.makedirs(out, exist_ok=True)
-    res = run(quick=args.quick, only=args.only)
+    res = run(quick=args.quick, only=args.only, threads=None if args.in_process else args.threads)
     res["threads"] = args.threads
     with open(os.path.join(out, "bench.json"), "w") as fh:
         json.dump(res, fh, indent=1, default=float)

@@ -26,4 +26,4 @@ def jit(func=None, *, parallel: bool = False, cache: bool = True, fastmath: bool
 
 def compile_count() -> int:
     """Number of specialisations compiled (or loaded from cache) in this process."""
-    return sum(len(d.signatures) for d in _DISPATCHERS)
+    return sum(len(getattr(d, "signatures", ())) for d in _DISPATCHERS)

@@ -26,7 +26,7 @@ def main(out_dir: str | Path = "effdyn-output") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .gd import gd
+    from .reference import gd
     from .problems import MinimalValley
 
     out_dir = Path(out_dir)

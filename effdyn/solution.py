@@ -33,6 +33,10 @@ class Solution:
     Observables (``theta``, ``loss``, ``time_avg_loss``, ``sharpness``, ``amplitude`` and
     model-specific ones such as ``free_energy`` or ``sigma``) are computed on first access
     from the saved states through ``model.observables``.
+
+    ``seed`` is the seed given to ``solve`` (or, failing that, one found in the model's or
+    problem's configuration); ``to_xarray``/``save`` always record it (-1 when there is none)
+    together with the configuration, library versions and git commit.
     """
 
     model: object
@@ -94,7 +98,8 @@ class Solution:
                 continue
             dims = ("k",) + tuple(f"{name}_dim{i}" for i in range(1, arr.ndim))
             data[name] = (dims, arr)
-        attrs = metadata(self.model.config(), self.seed)
+        config = self.model.config()
+        attrs = metadata(config, self.seed if self.seed is not None else _config_seed(config))
         attrs.update(
             {
                 "model": type(self.model).__name__,
@@ -124,3 +129,18 @@ class Solution:
             f"Solution({type(self.model).__name__}, {span}, {len(self.k)} saved, "
             f"solver={self.stats.solver!r}, status={self.stats.status!r}, nfev={self.stats.nfev})"
         )
+
+
+def _config_seed(config):
+    """A seed recorded in a model's (or its problem's) configuration, if any: models with
+    random initial data keep their seed there when ``solve`` was not given one."""
+    if not isinstance(config, dict):
+        return None
+    seed = config.get("seed")
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
+        return int(seed)
+    for value in config.values():
+        found = _config_seed(value) if isinstance(value, dict) else None
+        if found is not None:
+            return found
+    return None

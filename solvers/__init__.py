@@ -162,6 +162,7 @@ def solve(
     else:
         if theta0 is None:
             raise TypeError("`theta0` (initial parameters, shape (P,)) is required.")
+        _check_initial_options(model, initial_options)
         y0 = np.asarray(model.initial_state(theta0, **initial_options), dtype=np.float64)
 
     ckpt = None
@@ -189,3 +190,19 @@ def solve(
 
     return solve_map(model, y0, steps, save_every=save_every, throw=throw, progress=progress, blowup=blowup, seed=seed,
                      checkpoint=ckpt)
+
+
+def _check_initial_options(model, options: dict):
+    """Extra keywords of ``solve`` go to ``model.initial_state``; name any it does not take."""
+    import inspect
+
+    params = list(inspect.signature(model.initial_state).parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    allowed = [p.name for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [name for name in options if name not in allowed]
+    if unknown:
+        raise TypeError(
+            f"`{unknown[0]}` is neither an argument of `solve` nor an initial-data option of "
+            f"{type(model).__name__}.initial_state (which takes {allowed or 'none'})."
+        )

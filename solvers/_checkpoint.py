@@ -27,6 +27,7 @@ the same installation, not as an archive format (use ``Solution.save`` for resul
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import io as _io
 import json
@@ -47,10 +48,6 @@ VERSION = 1
 #: Solver names that support ``checkpoint=``.
 CHECKPOINT_SOLVERS = ("map", "scipy:RK45", "scipy:RK23", "scipy:DOP853", "scipy:Radau", "scipy:BDF",
                       "scipy:LSODA")
-
-#: Model attributes that carry run-time state between drift calls (warm starts). Models
-#: may instead define ``checkpoint_state()`` / ``restore_checkpoint_state(state)``.
-_RUNTIME_ATTRS = ("_warm",)
 
 _FUNCTION_TYPES = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)
 
@@ -95,24 +92,62 @@ def model_identity(model) -> dict:
             "config": json.dumps(model.config(), default=_json_default, sort_keys=True)}
 
 
+def _plain(value) -> bool:
+    """Data that pickles without code: numbers, strings, arrays and containers of them."""
+    if value is None or isinstance(value, (bool, int, float, complex, str, np.generic)):
+        return True
+    if isinstance(value, np.ndarray):
+        return value.dtype != object
+    if isinstance(value, (tuple, list)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
 def model_runtime_state(model) -> dict:
+    """What a model carries from one drift call to the next (warm starts and the like).
+
+    A model's own ``checkpoint_state()`` hook wins (restored by
+    ``restore_checkpoint_state(state)``). Otherwise every private attribute (name starting
+    with "_") that is plain data — the Lanczos warm start ``_warm``, the last SDCP solution,
+    the previous eigenvector used for sign continuity, ... — and every
+    :class:`~effdyn.spectrum.EigenTracker` attribute (its arrays and counters, without the
+    problem) is saved. Public attributes are the model's configuration, which ``resume``
+    checks instead. Without this state a resumed run would restart its eigen-solves cold and
+    differ from the uninterrupted run in the last bits.
+    """
+    from effdyn.spectrum import EigenTracker
+
     hook = getattr(model, "checkpoint_state", None)
     if callable(hook):
         return {"hook": hook()}
     out = {}
-    for name in _RUNTIME_ATTRS:
-        if name in vars(model):
-            value = vars(model)[name]
-            out[name] = None if value is None else np.array(value, copy=True)
+    for name, value in vars(model).items():
+        if isinstance(value, EigenTracker):
+            out[name] = {"eigen_tracker": {k: v for k, v in vars(value).items() if k != "problem"}}
+        elif name.startswith("_") and _plain(value):
+            out[name] = {"value": value}
     return out
 
 
 def restore_model_runtime_state(model, state: dict):
+    from effdyn.spectrum import EigenTracker
+
     if "hook" in state:
         model.restore_checkpoint_state(state["hook"])
         return
+    for name, value in list(vars(model).items()):
+        if isinstance(value, EigenTracker) and name not in state:
+            setattr(model, name, None)  # created after the checkpoint (e.g. by the solver's set-up)
     for name, value in state.items():
-        setattr(model, name, None if value is None else np.array(value, copy=True))
+        if "eigen_tracker" in value:
+            tracker = EigenTracker.__new__(EigenTracker)
+            vars(tracker).update(copy.deepcopy(value["eigen_tracker"]))
+            tracker.problem = model.problem
+            setattr(model, name, tracker)
+        else:
+            setattr(model, name, copy.deepcopy(value["value"]))
 
 
 # --- scipy OdeSolver state ----------------------------------------------------------------

@@ -34,8 +34,8 @@ type = "GradientFlow"
 type = "FreeEnergyFlow"
 label = "fe map"
 solver = "map"
-options = { rank = 1, floor = 1e-24 }
-initial = { seed = "gd" }
+options = { rank = 1, floor = 1e-30 }
+initial = { sigma_seed = "gd" }
 """
 
 

@@ -280,6 +280,37 @@ def test_ctrl_c_returns_the_partial_trajectory():
     assert partial.status == "interrupted" and 0 < len(partial.loss) <= 5
 
 
+class NaNHessian(PyQuadratic):
+    def _hvp(self, theta, v):
+        return np.full_like(v, np.nan) if theta[0] < 0.3 else super()._hvp(theta, v)
+
+
+def test_non_finite_hessian_stops_the_run():
+    traj = ed.gd(NaNHessian(np.eye(2)), [1.0, 1.0], 0.5, 10, throw=False)
+    assert traj.status == "diverged" and traj.diverged_at == 2 and "Hessian" in traj.message
+    assert len(traj.eig_k) == 2 and np.all(np.isfinite(traj.eigs))
+
+
+def test_lanczos_tracking_inside_gd_matches_dense():
+    rng = np.random.default_rng(0)
+    prob = ed.problems.DeepMatrixFactorization(5, 3, rng.standard_normal((5, 5)), init="small", init_scale=0.4)
+    theta0 = prob.init(1)
+    dense = ed.gd(prob, theta0, 0.05, 60, n_eigs=2, dense_max=1000)
+    krylov = ed.gd(prob, theta0, 0.05, 60, n_eigs=2, dense_max=0)
+    assert dense.n_hvp == 0 and krylov.n_hvp > 0
+    np.testing.assert_allclose(krylov.eigs, dense.eigs, rtol=1e-12)
+    # |Δa_k| <= η‖∇E‖·‖Δv1‖/2, and ‖Δv1‖ ~ tol/gap with the default tol = 1e-8
+    bound = 1e-7 * 0.05 * dense.grad_norm[:-1]
+    assert np.all(np.abs(krylov.half_amp - dense.half_amp) <= bound)
+
+
+def test_gd_is_the_function_after_importing_its_module():
+    import effdyn.reference  # noqa: F401  (importing the module must not shadow ed.gd)
+
+    traj = ed.gd(ed.problems.Quadratic(np.eye(2)), [1.0, 1.0], 0.5, 3)
+    assert isinstance(traj, ed.GDTrajectory)
+
+
 # --- bad input ---------------------------------------------------------------------------
 
 

@@ -46,7 +46,6 @@ def _models(problem, theta0, eta):
     """(label, model, solver, initial options) for every peer model applicable to the problem."""
     from effdyn.models import CentralFlow, EdgeFlow, GradientFlow, RodFlow, SelfStabilization
 
-    roundoff = float(np.finfo(float).eps * max(1.0, np.linalg.norm(theta0)))
     out = [
         ("GradientFlow", GradientFlow(problem, eta), "scipy:LSODA", {}),
         ("CentralFlow", CentralFlow(problem, eta), "scipy:LSODA", {}),
@@ -55,7 +54,7 @@ def _models(problem, theta0, eta):
         ("SelfStabilization generalized (map)", SelfStabilization(problem, eta, mode="generalized"), "map", {}),
         ("RodFlow rank1", RodFlow(problem, eta), "scipy:LSODA", {}),
         ("EdgeFlow", EdgeFlow(problem, eta), "scipy:LSODA", {}),
-        ("EdgeFlow (round-off floor)", EdgeFlow(problem, eta, rho_floor=roundoff), "scipy:LSODA", {}),
+        ("EdgeFlow (no floor)", EdgeFlow(problem, eta, rho_floor=None), "scipy:LSODA", {}),
     ]
     try:
         from effdyn.models import FreeEnergyFlow
@@ -110,7 +109,7 @@ def peer_table(cases=CASES, quick: bool = True, rtol: float = 1e-8, atol: float 
                 continue
             row.update(status=sol.status, nfev=sol.stats.nfev, wall_time=time.perf_counter() - t0)
             if not sol.success:
-                row["status"] = f"{sol.status} at k = {sol.k[-1]:g}: {sol.message[:100]}"
+                row["status"] = f"{sol.status} at k = {sol.k[-1]:g} ({sol.stats.message.split(': ')[-1][:60]})"
             try:
                 m = ed.compare(traj, sol)
                 row.update(loss_error=m.loss_error, sharpness_error=m.sharpness_error,
@@ -123,8 +122,8 @@ def peer_table(cases=CASES, quick: bool = True, rtol: float = 1e-8, atol: float 
 
 def format_table(rows) -> str:
     """The rows as one markdown table."""
-    head = ("| case | model | solver | loss err | sharpness err | amplitude err | distance | nfev | wall [s] | status |\n"
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+    head = ("| case | model | solver | loss err | sharpness err | amplitude err | distance | nfev | wall [s] | "
+            "window | status |\n|---|---|---|---:|---:|---:|---:|---:|---:|---|---|")
     lines = [head]
 
     def fmt(value):
@@ -134,7 +133,8 @@ def format_table(rows) -> str:
         lines.append(
             f"| {r['case']} | {r['model']} | {r['solver']} | {fmt(r.get('loss_error'))} | "
             f"{fmt(r.get('sharpness_error'))} | {fmt(r.get('amplitude_error'))} | {fmt(r.get('distance'))} | "
-            f"{r.get('nfev', 0)} | {r['wall_time']:.2f} | {r['status']} |"
+            f"{r.get('nfev', 0)} | {r['wall_time']:.2f} | {'–'.join(map(str, r.get('window', ())))} | "
+            f"{r['status'].replace('|', '/')} |"
         )
     return "\n".join(lines)
 
@@ -147,11 +147,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows = peer_table(args.cases, quick=not args.full)
     print(format_table(rows))
-    windows = {r["case"]: r["window"] for r in rows if "window" in r}
     print()
-    print("Comparison windows (GD steps, from GD's EoS onset): "
-          + ", ".join(f"{case}: {w[0]}–{w[1]}" for case, w in windows.items()))
-    print(f"GD wall time: " + ", ".join(f"{c}: {next(r['gd_wall_time'] for r in rows if r['case'] == c):.2f} s"
+    print("GD wall time: " + ", ".join(f"{c}: {next(r['gd_wall_time'] for r in rows if r['case'] == c):.2f} s"
                                         for c in dict.fromkeys(r["case"] for r in rows)))
     print(f"Total: {time.perf_counter() - t0:.1f} s")
     return 0

@@ -6,9 +6,9 @@ row i = (w_i, a_i)::
     f(x_k) = c Σ_i a_i σ(w_i·x_k),     L = (1/2n) Σ_k (f(x_k) − y_k)²,
 
 c = 1/N (mean-field scaling) or 1/√N (standard scaling). ``params = (X, XT, y, meta)``
-with X (n, d), XT = Xᵀ contiguous (d, n), y (n,) and ``meta = [c, activation code]``; the
-activation is an integer code so that one compiled kernel serves every activation and
-width (no recompilation across sweeps).
+with X (n, d), XT = Xᵀ contiguous (d, n), y (n,) and
+``meta = [c, activation code, threads]``; the activation is an integer code so that one
+compiled kernel serves every activation and width (no recompilation across sweeps).
 
 Every derivative is a pair of passes over (particle, sample) pairs, O(N·n·d) each:
 
@@ -27,10 +27,12 @@ With ∇f_k, ∇Df_k, ∇D²f_k the θ-gradients of these output functionals,
 
 Particles are processed in blocks of rows; inside a block the inner products w_i·x_k,
 v_i·x_k and the w-outputs are dense matrix products (BLAS through ``np.dot``) and the
-activation work is an element-wise loop parallel over the block's rows (``prange``; the
-number of numba threads is set by the caller, see ``TwoLayerNet(parallel=...)``). Blocks
-keep the memory at O(block·n) for any N: the forward quantities are recomputed in the
-backward pass instead of being stored.
+activation work is an element-wise loop over the block's rows. With ``threads > 1`` in
+``meta`` the rows are split into that many chunks run under ``prange``; with 1 the
+threaded driver is never entered, so small problems pay no thread start-up and never
+oversubscribe a loaded machine (``TwoLayerNet(parallel=...)`` chooses). Blocks keep the
+memory at O(block·n) for any N: the forward quantities are recomputed in the backward
+pass instead of being stored.
 
 Plain NumPy references of every kernel are at the end of this module (``reference_*``);
 the tests compare the two and both against JAX autodiff of the loss.
@@ -117,12 +119,77 @@ def _block_inputs(theta, U, i0, i1, d):
     return Wb, ab, Vb, bb
 
 
+@jit
+def _forward_rows(lo, hi, Z, Pq, ab, bb, code, need_d2, F, DF, D2F):
+    """Per-(particle, sample) terms of f, Df, D²f for the block rows lo..hi−1."""
+    r = Pq.shape[0]
+    n = Z.shape[1]
+    for i in range(lo, hi):
+        a = ab[i]
+        for k in range(n):
+            s0, s1, s2, s3 = _act(Z[i, k], code)
+            F[i, k] = a * s0
+            for q in range(r):
+                pv = Pq[q, i, k]
+                b = bb[q, i]
+                DF[q, i, k] = b * s0 + a * s1 * pv
+                if need_d2:
+                    D2F[q, i, k] = 2.0 * b * s1 * pv + a * s2 * pv * pv
+
+
 @jit(parallel=True)
+def _forward_rows_threaded(chunks, Z, Pq, ab, bb, code, need_d2, F, DF, D2F):
+    B = Z.shape[0]
+    for c in prange(chunks):
+        _forward_rows(c * B // chunks, (c + 1) * B // chunks, Z, Pq, ab, bb, code, need_d2, F, DF, D2F)
+
+
+@jit
+def _backward_rows(lo, hi, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh, do_t, do_h, CW, CA, HW, HA):
+    """Per-(particle, sample) output coefficients for the block rows lo..hi−1."""
+    r = Pq.shape[0]
+    n = Z.shape[1]
+    for i in range(lo, hi):
+        a = ab[i]
+        acc_a = 0.0
+        for k in range(n):
+            s0, s1, s2, s3 = _act(Z[i, k], code)
+            rk = resid[k]
+            ca = wg * rk * s0
+            cw = wg * rk * a * s1
+            if do_t or do_h:
+                for q in range(r):
+                    pv = Pq[q, i, k]
+                    b = bb[q, i]
+                    df = Df[q, k]
+                    if do_t and wt[q] != 0.0:
+                        d2 = D2f[q, k]
+                        ca += wt[q] * (2.0 * df * s1 * pv + d2 * s0 + rk * s2 * pv * pv)
+                        cw += wt[q] * (2.0 * df * (b * s1 + a * s2 * pv) + d2 * a * s1
+                                       + rk * (2.0 * b * s2 * pv + a * s3 * pv * pv))
+                    if do_h:
+                        HA[q, i] += wh * (df * s0 + rk * s1 * pv)
+                        HW[q, i, k] = wh * (df * a * s1 + rk * (b * s1 + a * s2 * pv))
+            acc_a += ca
+            CW[i, k] = cw
+        CA[i] = acc_a
+
+
+@jit(parallel=True)
+def _backward_rows_threaded(chunks, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh, do_t, do_h, CW, CA, HW, HA):
+    B = Z.shape[0]
+    for c in prange(chunks):
+        _backward_rows(c * B // chunks, (c + 1) * B // chunks, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh,
+                       do_t, do_h, CW, CA, HW, HA)
+
+
+@jit
 def _forward(theta, U, params, need_d2):
     """Outputs f (n,), Df (r, n) and, if ``need_d2``, D²f (r, n) along the columns of U."""
     X, XT, y, meta = params
     c = meta[0]
     code = int(meta[1])
+    threads = int(meta[2])
     n, d = X.shape
     p = d + 1
     N = theta.shape[0] // p
@@ -142,17 +209,10 @@ def _forward(theta, U, params, need_d2):
         F = np.empty((B, n))
         DF = np.empty((r, B, n))
         D2F = np.zeros((r, B, n))
-        for i in prange(B):
-            a = ab[i]
-            for k in range(n):
-                s0, s1, s2, s3 = _act(Z[i, k], code)
-                F[i, k] = a * s0
-                for q in range(r):
-                    pv = Pq[q, i, k]
-                    b = bb[q, i]
-                    DF[q, i, k] = b * s0 + a * s1 * pv
-                    if need_d2:
-                        D2F[q, i, k] = 2.0 * b * s1 * pv + a * s2 * pv * pv
+        if threads > 1 and B >= threads:
+            _forward_rows_threaded(threads, Z, Pq, ab, bb, code, need_d2, F, DF, D2F)
+        else:
+            _forward_rows(0, B, Z, Pq, ab, bb, code, need_d2, F, DF, D2F)
         ones = np.ones(B)
         f += np.dot(ones, F)
         for q in range(r):
@@ -162,7 +222,7 @@ def _forward(theta, U, params, need_d2):
     return c * f, c * Df, c * D2f
 
 
-@jit(parallel=True)
+@jit
 def _backward(theta, U, params, resid, Df, D2f, wg, wt, wh):
     """Per-particle contractions from the forward quantities.
 
@@ -173,6 +233,7 @@ def _backward(theta, U, params, resid, Df, D2f, wg, wt, wh):
     X, XT, y, meta = params
     c = meta[0]
     code = int(meta[1])
+    threads = int(meta[2])
     n, d = X.shape
     p = d + 1
     N = theta.shape[0] // p
@@ -200,30 +261,11 @@ def _backward(theta, U, params, resid, Df, D2f, wg, wt, wh):
         CA = np.empty(B)
         HW = np.empty((rh, B, n))
         HA = np.zeros((rh, B))
-        for i in prange(B):
-            a = ab[i]
-            acc_a = 0.0
-            for k in range(n):
-                s0, s1, s2, s3 = _act(Z[i, k], code)
-                rk = resid[k]
-                ca = wg * rk * s0
-                cw = wg * rk * a * s1
-                if do_t or do_h:
-                    for q in range(r):
-                        pv = Pq[q, i, k]
-                        b = bb[q, i]
-                        df = Df[q, k]
-                        if do_t and wt[q] != 0.0:
-                            d2 = D2f[q, k]
-                            ca += wt[q] * (2.0 * df * s1 * pv + d2 * s0 + rk * s2 * pv * pv)
-                            cw += wt[q] * (2.0 * df * (b * s1 + a * s2 * pv) + d2 * a * s1
-                                           + rk * (2.0 * b * s2 * pv + a * s3 * pv * pv))
-                        if do_h:
-                            HA[q, i] += wh * (df * s0 + rk * s1 * pv)
-                            HW[q, i, k] = wh * (df * a * s1 + rk * (b * s1 + a * s2 * pv))
-                acc_a += ca
-                CW[i, k] = cw
-            CA[i] = acc_a
+        if threads > 1 and B >= threads:
+            _backward_rows_threaded(threads, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh, do_t, do_h,
+                                    CW, CA, HW, HA)
+        else:
+            _backward_rows(0, B, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh, do_t, do_h, CW, CA, HW, HA)
         OW = np.dot(CW, X)
         for i in range(B):
             base = (i0 + i) * p

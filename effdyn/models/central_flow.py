@@ -20,7 +20,7 @@ import numpy as np
 
 from .._validation import positive_float, positive_int, real_float
 from ..errors import IntegrationError
-from ..sdcp import SDCPError, _solve_svec, smat
+from ..sdcp import SDCPError, _solve_svec, smat, svec
 from .base import AbstractModel
 from .gradient_flow import losses, require_third
 
@@ -178,8 +178,6 @@ class CentralFlow(AbstractModel):
         g = sol["grad"]
         if sol["X"].size == 0:
             return -self.eta * g
-        from ..sdcp import svec
-
         return -self.eta * (g + 0.5 * sol["C"] @ svec(sol["X"]))
 
     def observables(self, k, Y):

@@ -43,12 +43,15 @@ class EdgeFlow(AbstractModel):
         The loss (needs gradients and Hessian-vector products only).
     eta : float
         GD step size (> 0).
-    rho_floor : float, optional
-        If given, ρ stops decaying at this value: below 2/η the log-magnitude drift is
-        multiplied by ``1 − rho_floor/ρ`` (a smooth floor). GD's own oscillation never
-        decays below rounding level, so a floor of the order of the GD round-off
-        (≈1e-16·|θ|) mimics its seeding; the default (None) integrates the equations as
-        stated.
+    rho_floor : "roundoff", float or None, default "roundoff"
+        Below 2/η the magnitude stops decaying at this value: there the log-magnitude
+        drift is multiplied by ``1 − rho_floor/ρ`` (a smooth floor). GD's own oscillation
+        never decays below the round-off of its iterates, which keeps re-seeding it;
+        ``"roundoff"`` uses that size, ε_mach·max(1, ‖θ‖), evaluated along the run. A float
+        sets a fixed floor; None integrates the equations as stated (pure model). Without a
+        floor ρ falls by hundreds of e-folds during progressive sharpening (e.g. e^-680 on
+        the minimal valley), so the sharpness overshoots 2/η far more than GD's before ρ
+        recovers, and the recovery is sensitive to rounding.
 
     Notes
     -----
@@ -68,9 +71,22 @@ class EdgeFlow(AbstractModel):
     name = "edge_flow"
     supports = ("scipy", "diffrax", "map")
 
-    def __init__(self, problem, eta: float, rho_floor: float | None = None):
+    def __init__(self, problem, eta: float, rho_floor="roundoff"):
         super().__init__(problem, eta)
-        self.rho_floor = None if rho_floor is None else positive_float(rho_floor, "rho_floor")
+        if rho_floor is None or (isinstance(rho_floor, str) and rho_floor == "roundoff"):
+            self.rho_floor = rho_floor
+        elif isinstance(rho_floor, str):
+            raise ValueError(f"`rho_floor` must be 'roundoff', a positive float or None; got {rho_floor!r}.")
+        else:
+            self.rho_floor = positive_float(rho_floor, "rho_floor")
+
+    def _log_floor(self, theta) -> float:
+        """log of the magnitude floor at θ (−inf without a floor)."""
+        if self.rho_floor is None:
+            return -np.inf
+        if self.rho_floor == "roundoff":
+            return float(np.log(np.finfo(float).eps * max(1.0, float(np.linalg.norm(theta)))))
+        return float(np.log(self.rho_floor))
 
     @property
     def state_size(self) -> int:
@@ -101,10 +117,10 @@ class EdgeFlow(AbstractModel):
         u = np.ascontiguousarray(u / np.linalg.norm(u))
         return theta, u, float(y[-1])
 
-    def _log_rho_rate(self, rayleigh, log_rho):
+    def _log_rho_rate(self, rayleigh, log_rho, theta):
         rate = self.eta * rayleigh - 2.0
         if self.rho_floor is not None and rate < 0:
-            rate *= max(0.0, 1.0 - self.rho_floor * np.exp(-log_rho))
+            rate *= max(0.0, 1.0 - np.exp(self._log_floor(theta) - log_rho))
         return rate
 
     def drift(self, k, y):
@@ -118,7 +134,7 @@ class EdgeFlow(AbstractModel):
         out = np.empty(self.state_size)
         out[: self.dim] = -0.5 * self.eta * (g_plus + g_minus)
         out[self.dim: 2 * self.dim] = self.eta * (Hu - rayleigh * u)
-        out[-1] = self._log_rho_rate(rayleigh, log_rho)
+        out[-1] = self._log_rho_rate(rayleigh, log_rho, theta)
         return out
 
     def map_step(self, k, y):
@@ -133,7 +149,7 @@ class EdgeFlow(AbstractModel):
         factor = max(abs(1.0 - self.eta * rayleigh), _MULTIPLIER_FLOOR)
         log_new = log_rho + np.log(factor)
         if self.rho_floor is not None and factor < 1.0:
-            log_new = max(log_new, min(log_rho, np.log(self.rho_floor)))
+            log_new = max(log_new, min(log_rho, self._log_floor(theta)))
         return np.concatenate([theta - 0.5 * self.eta * (g_plus + g_minus), u_new / np.linalg.norm(u_new), [log_new]])
 
     def jax_drift(self):
@@ -147,8 +163,11 @@ class EdgeFlow(AbstractModel):
             grad = jax.grad(loss)
 
             def f(k, y, args):
-                eta, floor = args["eta"], args["log_rho_floor"]
+                eta, floor, roundoff = args["eta"], args["log_rho_floor"], args["roundoff"]
                 theta, u, log_rho = y[:P], y[P: 2 * P], y[2 * P]
+                floor = jnp.where(roundoff > 0,
+                                 jnp.log(jnp.finfo(jnp.float64).eps * jnp.maximum(1.0, jnp.linalg.norm(theta))),
+                                 floor)
                 u = u / jnp.linalg.norm(u)
                 rho = jnp.exp(log_rho)
                 g_sum = grad(theta + rho * u) + grad(theta - rho * u)
@@ -167,8 +186,11 @@ class EdgeFlow(AbstractModel):
         from .._jax import import_jax
 
         _, jnp = import_jax()
-        floor = -np.inf if self.rho_floor is None else np.log(self.rho_floor)
-        return {"eta": jnp.asarray(self.eta, dtype=jnp.float64), "log_rho_floor": jnp.asarray(floor, dtype=jnp.float64)}
+        fixed = isinstance(self.rho_floor, float)
+        floor = np.log(self.rho_floor) if fixed else -np.inf
+        return {"eta": jnp.asarray(self.eta, dtype=jnp.float64),
+                "log_rho_floor": jnp.asarray(floor, dtype=jnp.float64),
+                "roundoff": jnp.asarray(1.0 if self.rho_floor == "roundoff" else 0.0, dtype=jnp.float64)}
 
     def observables(self, k, Y):
         P = self.dim

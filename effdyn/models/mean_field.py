@@ -23,6 +23,7 @@ exactly GD's one-step map of a small oscillation, up to the sign convention of u
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -132,8 +133,9 @@ class MeanFieldKinetic(AbstractModel):
         return np.concatenate([theta, np.asarray(U).ravel()])
 
     # --- initial state ----------------------------------------------------------------
-    def initial_state(self, theta0, u0=None, *, seed_from=None, at=None, q=None, project: bool = True):
-        """Initial (θ̄, u): u given, from GD's half-step displacement, or a seed floor.
+    def initial_state(self, theta0, u0=None, *, seed_from=None, at=None, filter_order=None, q=None,
+                      project: bool = True):
+        """Initial (θ̄, u): u given, from GD's oscillation, or a seed floor.
 
         Parameters
         ----------
@@ -142,29 +144,38 @@ class MeanFieldKinetic(AbstractModel):
         u0 : array_like, shape (P,) or (P, r), optional
             Explicit fluctuation amplitudes.
         seed_from : GDTrajectory or pair of arrays, optional
-            Either two consecutive GD iterates ``(θ_k, θ_{k+1})`` or a GD trajectory saved
-            every step, with ``at`` the GD step k (default: the trajectory's EoS onset). The
-            half-step displacement δ = (θ_{k+1} − θ_k)/2 is projected on the top r
-            eigenvectors of H(θ̄): u_q = v_q (v_qᵀδ) (``project=False`` and r = 1: u = δ).
-            The sign is that of θ_k = θ̄ + (−1)^k u (irrelevant to every observable).
+            GD iterates from which the oscillation is read: two consecutive iterates
+            ``(θ_k, θ_{k+1})`` or a trajectory holding every iterate around step ``at``
+            (default ``at``: the trajectory's EoS onset). The estimate is projected on the
+            top r eigenvectors of H(θ̄): u_q = v_q (v_qᵀ δ) (``project=False``, r = 1: u = δ).
+        filter_order : int, optional
+            How δ is read from the iterates: the alternating binomial filter
+            ``δ = 2^{-m} Σ_j (−1)^{j0+j} C(m, j) θ_{j0+j}``, j0 = at − ⌊m/2⌋, which passes a
+            period-two oscillation (−1)^k u unchanged and removes a smooth drift of θ up to
+            degree m − 1. m = 1 is GD's half-step displacement (θ_k − θ_{k+1})/2 (up to the
+            sign (−1)^k), the only choice for a pair; m = 2 is θ_k − θ̄_k. Default: 1 for a
+            pair, 8 for a trajectory. At the EoS onset the oscillation is still at round-off
+            level and the half-step displacement mostly measures the drift of θ, which
+            over-seeds u by orders of magnitude (see docs/mean_field.md).
         q : float, optional
             Seed floor: u_q = q·v_q (amplitude q along each of the top r eigenvectors).
             Used, with q = 1e-3, when neither ``u0`` nor ``seed_from`` is given: u = 0 is
             invariant and would never self-stabilise (theory §2).
         project : bool
-            Project the GD displacement on the top eigenvectors (default True).
+            Project the GD estimate on the top eigenvectors (default True).
 
         Returns
         -------
         ndarray, shape (P·(1 + r),)
+            The state; the sign of u follows θ_k = θ̄ + (−1)^k u (no observable depends on it).
         """
         theta = self._theta0(theta0)
         P, r = self.dim, self.rank
         given = [name for name, v in (("u0", u0), ("seed_from", seed_from), ("q", q)) if v is not None]
         if len(given) > 1:
             raise ValueError(f"Pass only one of `u0`, `seed_from` and `q`; got {given}.")
-        if at is not None and seed_from is None:
-            raise ValueError("`at` selects a step of `seed_from`; pass `seed_from=` (a GD trajectory) as well.")
+        if (at is not None or filter_order is not None) and seed_from is None:
+            raise ValueError("`at` and `filter_order` describe `seed_from`; pass `seed_from=` as well.")
         if not isinstance(project, bool):
             raise TypeError(f"`project` must be True or False; got {project!r}.")
         if u0 is not None:
@@ -177,19 +188,23 @@ class MeanFieldKinetic(AbstractModel):
                 raise ValueError("`u0` contains non-finite entries; pass finite amplitudes.")
             return self.pack(theta, U)
         if seed_from is not None:
-            delta, sign = self._half_step(seed_from, at)
+            delta = self._gd_oscillation(seed_from, at, filter_order)
             if not project:
                 if r != 1:
                     raise ValueError("`project=False` (u = δ) needs rank 1; project on the top eigenvectors for rank > 1.")
-                return self.pack(theta, sign * delta[:, None])
+                return self.pack(theta, delta[:, None])
             V = self._top_vectors(theta, r)
-            return self.pack(theta, sign * V * (V.T @ delta))
+            return self.pack(theta, V * (V.T @ delta))
         q = 1e-3 if q is None else positive_float(q, "q")
         return self.pack(theta, q * self._top_vectors(theta, r))
 
-    def _half_step(self, seed_from, at):
+    def _gd_oscillation(self, seed_from, at, order):
+        """The alternating-filter estimate δ of u (see :meth:`initial_state`)."""
         P = self.dim
+        if order is not None:
+            order = positive_int(order, "filter_order")
         if hasattr(seed_from, "theta") and hasattr(seed_from, "k"):
+            order = 8 if order is None else order
             ks = np.asarray(getattr(seed_from, "theta_k", seed_from.k))
             thetas = np.asarray(seed_from.theta)
             if at is None:
@@ -199,18 +214,21 @@ class MeanFieldKinetic(AbstractModel):
             if isinstance(at, bool) or not isinstance(at, numbers.Integral):
                 raise TypeError(f"`at` must be an integer GD step; got {at!r}.")
             if len(ks) != len(thetas):
-                raise ValueError("`seed_from` has iterates on a different grid than its step axis; run GD with theta_every=1.")
-            idx = np.flatnonzero(ks == at)
-            nxt = np.flatnonzero(ks == at + 1)
-            if idx.size == 0 or nxt.size == 0:
-                raise ValueError(
-                    f"`seed_from` must hold the iterates of GD steps {at} and {at + 1} (`at`={at}); "
-                    "run GD with theta_every=1 or pass the pair (θ_k, θ_{k+1})."
-                )
-            a = as_vector(thetas[idx[0]], "seed_from.theta[at]", P)
-            b = as_vector(thetas[nxt[0]], "seed_from.theta[at + 1]", P)
-            sign = 1.0 if int(at) % 2 else -1.0
+                raise ValueError("`seed_from.theta` does not match its step axis `theta_k`.")
+            j0 = int(at) - order // 2
+            rows = []
+            for j in range(order + 1):
+                hit = np.flatnonzero(ks == j0 + j)
+                if hit.size == 0:
+                    raise ValueError(
+                        f"`seed_from` must hold the GD iterates of steps {j0}..{j0 + order} for `at`={at} and "
+                        f"`filter_order`={order}; run GD with theta_every=1 or lower `filter_order`."
+                    )
+                rows.append(as_vector(thetas[hit[0]], f"seed_from.theta[{j0 + j}]", P))
         else:
+            order = 1 if order is None else order
+            if order != 1:
+                raise ValueError(f"A pair (θ_k, θ_k+1) supports only `filter_order`=1; got {order}. Pass a trajectory.")
             try:
                 a, b = seed_from
             except (TypeError, ValueError):
@@ -218,10 +236,10 @@ class MeanFieldKinetic(AbstractModel):
                     "`seed_from` must be a GD trajectory (effdyn.gd(...) with theta_every=1) or a pair "
                     f"(θ_k, θ_k+1) of consecutive GD iterates; got {type(seed_from).__name__}."
                 ) from None
-            a = as_vector(a, "seed_from[0]", P)
-            b = as_vector(b, "seed_from[1]", P)
-            sign = -1.0  # θ_k = θ̄ + u (k taken even)
-        return 0.5 * (b - a), sign
+            rows = [as_vector(a, "seed_from[0]", P), as_vector(b, "seed_from[1]", P)]
+            j0 = 0  # a pair carries no step index: take k even, θ_k = θ̄ + u
+        weights = np.array([(-1.0) ** (j0 + j) * math.comb(order, j) for j in range(order + 1)]) / 2.0**order
+        return np.tensordot(weights, np.array(rows), axes=1)
 
     def _top_vectors(self, theta, k):
         from ..spectrum import top_eigenpairs

@@ -113,9 +113,11 @@ class TwoLayerNet(CompiledProblem):
     scaling : {"mean-field", "standard"}
         Output scaling c.
     parallel : bool or None
-        Run the kernels' element-wise loops on numba's threads (True), on one thread
+        Split the kernels' element-wise loops over numba's threads (True; as many as
+        ``numba.get_num_threads()`` at construction), run them on the calling thread
         (False), or decide by size (None: threads from
         ``effdyn.kernels.two_layer.PARALLEL_MIN_PAIRS`` (particle, sample) pairs on).
+        The dense products use BLAS, which threads on its own.
 
     Notes
     -----
@@ -152,9 +154,16 @@ class TwoLayerNet(CompiledProblem):
         self.n_samples, self.input_dim = X.shape
         self.c = 1.0 / self.width if scaling == "mean-field" else 1.0 / math.sqrt(self.width)
         self._params = (np.ascontiguousarray(X), np.ascontiguousarray(X.T), y,
-                        np.array([self.c, float(self.act.code)]))
+                        np.array([self.c, float(self.act.code), float(self._choose_threads(parallel))]))
         self._linearisation = None  # (θ, activations) of the last HVP point
         self._kernels = NumbaKernels(_k._loss, _k._grad, _k._hvp, _k._hessian, _k._third, self._params)
+
+    def _choose_threads(self, parallel):
+        if parallel is False:
+            return 1
+        if parallel is None and self.width * self.n_samples < _k.PARALLEL_MIN_PAIRS:
+            return 1
+        return max(1, numba.get_num_threads())
 
     # --- shape helpers ----------------------------------------------------------------
     @property
@@ -173,32 +182,17 @@ class TwoLayerNet(CompiledProblem):
 
     @property
     def numba_kernels(self) -> NumbaKernels:
-        """The compiled kernels; called directly they use numba's current thread count."""
+        """The compiled kernels (threading is part of their ``params``, see ``parallel``)."""
         return self._kernels
 
     @property
-    def uses_threads(self) -> bool:
-        """Whether the kernels run on numba's threads for this problem (see ``parallel``)."""
-        if self.parallel is None:
-            return self.width * self.n_samples >= _k.PARALLEL_MIN_PAIRS
-        return self.parallel
+    def threads(self) -> int:
+        """Chunks (numba threads) the kernels' element-wise loops use for this problem."""
+        return int(self._params[3][2])
 
     def run_kernel(self, kernel, *args):
-        """Call ``kernel(*args, params)`` with this problem's thread setting."""
-        if self.uses_threads:
-            return kernel(*args, self._params)
-        old = numba.get_num_threads()
-        numba.set_num_threads(1)
-        try:
-            return kernel(*args, self._params)
-        finally:
-            numba.set_num_threads(old)
-
-    def _loss(self, theta):
-        return self.run_kernel(_k._loss, theta)
-
-    def _grad(self, theta):
-        return self.run_kernel(_k._grad, theta)
+        """``kernel(*args, params)`` for a kernel of :mod:`effdyn.kernels.two_layer`."""
+        return kernel(*args, self._params)
 
     def _hvp(self, theta, v):
         # Lanczos and the eigen-trackers call H(θ)v many times at one θ: below
@@ -211,15 +205,9 @@ class TwoLayerNet(CompiledProblem):
             self._linearisation = cache
         return _k._hvp_linearised(np.ascontiguousarray(v, dtype=np.float64), *cache[1:], self._params)
 
-    def _hessian(self, theta):
-        return self.run_kernel(_k._hessian, theta)
-
-    def _third(self, theta, U, s):
-        return self.run_kernel(_k._third, theta, np.ascontiguousarray(U), s)
-
     @property
     def params(self) -> tuple:
-        """The kernels' ``params`` tuple ``(X, Xᵀ, y, [c, activation code])``."""
+        """The kernels' ``params`` tuple ``(X, Xᵀ, y, [c, activation code, threads])``."""
         return self._params
 
     # --- network-specific quantities --------------------------------------------------

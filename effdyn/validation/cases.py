@@ -125,35 +125,38 @@ class Case:
 
 # --- models ------------------------------------------------------------------------------
 
-#: Persistent Σ floor q of the free-energy flow in every case: amplitude √q = 1e-12, the size
-#: of GD's own half-step amplitude at the EoS onset of the minimal valley (where it has decayed
-#: to round-off level). The overshoot grows like √log(1/q): on the minimal valley the flow's
-#: peak sharpness is 7.03 / 7.15 / 7.41 / 7.53 for q = 1e-8 / 1e-12 / 1e-24 / 1e-30 against
-#: GD's 7.64 (two-step average), with the sharpness error over the EoS window within
-#: 0.006–0.012 of 2/η for all of them.
-FLOOR = 1e-24
-
-def default_models(*, floor: float, dense: bool = True, map_only: bool = False, extra=()) -> tuple:
+def default_models(theta0, *, small: bool = True, save_every: float = 1.0, extra=()) -> tuple:
     """The standard model list of a case.
 
-    The free-energy flow gets a persistent floor ``q`` (``floor=q``) and its initial Σ from
-    GD's first half-step (``seed="gd"``, raised to the floor where smaller): without a floor
-    Σ decays to zero while the top mode is stable and the flow then follows gradient flow
-    through 2/η (theory §2, seeding). It runs both adaptively (LSODA) and as the step-exact
-    map unless ``map_only`` (large problems, where each drift evaluation is a Lanczos solve).
+    Seeding: Σ = 0 (or ρ = 0) is invariant, so every oscillation model needs a seed
+    (theory §2). The free-energy flow starts from Σ0 = GD's first half-step projected on the
+    top eigenvector (``sigma_seed="gd"``) and keeps its default persistent floor
+    ``"roundoff"``, q = (ε_mach·max(1, ‖θ‖))²: the size of the round-off that seeds GD's
+    own oscillation. The edge-flow reconstruction gets the same magnitude floor,
+    ρ >= ε_mach·max(1, ‖θ0‖). The other models use their own defaults.
+
+    ``small`` problems (P up to a few dozen) run every model, the free-energy flow both
+    adaptively (LSODA) and as the step-exact map. Larger ones run gradient flow, the
+    free-energy flow as the step-exact map only (each of its drift evaluations is a
+    warm-started Lanczos solve, and LSODA needs tens of thousands of them on the mean-field
+    case), and the rod and edge flows (gradients and Hessian-vector products only); the
+    central flow and self-stabilisation, which need several eigenpairs and third
+    derivatives per evaluation, are left to small problems. ``save_every`` thins the saved
+    states (each saved state costs an eigen-solve for the observables).
     """
-    fe = {"rank": 1, "floor": floor}
-    models = [ModelSpec("gradient flow", "GradientFlow", solver="map" if map_only else "scipy:LSODA")]
-    if not map_only:
-        models.append(ModelSpec("free-energy flow", "FreeEnergyFlow", fe, {"seed": "gd"}))
-    models.append(ModelSpec("free-energy flow [map]", "FreeEnergyFlow", fe, {"seed": "gd"}, solver="map"))
-    if dense:
-        models += [
-            ModelSpec("central flow", "CentralFlow"),
-            ModelSpec("self-stabilization", "SelfStabilization", solver="map"),
-            ModelSpec("rod flow", "RodFlow"),
-            ModelSpec("edge flow", "EdgeFlow", {"rho_floor": float(np.sqrt(floor))}),
-        ]
+    rho_floor = float(np.finfo(np.float64).eps * max(1.0, float(np.linalg.norm(theta0))))
+    fe = {"rank": 1}
+    seed = {"sigma_seed": "gd"}
+    se = float(save_every)
+    models = [ModelSpec("gradient flow", "GradientFlow", save_every=se)]
+    if small:
+        models.append(ModelSpec("free-energy flow", "FreeEnergyFlow", fe, seed, save_every=se))
+    models.append(ModelSpec("free-energy flow [map]", "FreeEnergyFlow", fe, seed, solver="map", save_every=se))
+    if small:
+        models += [ModelSpec("central flow", "CentralFlow", save_every=se),
+                   ModelSpec("self-stabilization", "SelfStabilization", solver="map", save_every=se)]
+    models += [ModelSpec("rod flow", "RodFlow", save_every=se),
+               ModelSpec("edge flow", "EdgeFlow", {"rho_floor": rho_floor}, save_every=se)]
     return tuple(models) + tuple(extra)
 
 
@@ -204,7 +207,8 @@ def _minimal_valley(steps, quick, cifar=None):
     from ..problems import MinimalValley
 
     p = MinimalValley(zeta=1.0, eps=0.01)
-    return Setup(p, np.array([0.1, 3.0]), 0.3, steps, default_models(floor=FLOOR), seed=None,
+    theta0 = np.array([0.1, 3.0])
+    return Setup(p, theta0, 0.3, steps, default_models(theta0), seed=None,
                  gd_options={"n_eigs": 2, "eig_every": 1},
                  notes="E = ½(y + ζx)x² − ε(x + y), ζ = 1, ε = 0.01, from (x, y) = (0.1, 3).",
                  config={"zeta": 1.0, "eps": 0.01, "theta0": [0.1, 3.0]})
@@ -217,7 +221,8 @@ def _dmf(sigma1):
         target = DMF.spectral_target(sigma1)
         p = DMF(d=2, depth=3, target=target, init="balanced", init_scale=0.3)
         seed = 0
-        return Setup(p, p.init(seed), 0.077, steps, default_models(floor=FLOOR), seed=seed,
+        theta0 = p.init(seed)
+        return Setup(p, theta0, 0.077, steps, default_models(theta0), seed=seed,
                      gd_options={"n_eigs": 2, "eig_every": 1},
                      notes=f"E = ½‖W3W2W1 − diag({sigma1}, 1)‖², balanced init (scale 0.3, seed 0); "
                            f"balanced-minimum sharpness 3σ1^(4/3) = {3 * sigma1 ** (4 / 3):.2f}.",
@@ -229,7 +234,8 @@ def _minimalist(steps, quick, cifar=None):
     from ..problems import MinimalistTwoLayer
 
     p = MinimalistTwoLayer(lam1=1.0, lam2=0.05)
-    return Setup(p, np.array([0.5, 0.05, 0.05]), 2.0, steps, default_models(floor=FLOOR),
+    theta0 = np.array([0.5, 0.05, 0.05])
+    return Setup(p, theta0, 2.0, steps, default_models(theta0),
                  gd_options={"n_eigs": 2, "eig_every": 1},
                  notes="E = ½λ1α²β1² + ½λ2(αβ2 − 1)², λ1 = 1, λ2 = 0.05, from (α, β1, β2) = (0.5, 0.05, 0.05).",
                  config={"lam1": 1.0, "lam2": 0.05, "theta0": [0.5, 0.05, 0.05]})
@@ -242,11 +248,18 @@ def _mean_field(steps, quick, cifar=None):
     eta_mf = 0.5
     seed = 1
     p = teacher_student(width, n=100, d=5, seed=0)
-    extra = (ModelSpec("mean-field kinetic", "MeanFieldKinetic", {"eta_mf": eta_mf, "rank": 1}, pass_eta=False),)
-    return Setup(p, p.init(seed), width * eta_mf, steps, default_models(floor=FLOOR, dense=False, extra=extra),
-                 seed=seed, gd_options={"n_eigs": 2, "eig_every": 1},
+    theta0 = p.init(seed)
+    mfk = {"eta_mf": eta_mf, "rank": 1}
+    # the kinetic model's adaptive run needs ~50 000 drift evaluations at N = 40: full runs only
+    extra = (ModelSpec("mean-field kinetic [map]", "MeanFieldKinetic", mfk, solver="map", save_every=5,
+                       pass_eta=False),)
+    if not quick:
+        extra = (ModelSpec("mean-field kinetic", "MeanFieldKinetic", mfk, save_every=5, pass_eta=False),) + extra
+    return Setup(p, theta0, width * eta_mf, steps, default_models(theta0, small=False, save_every=5, extra=extra),
+                 seed=seed, gd_options={"n_eigs": 1, "eig_every": 1, "eig_tol": 1e-8},
                  notes=f"Teacher–student (n = 100, d = 5, data seed 0), tanh student of width N = {width}, "
-                       f"mean-field scaling, η_MF = {eta_mf} (GD step η = N·η_MF = {width * eta_mf:g}).",
+                       f"mean-field scaling, η_MF = {eta_mf} (GD step η = N·η_MF = {width * eta_mf:g}); "
+                       f"init seed {seed}.",
                  config={"width": width, "eta_mf": eta_mf, "n": 100, "d": 5, "data_seed": 0})
 
 
@@ -256,8 +269,8 @@ def _digits(steps, quick, cifar=None):
     X, labels = load_digits_subset(500, seed=0)
     width, scale, seed = 32, 0.25, 0
     p, theta0 = mlp_problem(X, one_hot(labels), width, init_scale=scale, seed=seed, name="digits_mlp")
-    return Setup(p, theta0, 0.4, steps, default_models(floor=FLOOR, dense=False, map_only=True), seed=seed,
-                 gd_options={"n_eigs": 2, "eig_every": 1},
+    return Setup(p, theta0, 0.4, steps, default_models(theta0, small=False, save_every=10), seed=seed,
+                 gd_options={"n_eigs": 1, "eig_every": 1, "eig_tol": 1e-6},
                  notes=f"Two-layer tanh MLP 64 → {width} → 10 (P = {p.dim}), squared loss on one-hot labels, "
                        f"n = 500 standardised digits (subset seed 0), init scale {scale}.",
                  config={"n": 500, "width": width, "init_scale": scale, "data_seed": 0})
@@ -269,8 +282,8 @@ def _cifar(steps, quick, cifar=None):
     X, labels = load_cifar10_subset(cifar, n=500, seed=0)
     width, seed = 64, 0
     p, theta0 = mlp_problem(X, one_hot(labels), width, init_scale=1.0, seed=seed, name="cifar10_mlp")
-    return Setup(p, theta0, 0.02, steps, default_models(floor=FLOOR, dense=False, map_only=True), seed=seed,
-                 gd_options={"n_eigs": 1, "eig_every": 1},
+    return Setup(p, theta0, 0.02, steps, default_models(theta0, small=False, save_every=10), seed=seed,
+                 gd_options={"n_eigs": 1, "eig_every": 1, "eig_tol": 1e-6},
                  notes=f"Two-layer tanh MLP 3072 → {width} → 10 (P = {p.dim}), squared loss on one-hot labels, "
                        "n = 500 standardised CIFAR-10 training images (subset seed 0).",
                  config={"n": 500, "width": width, "init_scale": 1.0, "data_seed": 0, "cifar": str(cifar)})
@@ -287,9 +300,9 @@ CASES: dict[str, Case] = {
              quick_steps=500, full_steps=2000),
         Case("minimalist-two-layer", "Minimalist two-layer network, η = 2", _minimalist, quick_steps=400,
              full_steps=1000),
-        Case("mean-field", "Mean-field teacher–student, η_MF = 0.5", _mean_field, quick_steps=1500,
+        Case("mean-field", "Mean-field teacher–student, η_MF = 0.5", _mean_field, quick_steps=1000,
              full_steps=3000),
-        Case("digits-mlp", "Digits, two-layer tanh MLP, η = 0.4", _digits, quick_steps=1000, full_steps=2000),
+        Case("digits-mlp", "Digits, two-layer tanh MLP, η = 0.4", _digits, quick_steps=600, full_steps=2000),
         Case("cifar10-mlp", "CIFAR-10 (n = 500), two-layer tanh MLP, η = 0.02", _cifar, needs_cifar=True,
              quick_steps=300, full_steps=2000),
     )

@@ -16,15 +16,15 @@ to compare with GD. ``validation/example.toml`` is a commented example. Layout::
     [gd]
     eta = 0.3                       # required
     steps = 4000                    # required (GD steps; also every model's horizon)
-    n_eigs = 2                      # optional options of effdyn.gd
-    eig_every = 1
+    n_eigs = 2                      # optional options of effdyn.gd (also eig_every,
+    eig_every = 1                   # eig_tol, dense_max, theta_every, variant, loss_bound)
 
     [[models]]                      # one table per model (none: GD only)
     type = "FreeEnergyFlow"         # a class of effdyn.models
     label = "free-energy flow"      # optional
     solver = "scipy:LSODA"          # optional: solve() options
-    options = { rank = 1, floor = 1e-8 }   # constructor keyword arguments
-    initial = { seed = "gd" }              # initial_state keyword arguments
+    options = { rank = 1 }                 # constructor keyword arguments
+    initial = { sigma_seed = "gd" }        # initial_state keyword arguments
 
     [output]
     dir = "effdyn-run"              # optional (the CLI's --out wins)
@@ -54,7 +54,7 @@ __all__ = ["ConfigError", "load_config", "RunConfig", "PROBLEM_TYPES", "MODEL_TY
 
 _TOP_KEYS = {"name": "a name for the output files", "problem": "a table", "start": "a table", "gd": "a table",
              "models": "an array of tables ([[models]])", "output": "a table"}
-_GD_KEYS = ("eta", "steps", "n_eigs", "eig_every", "theta_every", "variant")
+_GD_KEYS = ("eta", "steps", "n_eigs", "eig_every", "theta_every", "variant", "eig_tol", "dense_max", "loss_bound")
 _MODEL_KEYS = ("type", "label", "solver", "rtol", "atol", "save_every", "options", "initial")
 _OUTPUT_KEYS = ("dir", "figures")
 _BUILDERS = {
@@ -293,7 +293,16 @@ def load_config(path) -> RunConfig:
     for key in ("n_eigs", "eig_every", "theta_every"):
         if key in gd:
             gd_options[key] = int(_number(path, "[gd]", key, gd[key], integer=True))
+    for key in ("eig_tol", "loss_bound"):
+        if key in gd:
+            gd_options[key] = float(_number(path, "[gd]", key, gd[key]))
+    if "dense_max" in gd:
+        gd_options["dense_max"] = int(_number(path, "[gd]", "dense_max", gd["dense_max"], integer=True, positive=False))
     if "variant" in gd:
+        from ..reference import VARIANTS
+
+        if gd["variant"] not in VARIANTS:
+            raise _err(path, "[gd]", f"`variant` must be one of {', '.join(VARIANTS)}; got {gd['variant']!r}.")
         gd_options["variant"] = gd["variant"]
     models = _models(path, doc.get("models", []))
     output = _table(path, doc, "output")

@@ -23,7 +23,6 @@ import json
 import numbers
 import sys
 import time
-import types
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,12 +67,13 @@ class GDTrajectory:
         Use :meth:`amplitude`.
     eta, variant : float, str
     status : str
-        "success" or "diverged" ("interrupted" after Ctrl-C).
+        "success", "diverged", "failed" (an eigen-solve raised) or "interrupted" (Ctrl-C).
     message : str
     diverged_at : int or None
-        Step whose loss/gradient failed the check.
+        Step whose loss, gradient or eigen-solve failed.
     cause : str or None
-        "non-finite" or "blow-up" (matching :class:`effdyn.IntegrationError`).
+        "non-finite", "blow-up", "solver failure" or "interrupted" (the causes of
+        :class:`effdyn.IntegrationError`).
     problem_config : dict
     config : dict
         The ``gd`` arguments (saved as metadata).
@@ -287,8 +287,9 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     loss_bound : float, default 1e10
         The run stops as diverged when |E| exceeds this (np.inf: only non-finite values stop it).
     throw : bool, default True
-        On divergence raise :class:`effdyn.IntegrationError` (with ``.partial``, ``.step``,
-        ``.cause``); with False return the partial trajectory with ``status="diverged"``.
+        On divergence (or a failed eigen-solve) raise :class:`effdyn.IntegrationError`
+        (with ``.partial``, ``.step``, ``.cause``); with False return the partial trajectory
+        with ``status="diverged"`` (``"failed"``).
     progress : bool or None
         tqdm progress bar; None shows one when ``steps >= 20000`` and stderr is a terminal.
     record_eigvecs : bool, default True
@@ -314,7 +315,7 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     >>> import effdyn as ed
     >>> traj = ed.gd(ed.problems.MinimalValley(1.0, 0.01), [0.1, 3.0], eta=0.3, steps=2000)
     >>> traj.eos_onset()
-    1223
+    1222
     """
     theta0, eta, steps, variant, eig_every, n_eigs, theta_every, loss_bound = _validate(
         problem, theta0, eta, steps, variant, eig_every, n_eigs, theta_every, loss_bound, throw, progress, compiled)
@@ -384,7 +385,7 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
                     vals, vecs = tracker._update(theta)
                     ok = bool(np.all(np.isfinite(vals)) and np.all(np.isfinite(vecs)))
                 except (np.linalg.LinAlgError, ArpackError, ArithmeticError, ValueError) as exc:
-                    ok, eig_fail = False, f"eigen-solve failed ({type(exc).__name__}: {exc})"
+                    ok, eig_fail = False, f"the eigen-solve failed ({type(exc).__name__}: {exc})"
                 if not ok:
                     status, fail_step = STATUS_NONFINITE, k
                     eig_fail = eig_fail or "non-finite Hessian eigenpairs"
@@ -419,7 +420,10 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     K = steps if fail_step is None else fail_step - 1
     n_th = K // theta_every + 1 if K >= 0 else 0
     n_ei = (K // eig_every + 1 if K >= 0 else 0) if eig_every is not None else 0
-    if status == STATUS_NONFINITE:
+    if eig_fail is not None and eig_fail.startswith("the eigen-solve"):
+        cause, run_status = "solver failure", "failed"
+        message = f"GD stopped at step {fail_step}: {eig_fail}."
+    elif status == STATUS_NONFINITE:
         cause = "non-finite"
         what = eig_fail if eig_fail else f"non-finite loss or gradient ({fail_value!r})"
         message = f"GD diverged at step {fail_step}: {what}."
@@ -433,7 +437,7 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
         message = f"GD interrupted at step {fail_step}; the record holds steps 0..{K}."
     else:
         cause, run_status, message = None, "success", f"GD completed {steps} steps."
-    if run_status == "diverged":
+    if run_status in ("diverged", "failed"):
         message += f" The record holds steps 0..{K}."
 
     mid_k = mid_arr = None
@@ -457,7 +461,7 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
         variant=variant,
         status=run_status,
         message=message,
-        diverged_at=fail_step if run_status == "diverged" else None,
+        diverged_at=fail_step if run_status in ("diverged", "failed") else None,
         cause=cause,
         problem_config=problem.config(),
         config=config,
@@ -468,21 +472,7 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     )
     if interrupted:
         raise IntegrationError(message, step=fail_step, time=float(fail_step), cause="interrupted", partial=traj)
-    if run_status == "diverged" and throw:
+    if run_status in ("diverged", "failed") and throw:
         raise IntegrationError(message, step=fail_step, time=float(fail_step), cause=cause, partial=traj)
     return traj
 
-
-class _CallableModule(types.ModuleType):
-    """Makes ``effdyn.gd`` callable even when it names this module.
-
-    ``effdyn.gd`` is meant to be the function, but importing the submodule (``from
-    effdyn.gd import GDTrajectory``) binds the package attribute ``gd`` to the module.
-    Calling the module forwards to the function, so ``effdyn.gd(...)`` works either way.
-    """
-
-    def __call__(self, *args, **kwargs):
-        return gd(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
