@@ -8,6 +8,9 @@ For each problem size the same drift is computed by
   mode and ∇_θ Σ_q u_qᵀHu_q as the gradient of forward-over-reverse HVPs (``jvp`` of the
   gradient); inputs are already JAX arrays, so the figure excludes host-to-device copies
   (the most favourable setting for JAX);
+* ``fused``: one compiled call for the whole θ-drift (a proposal for deep matrix
+  factorisation, ``proposed_kernels.py``; the library's fused kernel for the two-layer
+  network), to measure what fusing the two calls would buy;
 * ``numpy``: a plain NumPy implementation (matrix products): for deep matrix
   factorisation the one below, written from the definition, for the two-layer network the
   NumPy references shipped with its kernels.
@@ -131,8 +134,30 @@ def numpy_theta_drift(problem):
     return None
 
 
+def fused_theta_drift(problem):
+    """A one-call compiled θ-drift (θ, U, η) ↦ −η(∇E + ½Σ_q ∇(u_qᵀHu_q)), or None.
+
+    Deep matrix factorisation: the prototype in ``proposed_kernels.py`` (a proposal for the
+    library). Two-layer network: the library's own fused ``_contractions`` kernel (one
+    forward and one backward pass for the gradient and the contraction together), which
+    ``FreeEnergyFlow`` does not use yet.
+    """
+    name = type(problem).__name__
+    if name == "DeepMatrixFactorization":
+        from proposed_kernels import dmf_fused_drift
+
+        M = problem.target
+        return lambda th, U, eta: dmf_fused_drift(th, U, np.ones(U.shape[1]), -eta, -0.5 * eta, M)
+    if name == "TwoLayerNet":
+        from effdyn.kernels import two_layer as k
+
+        if hasattr(k, "_contractions") and hasattr(problem, "run_kernel"):
+            return lambda th, U, eta: problem.run_kernel(k._contractions, th, U, -eta, -0.5 * eta, 0.0)[0]
+    return None
+
+
 def drift_record(problem, theta, *, rank=1, eta=ETA, repeats=15, min_time=0.003, label=None, size=None,
-                 backends=("numba", "jax", "numpy")):
+                 backends=("numba", "fused", "jax", "numpy")):
     """Time one θ-drift evaluation per backend (interleaved, best of ``repeats``).
 
     Returns a flat record: seconds per evaluation of each backend (``<backend>_s``), the
@@ -157,6 +182,10 @@ def drift_record(problem, theta, *, rank=1, eta=ETA, repeats=15, min_time=0.003,
         th_j, U_j, eta_j = jnp.asarray(theta), jnp.asarray(U), jnp.asarray(eta)
         fns["jax"] = lambda: f(th_j, U_j, eta_j).block_until_ready()
         results["jax"] = np.asarray(f(th_j, U_j, eta_j))
+    g_fused = fused_theta_drift(problem) if "fused" in backends else None
+    if g_fused is not None:
+        fns["fused"] = lambda: g_fused(theta, U, eta)
+        results["fused"] = g_fused(theta, U, eta)
     g_np = numpy_theta_drift(problem) if "numpy" in backends else None
     if g_np is not None:
         fns["numpy"] = lambda: g_np(theta, U, eta)
@@ -171,9 +200,11 @@ def drift_record(problem, theta, *, rank=1, eta=ETA, repeats=15, min_time=0.003,
     for name, v in t.items():
         rec[f"{name}_s"] = v["best"]
         rec[f"{name}_median_s"] = v["median"]
-    for name in ("jax", "numpy"):
+    for name in ("jax", "numpy", "fused"):
         if name in t:
             rec[f"{name}_over_numba"] = t[name]["best"] / t["numba"]["best"]
+    if "fused" in t and "jax" in t:
+        rec["jax_over_fused"] = t["jax"]["best"] / t["fused"]["best"]
     rec["third_over_grad"] = t["third"]["best"] / t["grad"]["best"]
     return rec
 
@@ -204,7 +235,8 @@ def run(quick: bool = False, log=print) -> dict:
 def _line(rec) -> str:
     return (f"  {rec['problem']:<28} {rec['size']:>8} P={rec['P']:>7}  numba {rec['numba_s'] * 1e6:10.1f} µs  "
             f"jax/numba {rec.get('jax_over_numba', float('nan')):6.2f}  "
-            f"numpy/numba {rec.get('numpy_over_numba', float('nan')):6.2f}  diff {rec['max_rel_diff']:.1e}")
+            f"numpy/numba {rec.get('numpy_over_numba', float('nan')):6.2f}  "
+            f"jax/fused {rec.get('jax_over_fused', float('nan')):6.2f}  diff {rec['max_rel_diff']:.1e}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,10 @@ the reported residual is the largest of  λ_min(X)⁻/‖X‖,  λ_min(Z)⁻/sca
 and Z are).
 
 An SDCP without solution (the quadratic objective unbounded below: some direction D ⪰ 0
-with B[D] = 0 and ⟨A, D⟩ < 0) raises :class:`SDCPError` saying so.
+with B[D] = 0 and ⟨A, D⟩ < 0) raises :class:`SDCPError` saying so. The test for it is
+exact when B = 0 or when such a D is an eigen-direction of A; otherwise (singular B) it is
+a heuristic on the size of the regularised solution, and a problem with a very large or
+unbounded solution set can come back as a large X with a small *relative* residual.
 """
 
 from __future__ import annotations

@@ -130,6 +130,8 @@ def format_table(rows) -> str:
         return "—" if value is None or not np.isfinite(value) else f"{value:.3g}"
 
     for r in rows:
+        if r["status"] != "success":  # errors of a run that stopped early say nothing
+            r = {**r, "loss_error": None, "sharpness_error": None, "amplitude_error": None, "distance": None}
         lines.append(
             f"| {r['case']} | {r['model']} | {r['solver']} | {fmt(r.get('loss_error'))} | "
             f"{fmt(r.get('sharpness_error'))} | {fmt(r.get('amplitude_error'))} | {fmt(r.get('distance'))} | "
