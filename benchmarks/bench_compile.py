@@ -61,7 +61,7 @@ def _sweep(name, values, run_one, jax_counter=None):
 
 def _gd(problem, theta0, eta, steps):
     try:
-        from effdyn.reference import gd
+        from effdyn import gd
 
         return gd(problem, theta0, eta, steps, throw=False, progress=False)
     except ImportError:  # pragma: no cover - written by another helper
@@ -85,8 +85,8 @@ def run(quick: bool = False, log=print, diffrax: bool = True) -> dict:
     records = []
 
     def fe_map(problem, theta0, eta):
-        m = FreeEnergyFlow(problem, eta, rank=1, floor=1e-24)
-        y0 = m.initial_state(theta0, seed="gd")
+        m = FreeEnergyFlow(problem, eta, rank=1)
+        y0 = m.initial_state(theta0)
         ed.solve(m, state0=y0, steps=steps, solver="map", progress=False, throw=False)
 
     records.append(_sweep("free-energy map, DMF, η", etas, lambda eta: fe_map(dmf, dmf.init(0), eta)))
@@ -113,8 +113,8 @@ def run(quick: bool = False, log=print, diffrax: bool = True) -> dict:
     jc = _JaxCompiles() if diffrax else None
     if jc is not None and jc.available:
         def diffrax_run(eta):
-            m = FreeEnergyFlow(mv, eta, rank=1, floor=1e-24)
-            y0 = m.initial_state(np.array([0.1, 3.0]), seed="gd")
+            m = FreeEnergyFlow(mv, eta, rank=1)
+            y0 = m.initial_state(np.array([0.1, 3.0]))
             ed.solve(m, state0=y0, steps=steps, solver="diffrax:Tsit5", progress=False, throw=False)
 
         try:

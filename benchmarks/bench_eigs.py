@@ -36,7 +36,7 @@ def trajectory(quick: bool):
     p, eta = setup.problem, setup.eta
     lo, hi = QUICK_WINDOW if quick else WINDOW
     try:
-        from effdyn.reference import gd
+        from effdyn import gd
     except ImportError:  # pragma: no cover - written by another helper
         theta = np.array(setup.theta0, dtype=np.float64)
         thetas = []

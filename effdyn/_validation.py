@@ -83,3 +83,10 @@ def choice(x, name: str, options) -> str:
     if x not in options:
         raise ValueError(f"`{name}` must be one of {options}; got {x!r}.")
     return x
+
+
+def seed_rng(seed, name: str = "seed") -> np.random.Generator:
+    """A numpy Generator from ``seed`` (None or an integer >= 0), checked first."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ValueError(f"`{name}` must be None or an integer >= 0; got {seed!r}.")
+    return np.random.default_rng(seed)

@@ -183,7 +183,10 @@ class GDTrajectory:
                   "param": np.arange(P), "eig_index": np.arange(self.eigs.shape[1])}
         if self._mid is not None:
             coords["mid_k"] = self._mid_k
-        attrs = {
+        from .io import metadata
+
+        attrs = metadata(self.problem_config, self.config.get("seed"))
+        attrs.update({
             "kind": "effdyn.GDTrajectory",
             "eta": self.eta,
             "variant": self.variant,
@@ -195,7 +198,7 @@ class GDTrajectory:
             "n_hvp": int(self.n_hvp),
             "problem_config": json.dumps(self.problem_config, default=_json_default),
             "gd_config": json.dumps(self.config, default=_json_default),
-        }
+        })
         return xr.Dataset(data, coords=coords, attrs=attrs)
 
     def __repr__(self) -> str:
@@ -259,7 +262,7 @@ def _validate(problem, theta0, eta, steps, variant, eig_every, n_eigs, theta_eve
 def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | None = 1, n_eigs: int = 1,
        theta_every: int = 1, loss_bound: float = 1e10, throw: bool = True, progress: bool | None = None,
        record_eigvecs: bool = True, dense_max: int | None = None, eig_tol: float | None = None,
-       compiled: bool | None = None) -> GDTrajectory:
+       compiled: bool | None = None, seed: int | None = None) -> GDTrajectory:
     """Run gradient descent and record what the effective models are compared with.
 
     Parameters
@@ -299,6 +302,9 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     compiled : bool or None
         Force (True) or forbid (False) the compiled loop; None uses it when the problem
         has numba kernels.
+    seed : int, optional
+        The seed that produced ``theta0`` (e.g. ``problem.init(seed)``); GD itself is
+        deterministic, so it is only recorded (``config["seed"]`` and the saved attrs).
 
     Returns
     -------
@@ -319,6 +325,12 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     """
     theta0, eta, steps, variant, eig_every, n_eigs, theta_every, loss_bound = _validate(
         problem, theta0, eta, steps, variant, eig_every, n_eigs, theta_every, loss_bound, throw, progress, compiled)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ValueError(f"`seed` must be None or an integer >= 0; got {seed!r}.")
+    if eig_tol is not None:
+        eig_tol = positive_float(eig_tol, "eig_tol")
+    if dense_max is not None:
+        dense_max = nonneg_int(dense_max, "dense_max")
     from scipy.sparse.linalg import ArpackError
 
     from .spectrum import DENSE_MAX, TOL, EigenTracker
@@ -327,7 +339,7 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     if eig_every is not None:
         tracker = EigenTracker(problem, n_eigs, dense_max=DENSE_MAX if dense_max is None else dense_max,
                                tol=TOL if eig_tol is None else eig_tol)
-    config = {"eta": eta, "steps": steps, "variant": variant, "eig_every": eig_every, "n_eigs": n_eigs,
+    config = {"seed": seed, "eta": eta, "steps": steps, "variant": variant, "eig_every": eig_every, "n_eigs": n_eigs,
               "theta_every": theta_every, "loss_bound": loss_bound,
               "dense_max": tracker.dense_max if tracker else None, "eig_tol": tracker.tol if tracker else None}
 

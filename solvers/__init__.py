@@ -152,6 +152,12 @@ def solve(
         raise ValueError(f"`seed` must be None or an integer >= 0; got {seed!r}.")
     seed = None if seed is None else int(seed)
     ckpt_path, ckpt_every = check_checkpoint_args(checkpoint, checkpoint_every, solver, steps)
+    identity = baseline = None
+    if ckpt_path is not None:
+        from ._checkpoint import model_identity, public_baseline
+
+        # the model as built: initial_state may fill in parameters
+        identity, baseline = model_identity(model), public_baseline(model)
     if state0 is not None:
         if theta0 is not None or initial_options:
             raise ValueError("Pass either `state0` or `theta0` (with model options), not both.")
@@ -172,7 +178,7 @@ def solve(
         args = dict(steps=steps, rtol=None if family == "map" else rtol, atol=None if family == "map" else atol,
                     save_every=save_every, max_step=max_step, first_step=first_step, blowup=blowup, seed=seed,
                     y0=y0)
-        ckpt = Checkpointer(ckpt_path, ckpt_every, make_header(model, solver, args, ckpt_every))
+        ckpt = Checkpointer(ckpt_path, ckpt_every, make_header(model, solver, args, ckpt_every, identity), baseline)
 
     if family == "scipy":
         from ._scipy import solve_scipy

@@ -105,28 +105,38 @@ def _plain(value) -> bool:
     return False
 
 
-def model_runtime_state(model) -> dict:
+def public_baseline(model) -> dict:
+    """Pickled values of the model's public plain attributes as built (before
+    ``initial_state``), to tell later which of them the run changed."""
+    return {name: pickle.dumps(value) for name, value in vars(model).items()
+            if not name.startswith("_") and _plain(value)}
+
+
+def model_runtime_state(model, baseline: dict | None = None) -> dict:
     """What a model carries from one drift call to the next (warm starts and the like).
 
     A model's own ``checkpoint_state()`` hook wins (restored by
-    ``restore_checkpoint_state(state)``). Otherwise every private attribute (name starting
-    with "_") that is plain data — the Lanczos warm start ``_warm``, the last SDCP solution,
-    the previous eigenvector used for sign continuity, ... — and every
-    :class:`~effdyn.spectrum.EigenTracker` attribute (its arrays and counters, without the
-    problem) is saved. Public attributes are the model's configuration, which ``resume``
-    checks instead. Without this state a resumed run would restart its eigen-solves cold and
-    differ from the uninterrupted run in the last bits.
+    ``restore_checkpoint_state(state)``). Otherwise the state is every private attribute
+    (name starting with "_") that is plain data — the Lanczos warm start ``_warm``, the
+    last SDCP solution, the previous eigenvector used for sign continuity, ... —, every
+    public plain attribute whose value differs from ``baseline`` (parameters that
+    ``initial_state`` filled in, such as the α and β of the reduced self-stabilisation
+    model), and every :class:`~effdyn.spectrum.EigenTracker` attribute (its arrays and
+    counters, without the problem). The rest is configuration, which ``resume`` checks.
+    Without this state a resumed run would start its eigen-solves cold and differ from the
+    uninterrupted run in the last bits.
     """
     from effdyn.spectrum import EigenTracker
 
     hook = getattr(model, "checkpoint_state", None)
     if callable(hook):
         return {"hook": hook()}
+    baseline = {} if baseline is None else baseline
     out = {}
     for name, value in vars(model).items():
         if isinstance(value, EigenTracker):
             out[name] = {"eigen_tracker": {k: v for k, v in vars(value).items() if k != "problem"}}
-        elif name.startswith("_") and _plain(value):
+        elif _plain(value) and (name.startswith("_") or pickle.dumps(value) != baseline.get(name)):
             out[name] = {"value": value}
     return out
 
@@ -193,10 +203,11 @@ class Checkpointer:
     ``write`` puts the last captured state on disk.
     """
 
-    def __init__(self, path: Path, every: float, header: dict):
+    def __init__(self, path: Path, every: float, header: dict, baseline: dict | None = None):
         self.path = Path(path)
         self.every = float(every)
         self.header = header
+        self.baseline = baseline or {}
         self.snapshot: bytes | None = None
         self.k: float | None = None
         self.next_due = self.every
@@ -221,10 +232,14 @@ class Checkpointer:
                 f"effdyn.solvers.resume(model, {str(self.path)!r})")
 
 
-def make_header(model, solver: str, args: dict, every: float) -> dict:
+def make_header(model, solver: str, args: dict, every: float, identity: dict | None = None) -> dict:
+    """Fixed part of every checkpoint of a run. ``identity`` is the model's class and
+    configuration as built, taken before ``initial_state`` (which may fill in parameters,
+    e.g. the α and β of the reduced self-stabilisation model)."""
     from effdyn.io import versions
 
-    return {"format": FORMAT, "version": VERSION, "solver": solver, "model": model_identity(model),
+    return {"format": FORMAT, "version": VERSION, "solver": solver,
+            "model": model_identity(model) if identity is None else identity,
             "args": args, "checkpoint_every": every, "versions": versions()}
 
 
@@ -361,7 +376,8 @@ def resume(model, path, *, checkpoint=None, checkpoint_every=None, throw: bool =
                         seed=args["seed"])
     ckpt = None
     if ckpt_path is not None:
-        ckpt = Checkpointer(ckpt_path, every, make_header(model, solver, args, every))
+        ckpt = Checkpointer(ckpt_path, every, make_header(model, solver, args, every, saved),
+                            public_baseline(model))
     y0 = np.asarray(args["y0"], dtype=np.float64)
     if solver == "map":
         from ._map import solve_map

@@ -48,7 +48,7 @@ def solve_map(model, y0, steps, *, save_every, throw, progress, blowup, seed, ch
     def capture(k, y, complete=False):
         stats.wall_time = wall_before + _time.perf_counter() - t0
         checkpoint.capture(k, {"complete": complete, "ks": np.asarray(ks, dtype=float), "ys": np.asarray(ys),
-                               "y": y, "stats": stats.as_dict(), "model_state": model_runtime_state(model)})
+                               "y": y, "stats": stats.as_dict(), "model_state": model_runtime_state(model, checkpoint.baseline)})
 
     def interrupted(k):
         msg = f"interrupted at GD step {k} (Ctrl-C); the partial solution is attached"

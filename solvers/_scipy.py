@@ -76,7 +76,7 @@ def solve_scipy(model, y0, steps, method, *, rtol, atol, save_every, throw, prog
         checkpoint.capture(solver.t, {
             "complete": complete, "ks": np.asarray(ks, dtype=float), "ys": np.asarray(ys), "nxt": nxt,
             "calls": calls[0], "stats": stats.as_dict(), "solver_state": capture_scipy(solver),
-            "model_state": model_runtime_state(model)})
+            "model_state": model_runtime_state(model, checkpoint.baseline)})
 
     if resume_state is None:
         ks, ys = [0.0], [np.array(y0, dtype=np.float64)]
@@ -93,6 +93,9 @@ def solve_scipy(model, y0, steps, method, *, rtol, atol, save_every, throw, prog
         saved = resume_state["solver_state"]
         # Build a solver to get fresh function references, then overwrite its whole state
         # (first_step is left out: it may exceed the remaining interval and is replaced anyway).
+        # The model state is restored before (the set-up evaluates the drift) and again after
+        # (to undo what those evaluations changed, e.g. a warm start).
+        restore_model_runtime_state(model, resume_state["model_state"])
         solver = cls(fun, float(saved["t"]), np.array(saved["y"]), float(steps), **kwargs)
         restore_scipy(solver, saved)
         restore_model_runtime_state(model, resume_state["model_state"])

@@ -258,3 +258,30 @@ def test_checkpoint_files_are_written_atomically(tmp_path):
     ed.solve(FreeEnergyFlow(ed.problems.MinimalValley(), 0.3), [0.1, 3.0], 30, solver="scipy:LSODA",
              checkpoint=tmp_path / "run.ckpt", checkpoint_every=5)
     assert sorted(os.listdir(tmp_path)) == ["c.bin", "run.ckpt"]
+
+
+def test_resume_restores_parameters_filled_in_by_initial_state(tmp_path, interactive_sigint):
+    # the reduced self-stabilisation model takes α and β from θ0 in initial_state: the
+    # checkpoint compares the model as built and carries α, β along
+    prob = ed.problems.MinimalValley(zeta=0.0, eps=0.01)
+
+    class Interrupted(ed.models.SelfStabilization):
+        def drift(self, k, y):
+            if k > 150 and getattr(self, "armed", False):
+                self.armed = False
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().drift(k, y)
+
+    kw = dict(solver="scipy:DOP853", rtol=1e-10, atol=1e-12)
+    ref = ed.solve(Interrupted(prob, 0.3, "reduced"), [0.1, 6.0], 300, **kw)
+    model = Interrupted(prob, 0.3, "reduced")
+    model.armed = True
+    path = tmp_path / "ss.ckpt"
+    with pytest.raises(IntegrationError, match="interrupted"):
+        ed.solve(model, [0.1, 6.0], 300, checkpoint=path, checkpoint_every=50, **kw)
+    fresh = Interrupted(prob, 0.3, "reduced")
+    assert fresh.alpha is None
+    sol = resume(fresh, path)
+    _same(sol, ref)
+    assert (fresh.alpha, fresh.beta) == (model.alpha, model.beta)
+    np.testing.assert_array_equal(sol.energy, ref.energy)

@@ -6,9 +6,9 @@ row i = (w_i, a_i)::
     f(x_k) = c Σ_i a_i σ(w_i·x_k),     L = (1/2n) Σ_k (f(x_k) − y_k)²,
 
 c = 1/N (mean-field scaling) or 1/√N (standard scaling). ``params = (X, XT, y, meta)``
-with X (n, d), XT = Xᵀ contiguous (d, n), y (n,) and
-``meta = [c, activation code, threads]``; the activation is an integer code so that one
-compiled kernel serves every activation and width (no recompilation across sweeps).
+with X (n, d), XT = Xᵀ contiguous (d, n), y (n,) and ``meta = [c, activation code]``; the
+activation is an integer code so that one compiled kernel serves every activation and
+width (no recompilation across sweeps).
 
 Every derivative is a pair of passes over (particle, sample) pairs, O(N·n·d) each:
 
@@ -27,12 +27,15 @@ With ∇f_k, ∇Df_k, ∇D²f_k the θ-gradients of these output functionals,
 
 Particles are processed in blocks of rows; inside a block the inner products w_i·x_k,
 v_i·x_k and the w-outputs are dense matrix products (BLAS through ``np.dot``) and the
-activation work is an element-wise loop over the block's rows. With ``threads > 1`` in
-``meta`` the rows are split into that many chunks run under ``prange``; with 1 the
-threaded driver is never entered, so small problems pay no thread start-up and never
-oversubscribe a loaded machine (``TwoLayerNet(parallel=...)`` chooses). Blocks keep the
-memory at O(block·n) for any N: the forward quantities are recomputed in the backward
-pass instead of being stored.
+activation work is a compiled element-wise loop. Blocks keep the memory at O(block·n) for
+any N: the forward quantities are recomputed in the backward pass instead of being
+stored.
+
+Threads: the dense products run on BLAS's threads; the element-wise loops run on the
+calling thread. A ``prange`` version of those loops was measured and dropped: on this
+2-core machine under load it was slower than the serial loop, and a cached kernel that
+calls a ``parallel=True`` kernel segfaults when loaded from numba's cache in a new
+process (numba issue #8578), which all of the problem kernels would do.
 
 Plain NumPy references of every kernel are at the end of this module (``reference_*``);
 the tests compare the two and both against JAX autodiff of the loss.
@@ -43,7 +46,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
 
 from .._jit import jit
 
@@ -56,11 +58,6 @@ _BLOCK_ELEMS = 1 << 18
 #: Problems with at most this many (particle, sample) pairs keep the activations at the
 #: last θ for repeated Hessian-vector products (3 arrays of this many doubles).
 CACHE_MAX_PAIRS = 1 << 21
-
-#: Automatic threading (``TwoLayerNet(parallel=None)``) uses numba's threads only from
-#: this many (particle, sample) pairs on; below it thread start-up and, on a loaded
-#: machine, oversubscription cost more than the loop (measured, see docs/mean_field.md).
-PARALLEL_MIN_PAIRS = 1 << 17
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -137,13 +134,6 @@ def _forward_rows(lo, hi, Z, Pq, ab, bb, code, need_d2, F, DF, D2F):
                     D2F[q, i, k] = 2.0 * b * s1 * pv + a * s2 * pv * pv
 
 
-@jit(parallel=True)
-def _forward_rows_threaded(chunks, Z, Pq, ab, bb, code, need_d2, F, DF, D2F):
-    B = Z.shape[0]
-    for c in prange(chunks):
-        _forward_rows(c * B // chunks, (c + 1) * B // chunks, Z, Pq, ab, bb, code, need_d2, F, DF, D2F)
-
-
 @jit
 def _backward_rows(lo, hi, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh, do_t, do_h, CW, CA, HW, HA):
     """Per-(particle, sample) output coefficients for the block rows lo..hi−1."""
@@ -175,21 +165,12 @@ def _backward_rows(lo, hi, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh, do_t
         CA[i] = acc_a
 
 
-@jit(parallel=True)
-def _backward_rows_threaded(chunks, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh, do_t, do_h, CW, CA, HW, HA):
-    B = Z.shape[0]
-    for c in prange(chunks):
-        _backward_rows(c * B // chunks, (c + 1) * B // chunks, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh,
-                       do_t, do_h, CW, CA, HW, HA)
-
-
 @jit
 def _forward(theta, U, params, need_d2):
     """Outputs f (n,), Df (r, n) and, if ``need_d2``, D²f (r, n) along the columns of U."""
     X, XT, y, meta = params
     c = meta[0]
     code = int(meta[1])
-    threads = int(meta[2])
     n, d = X.shape
     p = d + 1
     N = theta.shape[0] // p
@@ -209,10 +190,7 @@ def _forward(theta, U, params, need_d2):
         F = np.empty((B, n))
         DF = np.empty((r, B, n))
         D2F = np.zeros((r, B, n))
-        if threads > 1 and B >= threads:
-            _forward_rows_threaded(threads, Z, Pq, ab, bb, code, need_d2, F, DF, D2F)
-        else:
-            _forward_rows(0, B, Z, Pq, ab, bb, code, need_d2, F, DF, D2F)
+        _forward_rows(0, B, Z, Pq, ab, bb, code, need_d2, F, DF, D2F)
         ones = np.ones(B)
         f += np.dot(ones, F)
         for q in range(r):
@@ -233,7 +211,6 @@ def _backward(theta, U, params, resid, Df, D2f, wg, wt, wh):
     X, XT, y, meta = params
     c = meta[0]
     code = int(meta[1])
-    threads = int(meta[2])
     n, d = X.shape
     p = d + 1
     N = theta.shape[0] // p
@@ -261,11 +238,7 @@ def _backward(theta, U, params, resid, Df, D2f, wg, wt, wh):
         CA = np.empty(B)
         HW = np.empty((rh, B, n))
         HA = np.zeros((rh, B))
-        if threads > 1 and B >= threads:
-            _backward_rows_threaded(threads, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh, do_t, do_h,
-                                    CW, CA, HW, HA)
-        else:
-            _backward_rows(0, B, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh, do_t, do_h, CW, CA, HW, HA)
+        _backward_rows(0, B, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh, do_t, do_h, CW, CA, HW, HA)
         OW = np.dot(CW, X)
         for i in range(B):
             base = (i0 + i) * p

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import as_matrix, choice, positive_float, positive_int
+from .._validation import as_matrix, choice, nonneg_int, positive_float, positive_int
 from ..errors import MissingFeatureError
 from .base import AbstractModel
 
@@ -103,7 +103,7 @@ class FreeEnergyFlow(AbstractModel):
                 raise ValueError(f"`floor` must be 'roundoff' or a finite number >= 0; got {floor!r}.")
         if self.floor != 0 and self.sigma_form == "rate":
             raise ValueError("`floor` is implemented for the log form only; use `sigma_form='log'` or floor=0.")
-        self.dense_max = int(dense_max)
+        self.dense_max = nonneg_int(dense_max, "dense_max")
         self._warm = None  # last tracked eigenvectors, a warm start for Lanczos
 
     # --- state layout -----------------------------------------------------------------

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from .._validation import as_matrix, as_vector, choice, positive_float, positive_int
+from .._validation import as_matrix, as_vector, choice, positive_float, positive_int, seed_rng
 from ..kernels import matrix_factorization as _k
 from .base import CompiledProblem, NumbaKernels
 
@@ -104,7 +104,7 @@ class DeepMatrixFactorization(CompiledProblem):
 
     def init(self, seed: int | None = None) -> np.ndarray:
         """θ₀ drawn as described by the ``init`` option (reproducible from ``seed``)."""
-        rng = np.random.default_rng(seed)
+        rng = seed_rng(seed)
         d, L, scale = self.d, self.depth, self.init_scale
         if self.init_kind == "identity":
             W = np.broadcast_to(scale * np.eye(d), (L, d, d))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import as_matrix, as_vector
+from .._validation import as_matrix, as_vector, seed_rng
 from ..kernels import quadratic as _k
 from .base import CompiledProblem, NumbaKernels
 
@@ -76,4 +76,4 @@ class Quadratic(CompiledProblem):
 
     def init(self, seed: int | None = None) -> np.ndarray:
         """Standard normal θ₀ (no preferred start exists for a quadratic)."""
-        return np.random.default_rng(seed).standard_normal(self.dim)
+        return seed_rng(seed).standard_normal(self.dim)

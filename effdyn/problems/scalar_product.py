@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import positive_float, positive_int, real_float
+from .._validation import positive_float, positive_int, real_float, seed_rng
 from ..kernels import scalar_product as _k
 from .base import CompiledProblem, NumbaKernels
 
@@ -61,4 +61,4 @@ class ScalarProduct(CompiledProblem):
 
     def init(self, seed: int | None = None) -> np.ndarray:
         """Small positive start: entries ``init_scale · U(0.5, 1.5)``, independent."""
-        return self.init_scale * np.random.default_rng(seed).uniform(0.5, 1.5, self.depth)
+        return self.init_scale * seed_rng(seed).uniform(0.5, 1.5, self.depth)

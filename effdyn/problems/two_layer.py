@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from .._validation import as_matrix, as_vector, positive_int
@@ -112,12 +111,6 @@ class TwoLayerNet(CompiledProblem):
         "softplus", "gelu").
     scaling : {"mean-field", "standard"}
         Output scaling c.
-    parallel : bool or None
-        Split the kernels' element-wise loops over numba's threads (True; as many as
-        ``numba.get_num_threads()`` at construction), run them on the calling thread
-        (False), or decide by size (None: threads from
-        ``effdyn.kernels.two_layer.PARALLEL_MIN_PAIRS`` (particle, sample) pairs on).
-        The dense products use BLAS, which threads on its own.
 
     Notes
     -----
@@ -138,32 +131,21 @@ class TwoLayerNet(CompiledProblem):
     name = "two_layer_net"
     loss_min = 0.0
 
-    def __init__(self, X, y, width: int, activation: str = "tanh", scaling: str = "mean-field",
-                 parallel: bool | None = None):
+    def __init__(self, X, y, width: int, activation: str = "tanh", scaling: str = "mean-field"):
         X, y = _check_data(X, y)
         self.width = positive_int(width, "width")
         self.act = get_activation(activation)
         if not isinstance(scaling, str) or scaling not in SCALINGS:
             raise ValueError(f"`scaling` must be one of {list(SCALINGS)}; got {scaling!r}.")
-        if parallel is not None and not isinstance(parallel, bool):
-            raise TypeError(f"`parallel` must be True, False or None (automatic); got {parallel!r}.")
         self.activation = activation
         self.scaling = scaling
-        self.parallel = parallel
         self.X, self.y = X, y
         self.n_samples, self.input_dim = X.shape
         self.c = 1.0 / self.width if scaling == "mean-field" else 1.0 / math.sqrt(self.width)
         self._params = (np.ascontiguousarray(X), np.ascontiguousarray(X.T), y,
-                        np.array([self.c, float(self.act.code), float(self._choose_threads(parallel))]))
+                        np.array([self.c, float(self.act.code)]))
         self._linearisation = None  # (θ, activations) of the last HVP point
         self._kernels = NumbaKernels(_k._loss, _k._grad, _k._hvp, _k._hessian, _k._third, self._params)
-
-    def _choose_threads(self, parallel):
-        if parallel is False:
-            return 1
-        if parallel is None and self.width * self.n_samples < _k.PARALLEL_MIN_PAIRS:
-            return 1
-        return max(1, numba.get_num_threads())
 
     # --- shape helpers ----------------------------------------------------------------
     @property
@@ -182,13 +164,8 @@ class TwoLayerNet(CompiledProblem):
 
     @property
     def numba_kernels(self) -> NumbaKernels:
-        """The compiled kernels (threading is part of their ``params``, see ``parallel``)."""
+        """The compiled kernels and their ``params``."""
         return self._kernels
-
-    @property
-    def threads(self) -> int:
-        """Chunks (numba threads) the kernels' element-wise loops use for this problem."""
-        return int(self._params[3][2])
 
     def run_kernel(self, kernel, *args):
         """``kernel(*args, params)`` for a kernel of :mod:`effdyn.kernels.two_layer`."""
@@ -207,7 +184,7 @@ class TwoLayerNet(CompiledProblem):
 
     @property
     def params(self) -> tuple:
-        """The kernels' ``params`` tuple ``(X, Xᵀ, y, [c, activation code, threads])``."""
+        """The kernels' ``params`` tuple ``(X, Xᵀ, y, [c, activation code])``."""
         return self._params
 
     # --- network-specific quantities --------------------------------------------------

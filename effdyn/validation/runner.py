@@ -170,6 +170,7 @@ def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log) -> ModelResul
         row.status, row.message = ("interrupted" if exc.cause == "interrupted" else "failed"), str(exc)
         if exc.cause == "interrupted":
             row.solution, row.wall_time = _finite_prefix(sol), time.perf_counter() - t0
+            row.nfev = int(sol.stats.nfev) if sol is not None else 0
             _attach_metrics(row, traj, compare)
             raise _ModelInterrupted(row) from exc
     except Exception as exc:

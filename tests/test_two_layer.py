@@ -1,0 +1,242 @@
+"""TwoLayerNet: compiled kernels against JAX autodiff and NumPy references, the mean-field
+relations (GD step, first variation, NTK Gram), the width-1 reduction to the minimalist
+two-layer model, the teacher–student data and input validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import effdyn as ed
+from effdyn import compile_count
+from effdyn._jax import import_jax
+from effdyn.kernels import two_layer as K
+from effdyn.problems import MinimalistTwoLayer, TwoLayerNet
+from effdyn.problems.two_layer import ACTIVATIONS, teacher_student, teacher_student_data
+from effdyn.spectrum import top_eigenpairs
+
+jax, jnp = import_jax()
+
+SMOOTH = [name for name, a in ACTIVATIONS.items() if a.order >= 3]
+SCALINGS = ["mean-field", "standard"]
+
+
+def rel_err(a, b):
+    """max|a − b| / max|b| (norm-relative, so tiny entries of b do not dominate)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def random_net(act, scaling, N, n, d, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * 1.5 / np.sqrt(d)
+    y = rng.standard_normal(n)
+    p = TwoLayerNet(X, y, N, activation=act, scaling=scaling)
+    theta = p.init(seed + 1)
+    return p, theta, rng
+
+
+def jax_derivatives(p, theta, v, U, s):
+    """Loss, gradient, HVP, Hessian and third contraction by JAX autodiff of ``jax_loss``."""
+    f = p.jax_loss()
+    g = jax.grad(f)
+    hess = jax.hessian(f)
+    th = jnp.asarray(theta)
+
+    def curvature(t):
+        return jnp.einsum("pr,pq,qr,r->", U, hess(t), U, s)
+
+    return (float(f(th)), np.asarray(g(th)), np.asarray(jax.jvp(g, (th,), (jnp.asarray(v),))[1]),
+            np.asarray(hess(th)), np.asarray(jax.grad(curvature)(th)))
+
+
+# --- kernels against JAX and NumPy ----------------------------------------------------------
+@settings(max_examples=24, deadline=None)
+@given(act=st.sampled_from(SMOOTH), scaling=st.sampled_from(SCALINGS), N=st.integers(1, 5),
+       n=st.integers(1, 7), d=st.integers(1, 4), r=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_kernels_match_jax_autodiff(act, scaling, N, n, d, r, seed):
+    p, theta, rng = random_net(act, scaling, N, n, d, seed)
+    v = rng.standard_normal(p.dim)
+    U = rng.standard_normal((p.dim, r))
+    s = rng.uniform(-1.0, 1.0, r)
+    L, g, hv, H, t = jax_derivatives(p, theta, v, U, s)
+    assert abs(p.loss(theta) - L) <= 1e-9 * abs(L)
+    assert rel_err(p.grad(theta), g) <= 1e-9
+    assert rel_err(p.hvp(theta, v), hv) <= 1e-9
+    assert rel_err(p.hessian(theta), H) <= 1e-9
+    assert rel_err(p.third(theta, U, s), t) <= 1e-9
+    # the uncached HVP kernel (used above CACHE_MAX_PAIRS) and the NumPy references
+    assert rel_err(K._hvp(theta, v, p.params), hv) <= 1e-9
+    c, code = p.c, p.act.code
+    assert abs(K.reference_loss(theta, p.X, p.y, c, code) - L) <= 1e-9 * abs(L)
+    assert rel_err(K.reference_grad(theta, p.X, p.y, c, code), g) <= 1e-9
+    assert rel_err(K.reference_hvp(theta, v, p.X, p.y, c, code), hv) <= 1e-9
+    assert rel_err(K.reference_third(theta, U, s, p.X, p.y, c, code), t) <= 1e-9
+
+
+def test_activation_kernel_matches_reference_on_extreme_inputs():
+    z = np.concatenate([np.linspace(-12, 12, 241), [0.0, 1e-12, -1e-9, 3e-5, 40.0, -40.0, 700.0, -745.0]])
+    act = K._act
+    for name in SMOOTH:
+        code = ACTIVATIONS[name].code
+        ref = K.reference_activation(z, code)
+        got = np.array([act(float(x), code) for x in z]).T
+        for m in range(4):
+            # absolute error relative to the derivative's scale on the grid
+            scale = max(1.0, float(np.max(np.abs(ref[m][np.abs(z) < 50]))))
+            err = np.abs(got[m] - ref[m])[np.isfinite(ref[m])]
+            assert np.max(err) <= 4e-15 * scale, (name, m, np.max(err))
+
+
+def test_multiblock_kernels_match_reference():
+    # n = 500 makes blocks of 524 particles, so N = 1100 runs three blocks (one partial).
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((500, 3))
+    y = np.sin(X[:, 0])
+    p = TwoLayerNet(X, y, 1100, activation="gelu")
+    theta = p.init(2)
+    U = 0.1 * rng.standard_normal((p.dim, 2))
+    v = rng.standard_normal(p.dim)
+    c, code = p.c, p.act.code
+    assert rel_err(p.grad(theta), K.reference_grad(theta, X, y, c, code)) <= 1e-12
+    assert rel_err(K._hvp(theta, v, p.params), K.reference_hvp(theta, v, X, y, c, code)) <= 1e-12
+    assert rel_err(p.hvp(theta, v), K.reference_hvp(theta, v, X, y, c, code)) <= 1e-12
+    assert rel_err(p.third(theta, U), K.reference_third(theta, U, np.ones(2), X, y, c, code)) <= 1e-12
+    assert rel_err(p.run_kernel(K._kinetic_drift, theta, U, 7.0),
+                   K.reference_kinetic_drift(theta, U, 7.0, X, y, c, code)) <= 1e-12
+
+
+def test_cached_hvp_follows_theta():
+    p, theta, rng = random_net("tanh", "mean-field", 30, 20, 3, 11)
+    v = rng.standard_normal(p.dim)
+    theta2 = theta + 0.1 * rng.standard_normal(p.dim)
+    for th in (theta, theta2, theta, theta2):
+        assert rel_err(p.hvp(th, v), K._hvp(th, v, p.params)) <= 1e-13
+    # mutating the array in place must not reuse stale activations
+    th = theta.copy()
+    first = p.hvp(th, v)
+    th += 0.3
+    assert rel_err(p.hvp(th, v), K._hvp(th, v, p.params)) <= 1e-13
+    assert rel_err(p.hvp(th, v), first) > 1e-3
+
+
+# --- mean-field relations -------------------------------------------------------------------
+def test_gd_step_is_mean_field_gd_on_first_variation():
+    """N·∇_{θ_i} L_N = ∇_θ Φ(θ_i; μ_N) with Φ(θ; μ) = (1/n) Σ_k r_k a σ(w·x_k) (theory §4),
+    so GD on L_N with η = N·η_MF moves each particle by −η_MF ∇Φ."""
+    p, theta, rng = random_net("tanh", "mean-field", 40, 25, 3, 3)
+    T = p.particles(theta)
+    W, a = T[:, :-1], T[:, -1]
+    r = p.predict(theta) - p.y
+    Z = W @ p.X.T
+    grad_phi = np.column_stack([(a[:, None] * (1 - np.tanh(Z) ** 2) * r) @ p.X / p.n_samples,
+                                np.tanh(Z) @ r / p.n_samples])
+    assert rel_err(p.width * p.grad(theta), grad_phi.ravel()) <= 1e-13
+    eta_mf = 0.5
+    step = theta - (p.width * eta_mf) * p.grad(theta)
+    assert rel_err(step, (T - eta_mf * grad_phi).ravel()) <= 1e-13
+
+
+def test_ntk_gram_against_jacobian_and_sharpness():
+    p, theta, rng = random_net("softplus", "mean-field", 12, 9, 3, 4)
+    N, n = p.width, p.n_samples
+    J = np.asarray(jax.jacfwd(lambda t: _jax_outputs(p, t))(jnp.asarray(theta)))
+    Kmat = p.ntk_gram(theta)
+    # (1/n) J Jᵀ = c² N · K, the exact link between the Gauss–Newton part and the NTK Gram
+    assert rel_err(Kmat, J @ J.T / (n * p.c**2 * N)) <= 1e-12
+    # with zero residual the Hessian is its Gauss–Newton part: S_MF = λ_max(K) exactly
+    q = TwoLayerNet(p.X, p.predict(theta), N, activation="softplus")
+    S_mf = N * top_eigenpairs(q, theta, k=1, dense_max=0)[0][0]
+    assert abs(S_mf - np.linalg.eigvalsh(q.ntk_gram(theta))[-1]) <= 1e-9 * S_mf
+    # otherwise they differ by at most N‖R‖₂, R = H − JᵀJ/n (Weyl)
+    H = p.hessian(theta)
+    R = H - J.T @ J / n
+    S = N * np.linalg.eigvalsh(H)[-1]
+    assert abs(S - np.linalg.eigvalsh(Kmat)[-1]) <= N * np.linalg.norm(R, 2) + 1e-12
+    assert abs(p.sharpness_mf(theta) - S) <= 1e-9 * abs(S)
+
+
+def _jax_outputs(p, t):
+    T = t.reshape(p.width, p.particle_dim)
+    return p.c * jax.nn.softplus(jnp.asarray(p.X) @ T[:, :-1].T) @ T[:, -1]
+
+
+def test_width_one_identity_net_is_the_minimalist_model():
+    """f = a(w·x), N = 1, standard scaling, on 4 points with empirical second moment
+    diag(λ1, λ2) and y = x2: L = ½λ1a²w1² + ½λ2(aw2 − 1)² exactly (the ½E[y²] = ½λ2
+    constant included); θ = (w1, w2, a) ↔ (α, β1, β2) = (a, w1, w2)."""
+    lam1, lam2 = 1.0, 0.05
+    s1, s2 = np.sqrt(2 * lam1), np.sqrt(2 * lam2)
+    X = np.array([[s1, 0.0], [-s1, 0.0], [0.0, s2], [0.0, -s2]])
+    net = TwoLayerNet(X, X[:, 1], 1, activation="identity", scaling="standard")
+    ref = MinimalistTwoLayer(lam1, lam2)
+    alpha0 = np.array([0.5, 0.05, 0.05])
+    to_net, to_ref = [1, 2, 0], [2, 0, 1]
+    assert abs(net.loss(alpha0[to_net]) - ref.loss(alpha0)) <= 1e-15
+    a = ed.gd(ref, alpha0, eta=2.0, steps=200, eig_every=None)
+    b = ed.gd(net, alpha0[to_net], eta=2.0, steps=200, eig_every=None)
+    assert np.max(np.abs(b.theta[:, to_ref] - a.theta)) <= 1e-10
+    assert np.max(np.abs(b.loss - a.loss)) <= 1e-12
+    # the run is the seed-004 benchmark: EoS, then convergence with η·S ≈ 1.90
+    assert 1.85 < 2.0 * np.linalg.eigvalsh(ref.hessian(a.theta[-1]))[-1] < 1.95
+
+
+# --- data, init, validation -----------------------------------------------------------------
+def test_teacher_student_data_and_init():
+    X, y = teacher_student_data(seed=3)
+    X2, y2 = teacher_student_data(seed=3)
+    assert X.shape == (100, 5) and y.shape == (100,)
+    assert np.array_equal(X, X2) and np.array_equal(y, y2)
+    rng = np.random.default_rng(3)
+    Xr = rng.standard_normal((100, 5)) * 2 / np.sqrt(5)
+    U = rng.standard_normal((3, 5))
+    assert np.array_equal(X, Xr)
+    assert np.allclose(y, 1.5 * np.tanh(Xr @ U[0]) - np.tanh(Xr @ U[1]) + 1.2 * np.tanh(Xr @ U[2]), rtol=0, atol=1e-15)
+    p = teacher_student(width=4000)
+    theta = p.init(seed=7)
+    assert np.array_equal(theta, p.init(seed=7))
+    T = p.particles(theta)
+    assert T.shape == (4000, 6)
+    assert abs(T.mean()) < 0.02 and abs(T.var() - 1.0) < 0.03  # i.i.d. N(0, 1) entries
+
+
+BAD = [
+    (lambda: TwoLayerNet(np.ones((5, 2)), np.ones(4), 3), ValueError, "`y`"),
+    (lambda: TwoLayerNet(np.ones(5), np.ones(5), 3), ValueError, "`X`"),
+    (lambda: TwoLayerNet(np.array([[1.0, np.nan]]), np.ones(1), 3), ValueError, "`X`"),
+    (lambda: TwoLayerNet(np.ones((2, 2)), np.array([1.0, np.inf]), 3), ValueError, "`y`"),
+    (lambda: TwoLayerNet(np.ones((2, 2)), np.ones(2), 0), ValueError, "`width`"),
+    (lambda: TwoLayerNet(np.ones((2, 2)), np.ones(2), 2.5), TypeError, "`width`"),
+    (lambda: TwoLayerNet(np.ones((2, 2)), np.ones(2), 2, activation="swish"), ValueError, "'tanh'"),
+    (lambda: TwoLayerNet(np.ones((2, 2)), np.ones(2), 2, activation="relu"), ValueError, "order"),
+    (lambda: TwoLayerNet(np.ones((2, 2)), np.ones(2), 2, scaling="ntk"), ValueError, "`scaling`"),
+    (lambda: teacher_student_data(n=0), ValueError, "`n`"),
+]
+
+
+@pytest.mark.parametrize("make, exc, text", BAD)
+def test_bad_input_is_refused_before_compiling(make, exc, text):
+    before = compile_count()
+    with pytest.raises(exc, match=text):
+        make()
+    assert compile_count() == before
+
+
+def test_unknown_activation_lists_the_valid_ones():
+    with pytest.raises(ValueError) as info:
+        TwoLayerNet(np.ones((2, 2)), np.ones(2), 2, activation="swish")
+    for name in SMOOTH:
+        assert repr(name) in str(info.value)
+
+
+def test_one_compiled_kernel_serves_every_activation_width_and_scaling():
+    p, theta, _ = random_net("tanh", "mean-field", 3, 4, 2, 0)
+    p.grad(theta), p.hvp(theta, theta), p.loss(theta), p.third(theta, theta)
+    before = compile_count()
+    for act in SMOOTH:
+        for scaling in SCALINGS:
+            q, th, _ = random_net(act, scaling, 7, 6, 3, 1)
+            q.grad(th), q.hvp(th, th), q.loss(th), q.third(th, th)
+    assert compile_count() == before
