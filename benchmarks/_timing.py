@@ -79,13 +79,13 @@ def interleaved(fns: dict, *, repeats: int = 15, min_time: float = 0.003) -> dic
             for name, s in samples.items()}
 
 
-def matmul_rate(n: int = 1024, *, repeats: int = 5) -> dict:
+def matmul_rate(n: int = 1024, *, repeats: int = 5, min_time: float = 0.05) -> dict:
     """numpy's float64 matmul rate (GFLOP/s) on square n×n matrices: the machine's limit
     for dense work as the installed BLAS reaches it (2n³ flops per product)."""
     rng = np.random.default_rng(0)
     A, B = rng.standard_normal((n, n)), rng.standard_normal((n, n))
     C = np.empty((n, n))
-    t = interleaved({"matmul": lambda: np.matmul(A, B, out=C)}, repeats=repeats, min_time=0.05)["matmul"]
+    t = interleaved({"matmul": lambda: np.matmul(A, B, out=C)}, repeats=repeats, min_time=min_time)["matmul"]
     return {"n": n, "gflops_best": 2.0 * n**3 / t["best"] / 1e9, "gflops_median": 2.0 * n**3 / t["median"] / 1e9}
 
 

@@ -31,8 +31,8 @@ from _timing import interleaved
 DMF_D = (2, 4, 6, 10, 18, 32, 58, 100, 183)
 #: Width N of the teacher–student network: P = 6N = 12 ... 100 002.
 TWO_LAYER_N = (2, 17, 167, 1667, 16667)
-QUICK_DMF_D = (2, 4)
-QUICK_TWO_LAYER_N = (2, 17)
+QUICK_DMF_D = (2,)
+QUICK_TWO_LAYER_N = (3,)
 ETA = 0.05
 
 

@@ -107,7 +107,7 @@ def kinetic_record(N, n, d, rank, *, repeats=3, min_time=0.003, square=None):
 
 def run(quick: bool = False, log=print) -> dict:
     cfg = QUICK if quick else {"widths": WIDTHS, "ranks": RANKS, "n": N_SAMPLES, "d": INPUT_DIM}
-    mm = matmul_rate(128 if quick else 1024, repeats=3 if quick else 7)
+    mm = matmul_rate(64, repeats=2, min_time=0.002) if quick else matmul_rate(1024, repeats=7)
     log(f"  numpy matmul {mm['n']}x{mm['n']}: {mm['gflops_best']:.1f} GFLOP/s (best)")
     records, slopes = [], {}
     for r in cfg["ranks"]:
@@ -122,7 +122,7 @@ def run(quick: bool = False, log=print) -> dict:
         slopes[r] = loglog_slope([x["N"] for x in rs], [x["time_s"] for x in rs])
         log(f"  r={r}: time ∝ N^{slopes[r]:.3f}")
     # after the drifts, to see whether the machine's rate drifted during the run
-    mm_after = matmul_rate(128 if quick else 1024, repeats=3 if quick else 7)
+    mm_after = matmul_rate(64, repeats=2, min_time=0.002) if quick else matmul_rate(1024, repeats=7)
     return {"records": records, "matmul": mm, "matmul_after": mm_after, "slope": {str(k): v for k, v in slopes.items()},
             "n": cfg["n"], "d": cfg["d"], "eta_mf": ETA_MF,
             "notes": "achieved GFLOP/s = formula flops / best time; matmul measured in the same run"}

@@ -1,15 +1,20 @@
-"""One kinetic-drift evaluation of the mean-field model at scale (not a test).
+"""Scale and width-convergence measurements of the mean-field kinetic model (not tests).
 
-Measures, in one run on this machine:
+``python benchmarks/mean_field_scale.py [drift] [N] [n] [d] [repeats]``
+    One kinetic-drift evaluation of :class:`effdyn.models.MeanFieldKinetic` at N = 10^5
+    particles, n = 500 samples, d = 64 inputs, rank r = 1 (P = 6.5·10^6): its time and its
+    FLOP rate, counting the dense products only (12·N·n·d for r = 1: W·Xᵀ and V·Xᵀ in the
+    forward pass, again in the backward pass, and the two output products C·X), against
+    NumPy's matmul rate on the same products and on a 2000×2000 product, measured in the
+    same run.
 
-* the time of one drift evaluation of :class:`effdyn.models.MeanFieldKinetic` at
-  N = 10^5 particles, n = 500 samples, d = 64 inputs, rank r = 1 (P = 6.5·10^6), with the
-  kernels' element-wise loops on one numba thread and on all of them;
-* its FLOP rate, counting the dense products only (12·N·n·d for r = 1: the products
-  W·Xᵀ and V·Xᵀ in the forward pass, again in the backward pass, and the two output
-  products C·X), against NumPy's matmul rate on the same shapes measured in the same run.
-
-Usage: ``python benchmarks/mean_field_scale.py [N] [n] [d] [repeats]``.
+``python benchmarks/mean_field_scale.py sweep [seeds]``
+    Convergence in the width N of the teacher–student problem (theory §5): the same
+    mean-field initial law θ_i ~ N(0, I), u_i = 0.1·θ_i for every N, integrated with the
+    step-exact map to mean-field time t = 10 (20 GD steps at η_MF = 0.5); loss, S_MF and
+    the free energy F at t for N = 100 … 10^4, against a reference at N = 3·10^4. Prints
+    the RMS error over seeds, the seed-to-seed spread and the mean's bias, and their
+    fitted log–log slopes (−1/2 is Monte-Carlo convergence of the empirical measure).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import json
 import sys
 import time
 
-import numba
 import numpy as np
 
 
@@ -31,28 +35,24 @@ def best_time(fn, repeats):
     return min(times), float(np.median(times))
 
 
-def main(N=100_000, n=500, d=64, repeats=3):
+def drift(N=100_000, n=500, d=64, repeats=3):
     from effdyn.kernels import two_layer as K
     from effdyn.problems.two_layer import TwoLayerNet
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, d)) / np.sqrt(d)
     y = np.tanh(X @ rng.standard_normal(d))
-    out = {"N": N, "n": n, "d": d, "r": 1, "numba_threads": numba.get_num_threads()}
-    for parallel in (False, True):
-        p = TwoLayerNet(X, y, N, parallel=parallel)
-        theta = p.init(seed=1)
-        U = np.ascontiguousarray(1e-3 * rng.standard_normal((p.dim, 1)))
-        eta = 0.5 * N
-        t0 = time.perf_counter()
-        dy = p.run_kernel(K._kinetic_drift, theta, U, eta)  # first call: compile or load from cache
-        first = time.perf_counter() - t0
-        assert dy.shape == (2 * p.dim,) and np.all(np.isfinite(dy))
-        tmin, tmed = best_time(lambda: p.run_kernel(K._kinetic_drift, theta, U, eta), repeats)
-        key = "threads" if parallel else "serial"
-        out[key] = {"first_call_s": first, "min_s": tmin, "median_s": tmed}
+    p = TwoLayerNet(X, y, N)
+    theta = p.init(seed=1)
+    U = np.ascontiguousarray(1e-3 * rng.standard_normal((p.dim, 1)))
+    eta = 0.5 * N
+    t0 = time.perf_counter()
+    dy = p.run_kernel(K._kinetic_drift, theta, U, eta)  # first call: compile or load from cache
+    first = time.perf_counter() - t0
+    assert dy.shape == (2 * p.dim,) and np.all(np.isfinite(dy))
+    tmin, tmed = best_time(lambda: p.run_kernel(K._kinetic_drift, theta, U, eta), repeats)
 
-    # The same dense products with NumPy/BLAS, per block of particles as in the kernel.
+    # The same dense products with NumPy/BLAS, block by block as in the kernel.
     B = max(1, K._BLOCK_ELEMS // n)
     W = rng.standard_normal((B, d))
     XT = np.ascontiguousarray(X.T)
@@ -61,10 +61,8 @@ def main(N=100_000, n=500, d=64, repeats=3):
 
     def numpy_products():
         for _ in range(blocks):
-            W @ XT
-            W @ XT
-            W @ XT
-            W @ XT
+            for _ in range(4):
+                W @ XT
             C @ X
             C @ X
 
@@ -72,17 +70,66 @@ def main(N=100_000, n=500, d=64, repeats=3):
     big = rng.standard_normal((2000, 2000))
     tbig, _ = best_time(lambda: big @ big, repeats)
     flops = 12.0 * N * n * d
-    out["dense_flops"] = flops
-    out["numpy_same_products_s"] = tmm
-    out["numpy_same_products_gflops"] = flops / tmm / 1e9
-    out["numpy_square_2000_gflops"] = 2 * 2000**3 / tbig / 1e9
-    for key in ("serial", "threads"):
-        out[key]["gflops"] = flops / out[key]["min_s"] / 1e9
-        out[key]["fraction_of_numpy_same_products"] = tmm / out[key]["min_s"]
+    out = {
+        "N": N, "n": n, "d": d, "r": 1, "P": p.dim,
+        "first_call_s": first, "drift_min_s": tmin, "drift_median_s": tmed,
+        "dense_flops": flops, "drift_gflops": flops / tmin / 1e9,
+        "numpy_same_products_s": tmm, "numpy_same_products_gflops": flops / tmm / 1e9,
+        "numpy_square_2000_gflops": 2 * 2000**3 / tbig / 1e9,
+        "drift_time_over_numpy_products": tmin / tmm,
+    }
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def _observables_at(N, seed, steps=20, eps=0.1, eta_mf=0.5):
+    import effdyn as ed
+    from effdyn.models import MeanFieldKinetic
+    from effdyn.problems.two_layer import teacher_student
+
+    p = teacher_student(width=N)
+    m = MeanFieldKinetic(p, eta_mf)
+    theta = p.init(seed)
+    sol = ed.solve(m, theta, steps, solver="map", save_every=steps, u0=eps * theta)
+    obs = m.observables(sol.k[-1:], sol.y[-1:])
+    return np.array([obs["loss"][0], obs["sharpness_mf"][0], obs["free_energy"][0]])
+
+
+def sweep(seeds=8, widths=(100, 300, 1000, 3000, 10_000), n_ref=30_000, ref_seeds=4):
+    names = ["loss", "S_MF", "F"]
+    t0 = time.perf_counter()
+    ref_vals = np.array([_observables_at(n_ref, 1000 + s) for s in range(ref_seeds)])
+    ref = ref_vals.mean(axis=0)
+    rows = []
+    for N in widths:
+        vals = np.array([_observables_at(N, s) for s in range(seeds)])
+        rows.append({
+            "N": N,
+            "mean": vals.mean(axis=0).tolist(),
+            "rms_error": np.sqrt(np.mean((vals - ref) ** 2, axis=0)).tolist(),
+            "spread": vals.std(axis=0, ddof=1).tolist(),
+            "bias": np.abs(vals.mean(axis=0) - ref).tolist(),
+        })
+        print(f"N={N:6d}  " + "  ".join(
+            f"{nm}: mean {rows[-1]['mean'][j]:.5f} rms {rows[-1]['rms_error'][j]:.2e} spread {rows[-1]['spread'][j]:.2e}"
+            for j, nm in enumerate(names)), flush=True)
+    logN = np.log(np.array(widths, dtype=float))
+    slopes = {}
+    for key in ("rms_error", "spread", "bias"):
+        arr = np.array([r[key] for r in rows])
+        slopes[key] = {nm: float(np.polyfit(logN, np.log(arr[:, j]), 1)[0]) for j, nm in enumerate(names)}
+    out = {"reference_N": n_ref, "reference": dict(zip(names, ref.tolist())),
+           "reference_spread": dict(zip(names, ref_vals.std(axis=0, ddof=1).tolist())),
+           "rows": rows, "slopes": slopes, "seconds": time.perf_counter() - t0}
     print(json.dumps(out, indent=2))
     return out
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:]]
-    main(*args)
+    args = sys.argv[1:]
+    if args and args[0] == "sweep":
+        sweep(*[int(a) for a in args[1:]])
+    else:
+        if args and args[0] == "drift":
+            args = args[1:]
+        drift(*[int(a) for a in args])

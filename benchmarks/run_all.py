@@ -1,7 +1,7 @@
 """Run every benchmark and write JSON, a markdown summary and a plot (``make bench``).
 
     python benchmarks/run_all.py                 # full run (a few minutes), results/ updated
-    python benchmarks/run_all.py --quick --out /tmp/b   # tiny sizes (the smoke test)
+    python benchmarks/run_all.py --quick             # tiny sizes, written to a temp folder
     python benchmarks/run_all.py --only drift kinetic   # a subset
 
 Thread counts are pinned *before* numpy, numba or JAX are imported (default: one thread
@@ -33,7 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs (no meaningful timings)")
-    ap.add_argument("--out", default=None, help="output folder (default: benchmarks/results; --quick: benchmarks/results/quick)")
+    ap.add_argument("--out", default=None,
+                    help="output folder (default: benchmarks/results; with --quick: effdyn-bench-quick in the temp dir)")
     ap.add_argument("--only", nargs="+", choices=BENCHES, default=None, help="run only these benchmarks")
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for BLAS, numba and XLA (default 1; 0 leaves the environment alone)")
@@ -217,7 +218,9 @@ def summary_markdown(res: dict) -> str:
         out += ["## End to end: θ/Σ flow against GD over the same horizon", "",
                 "Gradient-equivalents weight each oracle call by its cost relative to one gradient, measured on "
                 "the problem in the same run; \"ratio (whole drift)\" weights each drift evaluation by the cost of "
-                "the whole drift, NumPy glue included. Longer horizons (LSODA only) follow the quick ones.", ""]
+                "the whole drift, NumPy glue included; \"compiled Σ part\" by the cost of the same drift with its "
+                "Σ part compiled (prototype in proposed_kernels.py, checked equal to the library's). Longer horizons "
+                "(LSODA only) follow the quick ones.", ""]
         for c in e["cases"] + e.get("long_cases", []):
             w = {n: v["gradients"] for n, v in c["oracle_costs"].items()}
             out += [f"**{c['case']}** (P = {c['P']}, η = {c['eta']}, {c['steps']} steps). GD: "
@@ -231,20 +234,31 @@ def summary_markdown(res: dict) -> str:
                 rows.append([r["solver"], r["status"], r["nfev"], _f(r["grad_equivalents"], "{:.0f}"),
                              _f(r.get("grad_equivalent_ratio")),
                              _f(r.get("drift_equivalents", 0) / c["steps"]),
+                             _f(r["drift_compiled_sigma_equivalents"] / c["steps"])
+                             if "drift_compiled_sigma_equivalents" in r else "–",
                              _f(r["wall_s"], "{:.2f}") + ("" if "wall_first_s" not in r else
                                                           f" ({r['wall_first_s']:.1f} first)"),
                              _f(r.get("wall_ratio"), "{:.0f}")])
             out += [_t(rows, ["solver", "status", "drift evals", "grad-equiv.", "ratio to GD",
-                              "ratio (whole drift)", "time s", "time / GD"]), ""]
+                              "ratio (whole drift)", "ratio (compiled Σ part)", "time s", "time / GD"]), ""]
         ts = e.get("tolerance_study")
         if ts:
+            # costs of a drift evaluation (in gradients) measured on the same case and horizon
+            same = [c for c in e["cases"] if c["case"] == ts["case"]]
+            costs = same[0]["oracle_costs"] if same else {}
+            ts_names = [n for n in ("drift", "drift_compiled_sigma") if n in costs]
+            ts_w = [costs[n]["gradients"] for n in ts_names]
+            ts_names = ["whole drift" if n == "drift" else "compiled Σ part" for n in ts_names]
             out += [f"Tolerance study, {ts['case']} over {ts['steps']} steps (LSODA, atol = 1e-3·rtol): drift "
                     f"evaluations and the largest sharpness error against a reference at rtol {ts['reference_rtol']:g} "
+                    f"in {ts.get('reference_coordinates', 'V')} coordinates "
                     f"({ts['reference_nfev']} evaluations; sharpness range {ts['sharpness_range'][0]:.2f}–"
                     f"{ts['sharpness_range'][1]:.2f}). \"log-amplitude\" integrates the same flow in the "
                     "coordinates (θ, log‖V‖, V/‖V‖) (a prototype in bench_end_to_end.py).", "",
-                    _t([[r["rtol"], r["coordinates"], r["nfev"], _f(r["max_sharpness_error"], "{:.1e}")]
-                        for r in ts["rows"]], ["rtol", "coordinates", "drift evals", "max |ΔS|"]), ""]
+                    _t([[r["rtol"], r["coordinates"], r["nfev"], _f(r["max_sharpness_error"], "{:.1e}"),
+                         _f(r["nfev"] / ts["steps"])] + [_f(r["nfev"] * w / ts["steps"]) for w in ts_w]
+                        for r in ts["rows"]], ["rtol", "coordinates", "drift evals", "max |ΔS|", "evals per GD step"]
+                       + [f"ratio to GD, {n}" for n in ts_names]), ""]
     elif "error" in e:
         out += ["## End to end", "", f"failed: {e['error']}", ""]
     g = b.get("eigs", {})
@@ -257,7 +271,8 @@ def summary_markdown(res: dict) -> str:
                     + ([_f(r["proposed"]["hvp_mean"], "{:.1f}")] if "proposed" in r else [])
                     for r in g["records"]],
                    ["k", "solves", "HVPs warm", "HVPs cold", "HVPs cold (v0 = prev.)", "cold / warm HVPs",
-                    "cold / warm time", "max |Δλ|"] + (["HVPs warm, history=3"] if "proposed" in g["records"][0] else [])),
+                    "cold / warm time", "max |Δλ|"]
+                   + ([f"HVPs warm, {g['records'][0]['proposed']['options']}"] if "proposed" in g["records"][0] else [])),
                 ""]
     elif "error" in g:
         out += ["## Sharpness tracking", "", f"failed: {g['error']}", ""]
@@ -305,10 +320,11 @@ def plot(res: dict, path) -> None:
     a.set(xlabel="width N", ylabel="s per drift")
     a = ax[1, 0]
     labels, vals = [], []
-    for c in b.get("end_to_end", {}).get("cases", []):
+    e2e = b.get("end_to_end", {})
+    for c in e2e.get("cases", []) + e2e.get("long_cases", []):
         for r in c["flow"]:
             if "grad_equivalent_ratio" in r:
-                labels.append(f"{c['case']}\n{r['solver']}")
+                labels.append(f"{c['case']} {c['steps']}\n{r['solver']}")
                 vals.append(r["grad_equivalent_ratio"])
     if vals:
         a.barh(range(len(vals)), vals, color=["C2" if v < 1 else "C3" for v in vals])
@@ -329,6 +345,30 @@ def plot(res: dict, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+    try:  # a 256-colour palette keeps the committed PNG small
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.convert("RGB").quantize(colors=256).save(path, optimize=True)
+    except Exception:  # pragma: no cover - Pillow missing: keep the RGBA file
+        pass
+
+
+def update_readme(md: str, path: str) -> None:
+    """Replace the block between the ``latest`` markers of README.md with the summary."""
+    start, end = "<!-- latest:start", "<!-- latest:end -->"
+    if not os.path.exists(path):
+        return
+    with open(path) as fh:
+        text = fh.read()
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        return
+    head = text[i:text.index("\n", i) + 1]
+    body = "\n".join(("#" + line if line.startswith("## ") else line)
+                     for line in md.splitlines() if not line.startswith("# "))
+    with open(path, "w") as fh:
+        fh.write(text[:i] + head + body.strip() + "\n" + text[j:])
 
 
 def main(argv=None) -> int:
@@ -348,7 +388,14 @@ def main(argv=None) -> int:
         with open(args.json, "w") as fh:
             json.dump(res, fh, default=float)
         return 0
-    out = args.out or os.path.join(HERE, "results", "quick" if args.quick else "")
+    if args.out:
+        out = args.out
+    elif args.quick:
+        import tempfile
+
+        out = os.path.join(tempfile.gettempdir(), "effdyn-bench-quick")
+    else:
+        out = os.path.join(HERE, "results")
     os.makedirs(out, exist_ok=True)
     res = run(quick=args.quick, only=args.only, threads=None if args.in_process else args.threads)
     res["threads"] = args.threads
@@ -359,6 +406,8 @@ def main(argv=None) -> int:
         fh.write(md)
     if not args.no_plot:
         plot(res, os.path.join(out, "bench.png"))
+    if not args.quick and args.out is None and args.only is None:
+        update_readme(md, os.path.join(HERE, "README.md"))
     print()
     print(md)
     print(f"written: {out}/bench.json, summary.md" + ("" if args.no_plot else ", bench.png"))

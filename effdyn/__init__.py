@@ -24,6 +24,7 @@ _LAZY = {
     "gd": ("effdyn.reference", "gd"),
     "GDTrajectory": ("effdyn.reference", "GDTrajectory"),
     "solve": ("effdyn.solvers", "solve"),
+    "resume": ("effdyn.solvers", "resume"),
     "Solution": ("effdyn.solution", "Solution"),
     "compare": ("effdyn.diagnostics", "compare"),
     "Metrics": ("effdyn.diagnostics", "Metrics"),

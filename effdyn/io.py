@@ -55,13 +55,20 @@ def _json_default(obj):
 
 
 def atomic_write(path, write_fn) -> Path:
-    """Call ``write_fn(tmp_path)`` then rename onto ``path``: a crash leaves no partial file."""
+    """Call ``write_fn(tmp_path)`` then rename onto ``path``: a crash leaves no partial file.
+
+    The temporary file sits in the target's folder (``os.replace`` is atomic only within
+    one file system) and is flushed to disk before the rename, so that after a power loss
+    ``path`` holds either the old or the new content, never an empty file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write_fn(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -10,12 +10,15 @@ A checkpoint holds everything needed to continue a run as if it had never stoppe
   Newton and LU data of Radau, LSODA's work arrays ``rwork``/``iwork`` and the arrays in
   which scipy keeps its C LSODA state); for the map, ``k`` and ``y``;
 * the states saved so far, the counters of :class:`~effdyn.solution.SolveStats`, the
-  index of the next save time, and the model's run-time state (the Lanczos warm start of
-  models that keep one);
+  index of the next save time, and the model's run-time state (warm starts, eigen-trackers,
+  parameters that ``initial_state`` filled in; see :func:`model_runtime_state`);
 
 so that :func:`resume` reproduces an uninterrupted run bit for bit on the same machine and
 library versions (the tests check ``np.array_equal`` for the map, RK45, RK23, DOP853, BDF,
-Radau and LSODA). The diffrax backend runs as one compiled call and refuses checkpointing.
+Radau and LSODA). LSODA needs scipy >= 1.17, whose C rewrite keeps the solver's state in
+Python-visible arrays; with older scipy (state in Fortran COMMON blocks) LSODA
+checkpoints are refused. The diffrax backend runs as one compiled call and refuses
+checkpointing.
 
 Files are pickles written atomically (temporary file, then ``os.replace``): a crash while
 writing leaves the previous checkpoint intact. They are read back by an unpickler that only
@@ -36,6 +39,7 @@ import pickle
 import signal
 import threading
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +78,12 @@ def check_checkpoint_args(checkpoint, checkpoint_every, solver: str, steps: floa
             f"`checkpoint` is not supported for solver={solver!r}: the diffrax backend integrates in one "
             f"compiled call whose state cannot be saved part-way. Checkpointing works with {list(CHECKPOINT_SOLVERS)}."
         )
+    if solver == "scipy:LSODA" and not _lsoda_state_is_visible():
+        raise ValueError(
+            "`checkpoint` with solver='scipy:LSODA' needs scipy >= 1.17, which keeps LSODA's state in Python "
+            "arrays (older versions keep it in Fortran COMMON blocks that cannot be saved). Upgrade scipy or "
+            f"use another of {list(CHECKPOINT_SOLVERS)}."
+        )
     if checkpoint_every is None:
         every = max(1.0, float(steps) / 10.0)
     else:
@@ -83,6 +93,12 @@ def check_checkpoint_args(checkpoint, checkpoint_every, solver: str, steps: floa
         if solver == "map" and every != int(every):
             raise ValueError(f"`checkpoint_every` must be a whole number of GD steps for solver='map'; got {every}.")
     return path, every
+
+
+def _lsoda_state_is_visible() -> bool:
+    from scipy.integrate._ode import lsoda
+
+    return "state_doubles" in vars(lsoda())
 
 
 # --- model identity and run-time state ----------------------------------------------------
@@ -305,7 +321,8 @@ def load_checkpoint(path) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"`path` {str(path)!r} is not an effdyn checkpoint.")
     if state.get("version") != VERSION:
-        raise ValueError(f"checkpoint {str(path)!r} has format version {state.get('version')}; this effdyn reads {VERSION}.")
+        raise ValueError(f"checkpoint {str(path)!r} has format version {state.get('version')}; "
+                         f"this effdyn reads {VERSION}.")
     return state
 
 
@@ -353,6 +370,8 @@ def resume(model, path, *, checkpoint=None, checkpoint_every=None, throw: bool =
         raise TypeError(f"`model` must be an effdyn model (effdyn.models.*); got {type(model).__name__}.")
     if not isinstance(throw, bool):
         raise TypeError(f"`throw` must be True or False; got {throw!r}.")
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"`progress` must be True, False or None; got {progress!r}.")
     state = load_checkpoint(path)
     ident = model_identity(model)
     saved = state["model"]
@@ -366,11 +385,21 @@ def resume(model, path, *, checkpoint=None, checkpoint_every=None, throw: bool =
         )
     args = state["args"]
     solver = state["solver"]
+    from effdyn.io import versions
+
+    now = versions()
+    changed = sorted(k for k in set(now) | set(state["versions"]) if now.get(k) != state["versions"].get(k))
+    if changed:
+        warnings.warn(f"the checkpoint was written with other versions of {changed}; the resumed run may differ "
+                      "from an uninterrupted one in the last bits.", stacklevel=2)
     if checkpoint is None:
         checkpoint = path
-    every = state["checkpoint_every"] if checkpoint_every is None else checkpoint_every
+    every = checkpoint_every
+    if checkpoint is not False and every is None:
+        every = state["checkpoint_every"]
     ckpt_path, every = check_checkpoint_args(checkpoint, every, solver, args["steps"])
     if state["complete"]:
+        restore_model_runtime_state(model, state["model_state"])  # e.g. parameters the observables need
         return Solution(model, np.asarray(state["ks"], dtype=float), np.asarray(state["ys"]),
                         SolveStats(**state["stats"]), rtol=args.get("rtol"), atol=args.get("atol"),
                         seed=args["seed"])

@@ -58,7 +58,8 @@ def progress_bar(total: float, progress, desc: str):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=float(total), desc=desc, unit="step", leave=False, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]")
+    return tqdm(total=float(total), desc=desc, unit="step", leave=False,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]")
 
 
 def failure(stats, solution_factory, throw: bool, *, step, time, cause, message):

@@ -75,7 +75,8 @@ def solve_diffrax(model, y0, steps, name, *, rtol, atol, save_every, throw, prog
     ok = sol.result == diffrax.RESULTS.successful
     if cause is not None:
         t_bad = float(grid[n_good])
-        message = f"{model.name} diverged before k = {t_bad:g} (GD step {int(t_bad)}): {monitor.describe(cause, ys[n_good])}"
+        message = (f"{model.name} diverged before k = {t_bad:g} (GD step {int(t_bad)}): "
+                   f"{monitor.describe(cause, ys[n_good])}")
         return failure(stats, finish, throw, step=int(t_bad), time=t_bad, cause=cause, message=message)
     if not ok:
         t_last = float(grid[n_good - 1]) if n_good else 0.0

@@ -48,7 +48,8 @@ def solve_map(model, y0, steps, *, save_every, throw, progress, blowup, seed, ch
     def capture(k, y, complete=False):
         stats.wall_time = wall_before + _time.perf_counter() - t0
         checkpoint.capture(k, {"complete": complete, "ks": np.asarray(ks, dtype=float), "ys": np.asarray(ys),
-                               "y": y, "stats": stats.as_dict(), "model_state": model_runtime_state(model, checkpoint.baseline)})
+                               "y": y, "stats": stats.as_dict(),
+                               "model_state": model_runtime_state(model, checkpoint.baseline)})
 
     def interrupted(k):
         msg = f"interrupted at GD step {k} (Ctrl-C); the partial solution is attached"
@@ -75,8 +76,8 @@ def solve_map(model, y0, steps, *, save_every, throw, progress, blowup, seed, ch
                 if cause is not None:
                     ks.append(k + 1)
                     ys.append(y)
-                    return failure(stats, finish, throw, step=k + 1, time=float(k + 1), cause=cause,
-                                   message=f"{model.name} map diverged at GD step {k + 1}: {monitor.describe(cause, y)}")
+                    message = f"{model.name} map diverged at GD step {k + 1}: {monitor.describe(cause, y)}"
+                    return failure(stats, finish, throw, step=k + 1, time=float(k + 1), cause=cause, message=message)
                 if (k + 1) % every == 0 or k + 1 == steps:
                     ks.append(k + 1)
                     ys.append(y)

@@ -12,7 +12,8 @@ import scipy.integrate as si
 from effdyn.errors import IntegrationError
 from effdyn.solution import Solution, SolveStats
 
-from ._checkpoint import capture_scipy, deferred_interrupt, model_runtime_state, restore_model_runtime_state, restore_scipy
+from ._checkpoint import (capture_scipy, deferred_interrupt, model_runtime_state, restore_model_runtime_state,
+                          restore_scipy)
 from ._common import DivergenceMonitor, failure, progress_bar, save_grid
 
 METHODS = {"RK45": si.RK45, "DOP853": si.DOP853, "LSODA": si.LSODA, "Radau": si.Radau, "BDF": si.BDF, "RK23": si.RK23}
@@ -150,11 +151,13 @@ def solve_scipy(model, y0, steps, method, *, rtol, atol, save_every, throw, prog
                         nxt += 1
                 if bar is not None:
                     bar.update(solver.t - t_old)
-                if checkpoint is not None and solver.status == "running" and (interrupt.hit or checkpoint.due(solver.t)):
+                running = solver.status == "running"
+                if checkpoint is not None and running and (interrupt.hit or checkpoint.due(solver.t)):
                     capture(solver)
                     checkpoint.write()
                 if interrupt.hit:
-                    return stop("interrupted", f"interrupted at k = {solver.t:g} (Ctrl-C); the partial solution is attached")
+                    return stop("interrupted",
+                                f"interrupted at k = {solver.t:g} (Ctrl-C); the partial solution is attached")
             stats.njev = int(getattr(solver, "njev", 0))
             stats.nlu = int(getattr(solver, "nlu", 0))
             if n_stages is None:
@@ -173,7 +176,8 @@ def solve_scipy(model, y0, steps, method, *, rtol, atol, save_every, throw, prog
             msg = f"interrupted at k = {ks_last:g}; the partial solution is attached"
             if checkpoint is not None:
                 msg = f"{msg}; {checkpoint.where()}"
-            return failure(stats, finish, True, step=int(ks_last), time=float(ks_last), cause="interrupted", message=msg)
+            return failure(stats, finish, True, step=int(ks_last), time=float(ks_last), cause="interrupted",
+                           message=msg)
 
 
 def _failure_cause(solver, method, message, bad_drift, name):

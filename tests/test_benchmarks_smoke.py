@@ -118,7 +118,8 @@ def test_outputs_render(results, tmp_path):
 
 
 def test_command_line_quick_subset(tmp_path):
-    assert run_all.main(["--quick", "--only", "eigs", "--out", str(tmp_path), "--no-plot", "--threads", "0"]) == 0
+    assert run_all.main(["--quick", "--only", "eigs", "--out", str(tmp_path), "--no-plot", "--threads", "0",
+                         "--in-process"]) == 0
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["quick"] is True and "eigs" in data["benchmarks"]
     assert (tmp_path / "summary.md").read_text().startswith("# Benchmark summary")

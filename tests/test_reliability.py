@@ -288,9 +288,9 @@ def test_seed_is_saved_with_the_solution(tmp_path):
     assert unseeded.to_xarray().attrs["seed"] == -1
 
 
-@pytest.mark.xfail(strict=True, reason="GDTrajectory.to_xarray has no `seed` attribute and gd() takes no `seed=` "
-                                       "to record (gap reported to the owner of effdyn/gd.py)")
-def test_seed_is_saved_with_the_gd_trajectory():
-    prob = ed.problems.DeepMatrixFactorization(2, 3, ed.problems.DeepMatrixFactorization.spectral_target(5.0))
-    traj = ed.gd(prob, prob.init(42), 0.077, 10, seed=42)
-    assert traj.to_xarray().attrs["seed"] == 42
+def test_seed_is_saved_with_the_gd_trajectory(tmp_path):
+    prob = ed.problems.Quadratic(np.diag([1.0, 0.5]))
+    traj = ed.gd(prob, prob.init(42), 0.5, 10, seed=42)
+    ds = traj.to_xarray()
+    assert ds.attrs["seed"] == 42 and "numpy" in ds.attrs["versions"]
+    assert ed.gd(prob, prob.init(42), 0.5, 10).to_xarray().attrs["seed"] == -1

@@ -17,7 +17,7 @@ from effdyn.validation.runner import slug
 
 pytestmark = pytest.mark.xdist_group("validation")
 
-MV_STEPS = 1700          # past the minimal valley's EoS onset (step 1222) and its first cycles
+MV_STEPS = 2500          # past the minimal valley's EoS onset (step 1222), overshoot and first cycles
 MTL_STEPS = 150          # minimalist network: onset at step 22
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STATUSES = {"success", "diverged", "failed", "interrupted", "error", "unavailable", "not applicable"}
@@ -52,12 +52,15 @@ def test_report_tables(small_run):
     mv = {r["model"]: r for r in tables["minimal-valley"]}
     assert "EoS onset at step 122" in mv["GD (reference)"]["note"]
     # the free-energy flow tracks GD at the edge; gradient flow sails past 2/η
+    # (measured at 2500 steps: sharpness err 0.017 / 0.012 (map) against 0.27 for gradient
+    # flow; distance 0.031 / 0.025 against 0.32)
     fe = mv["free-energy flow"]
     assert fe["status"] == "success" and int(fe["nfev"]) > 100
-    assert float(fe["sharpness err"]) < 0.03
+    assert float(fe["sharpness err"]) < 0.03 and float(fe["distance"]) < 0.06
     assert 0.97 < float(fe["mean ηS/2"]) < 1.05
     gf = mv["gradient flow"]
-    assert gf["status"] == "success" and float(gf["sharpness err"]) > 0.05
+    assert gf["status"] == "success" and float(gf["sharpness err"]) > 0.15 and float(gf["distance"]) > 0.2
+    assert float(gf["mean ηS/2"]) > 1.2
     assert float(mv["free-energy flow [map]"]["sharpness err"]) < 0.03
     assert f"[sharpness](minimal-valley_sharpness.png)" in text
     assert any("minimal-valley" in line for line in lines)

@@ -312,9 +312,17 @@ class FreeEnergyFlow(AbstractModel):
                 "threshold": jnp.asarray(self.threshold)}
 
     def jax_drift(self):
-        """Pure-JAX drift: autodiff of the problem's JAX loss, dense eigh of H (small P)."""
-        if getattr(self, "_jax_drift", None) is not None:
-            return self._jax_drift
+        """Pure-JAX drift: autodiff of the problem's JAX loss, dense eigh of H (small P).
+
+        Built once per problem and structural configuration (η, clip, floor, threshold are
+        arguments), so a sweep over models does not retrace or recompile it.
+        """
+        from .gradient_flow import cached_jax_drift
+
+        key = f"free_energy:{self.rank}:{self.n_track}:{self.storage}:{self.sigma_form}"
+        return cached_jax_drift(self.problem, key, self._build_jax_drift)
+
+    def _build_jax_drift(self):
         jax, jnp = _jax()
         loss = self.problem.jax_loss()
         P, r, n_track, storage, form = self.dim, self.rank, self.n_track, self.storage, self.sigma_form
@@ -358,7 +366,6 @@ class FreeEnergyFlow(AbstractModel):
                 dS = (Q @ (mm[:, None] * (Q.T @ MS.T))).T - S
             return jnp.concatenate([dtheta, dS.ravel()])
 
-        self._jax_drift = drift
         return drift
 
     # --- observables --------------------------------------------------------------------

@@ -291,10 +291,10 @@ def _cifar(steps, quick, cifar=None):
     from ..data import load_cifar10_subset, one_hot
 
     X, labels = load_cifar10_subset(cifar, n=500, seed=0)
-    width, seed = 64, 0
+    width, seed = 32, 0
     p, theta0 = mlp_problem(X, one_hot(labels), width, init_scale=1.0, seed=seed, name="cifar10_mlp")
     return Setup(p, theta0, 0.02, steps, default_models(theta0, small=False, save_every=10, rod=not quick),
-                 seed=seed, gd_options={"n_eigs": 1, "eig_every": 1, "eig_tol": 1e-6},
+                 seed=seed, gd_options={"n_eigs": 1, "eig_every": 1, "eig_tol": 1e-5},
                  notes=f"Two-layer tanh MLP 3072 → {width} → 10 (P = {p.dim}), squared loss on one-hot labels, "
                        "n = 500 standardised CIFAR-10 training images (subset seed 0).",
                  config={"n": 500, "width": width, "init_scale": 1.0, "data_seed": 0, "cifar": str(cifar)})
@@ -315,7 +315,7 @@ CASES: dict[str, Case] = {
              full_steps=3000),
         Case("digits-mlp", "Digits, two-layer tanh MLP, η = 0.4", _digits, quick_steps=500, full_steps=2000),
         Case("cifar10-mlp", "CIFAR-10 (n = 500), two-layer tanh MLP, η = 0.02", _cifar, needs_cifar=True,
-             quick_steps=300, full_steps=2000),
+             quick_steps=200, full_steps=1000),
     )
 }
 

@@ -237,11 +237,12 @@ def _attach_metrics(row: ModelResult, traj, compare) -> None:
 
 
 def run_setup(name: str, title: str, setup: Setup, *, out_dir=None, progress=None, log=_log_default,
-              figures: bool = True) -> CaseResult:
+              figures: bool = True, setup_time: float = 0.0) -> CaseResult:
     """Run GD and every model of ``setup``; save ``<out_dir>/<name>.nc`` and figures.
 
     An interrupt (Ctrl-C) saves the partial case, then raises :class:`CaseInterrupted`
-    carrying it.
+    carrying it. The case's ``wall_time`` covers the runs, saving and figures (plus
+    ``setup_time``, the time spent building the setup).
     """
     t0 = time.perf_counter()
     result = CaseResult(name, title, "ok", setup=setup)
@@ -271,9 +272,12 @@ def run_setup(name: str, title: str, setup: Setup, *, out_dir=None, progress=Non
         interrupted = True
     if interrupted:
         result.status, result.message = "interrupted", "interrupted by the user (Ctrl-C); partial results saved"
-    result.wall_time = time.perf_counter() - t0
+    result.wall_time = time.perf_counter() - t0  # provisional: the saved file holds the run time
     if out_dir is not None and result.gd is not None:
         _save_case(result, Path(out_dir), figures=figures, log=log)
+    result.wall_time = time.perf_counter() - t0 + setup_time
+    log(f"  {name}: {result.status} in {result.wall_time:.1f} s"
+        + (f" -> {result.files['netcdf']}" if "netcdf" in result.files else ""))
     if interrupted:
         raise CaseInterrupted(result)
     return result
@@ -293,7 +297,8 @@ def run_case(case: Case | str, *, quick: bool = True, steps: int | None = None, 
         msg = f"{type(exc).__name__}: {exc}"
         log(f"  setup failed: {msg}")
         return CaseResult(case.name, case.title, "error", msg, wall_time=time.perf_counter() - t0)
-    return run_setup(case.name, case.title, setup, out_dir=out_dir, progress=progress, log=log, figures=figures)
+    return run_setup(case.name, case.title, setup, out_dir=out_dir, progress=progress, log=log, figures=figures,
+                     setup_time=time.perf_counter() - t0)
 
 
 def _save_case(result: CaseResult, out_dir: Path, *, figures: bool, log) -> None:
