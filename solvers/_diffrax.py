@@ -33,7 +33,7 @@ def solve_diffrax(model, y0, steps, name, *, rtol, atol, save_every, throw, prog
     solver = getattr(diffrax, name)()
     dtmin = _DTMIN_ULPS * np.finfo(np.float64).eps * max(1.0, float(steps))
     # PI(D) coefficients in the range diffrax's documentation recommends for smooth problems.
-    controller = diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4, dtmin=dtmin, force_dtmin=False)
+    controller = diffrax.PIDController(rtol=rtol, atol=jnp.asarray(model.scaled_atol(atol, y0)), pcoeff=0.3, icoeff=0.4, dtmin=dtmin, force_dtmin=False)
     grid = save_grid(steps, save_every)
     stats = SolveStats(solver=f"diffrax:{name}")
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()

@@ -59,7 +59,7 @@ def solve_scipy(model, y0, steps, method, *, rtol, atol, save_every, throw, prog
         return out
 
     n_stages = getattr(cls, "n_stages", None)
-    kwargs = dict(rtol=rtol, atol=atol, max_step=max_step)
+    kwargs = dict(rtol=rtol, atol=model.scaled_atol(atol, y0), max_step=max_step)
     t0 = _time.perf_counter()
     wall_before = 0.0
     bar = progress_bar(steps, progress, f"{model.name} [{stats.solver}]")

@@ -15,7 +15,7 @@ from effdyn.data import CIFAR10_ENV
 from effdyn.io import load_dataset
 from effdyn.validation import parse_tables
 
-pytestmark = pytest.mark.xdist_group("validation")
+pytestmark = pytest.mark.xdist_group("cli")
 
 GOOD_CONFIG = """
 name = "tiny"
@@ -65,6 +65,22 @@ def test_cifar_case_without_data(capsys, monkeypatch, tmp_path):
         pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, fh)
     code, _, err = _run(capsys, "validate", "--cases", "cifar10-mlp", "--cifar", str(folder), "--out", str(tmp_path))
     assert code == 2 and "data_batch_2" in err and "not found" in err
+
+
+def test_unreadable_cifar_batch_fails_the_case(capsys, tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as fh:
+            pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, fh)
+    (folder / "data_batch_4").write_bytes(b"\x00garbage")
+    out = tmp_path / "out"
+    code, stdout, err = _run(capsys, "validate", "--cases", "cifar10-mlp", "--cifar", str(folder), "--out", str(out))
+    assert code == 1
+    assert "case cifar10-mlp: error" in err and "data_batch_4" in err
+    report = (out / "report.md").read_text()
+    assert "**Case status: error.**" in report and "data_batch_4" in report
+    assert f"Report: {out / 'report.md'}" in stdout
 
 
 @pytest.mark.parametrize("body, expected", [

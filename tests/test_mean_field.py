@@ -64,10 +64,9 @@ def test_drift_matches_numpy_reference_and_dense_algebra(act, rank, N, seed):
     assert rel_err(dy[p.dim:], (m.eta * H @ U - 2 * U).ravel()) <= 1e-12
 
 
-@pytest.mark.parametrize("act", ["tanh", "gelu"])
-def test_drift_matches_jax_autodiff(act):
+def test_drift_matches_jax_autodiff():
     # the model's JAX drift (diffrax backend) is pure autodiff of the problem's jax_loss
-    p, m, theta, U = small_model(rank=2, act=act, seed=3)
+    p, m, theta, U = small_model(rank=2, act="gelu", seed=3)
     y = m.pack(theta, U)
     dj = np.asarray(m.jax_drift()(0.0, jnp.asarray(y), None))
     assert rel_err(m.drift(0.0, y), dj) <= 1e-9

@@ -37,6 +37,10 @@ calling thread. A ``prange`` version of those loops was measured and dropped: on
 calls a ``parallel=True`` kernel segfaults when loaded from numba's cache in a new
 process (numba issue #8578), which all of the problem kernels would do.
 
+Lanczos calls H(θ)v many times at one θ: :func:`_linearise` keeps σ, σ', σ'' at θ and
+:func:`_hvp_linearised` then needs no transcendental function (``TwoLayerNet._hvp`` uses
+this pair up to ``CACHE_MAX_PAIRS``).
+
 Plain NumPy references of every kernel are at the end of this module (``reference_*``);
 the tests compare the two and both against JAX autodiff of the loss.
 """
@@ -52,8 +56,9 @@ from .._jit import jit
 #: Activation codes understood by the kernels (the registry is in problems/two_layer.py).
 IDENTITY, TANH, SOFTPLUS, GELU = 0, 1, 2, 3
 
-#: Target number of (particle, sample) pairs per block: 2^18 doubles = 2 MiB per array.
-_BLOCK_ELEMS = 1 << 18
+#: Target number of (particle, sample) pairs per block: 2^20 doubles = 8 MiB per array
+#: (large enough for efficient BLAS products, small enough to bound the memory).
+_BLOCK_ELEMS = 1 << 20
 
 #: Problems with at most this many (particle, sample) pairs keep the activations at the
 #: last θ for repeated Hessian-vector products (3 arrays of this many doubles).
@@ -95,16 +100,12 @@ def _block_size(n):
 
 
 @jit
-def _block_inputs(theta, U, i0, i1, d):
-    """Contiguous copies of the block's w-rows, a-values and the directions' rows."""
+def _block_inputs(theta, U, i0, i1, d, Wb, ab, Vb, bb):
+    """Copy the block's w-rows, a-values and direction rows into rows 0..i1−i0−1 of the
+    work arrays (contiguous, as the matrix products need)."""
     p = d + 1
-    B = i1 - i0
     r = U.shape[1]
-    Wb = np.empty((B, d))
-    ab = np.empty(B)
-    Vb = np.empty((r, B, d))
-    bb = np.empty((r, B))
-    for i in range(B):
+    for i in range(i1 - i0):
         base = (i0 + i) * p
         for j in range(d):
             Wb[i, j] = theta[base + j]
@@ -113,35 +114,46 @@ def _block_inputs(theta, U, i0, i1, d):
             for j in range(d):
                 Vb[q, i, j] = U[base + j, q]
             bb[q, i] = U[base + d, q]
-    return Wb, ab, Vb, bb
 
 
 @jit
-def _forward_rows(lo, hi, Z, Pq, ab, bb, code, need_d2, F, DF, D2F):
-    """Per-(particle, sample) terms of f, Df, D²f for the block rows lo..hi−1."""
+def _block_products(Wb, Vb, XT, B, with_directions, Z, Pq):
+    """Z = W·Xᵀ and P_q = V_q·Xᵀ for the block's first B rows, written in place."""
+    np.dot(Wb[:B], XT, Z[:B])
+    if with_directions:
+        for q in range(Vb.shape[0]):
+            np.dot(Vb[q, :B], XT, Pq[q, :B])
+
+
+@jit
+def _forward_rows(B, Z, Pq, ab, bb, code, need_d2, f, Df, D2f):
+    """Add the block rows 0..B−1 to the sums f, Df, D²f over particles (without the c)."""
     r = Pq.shape[0]
     n = Z.shape[1]
-    for i in range(lo, hi):
+    for i in range(B):
         a = ab[i]
         for k in range(n):
             s0, s1, s2, s3 = _act(Z[i, k], code)
-            F[i, k] = a * s0
+            f[k] += a * s0
             for q in range(r):
                 pv = Pq[q, i, k]
                 b = bb[q, i]
-                DF[q, i, k] = b * s0 + a * s1 * pv
+                Df[q, k] += b * s0 + a * s1 * pv
                 if need_d2:
-                    D2F[q, i, k] = 2.0 * b * s1 * pv + a * s2 * pv * pv
+                    D2f[q, k] += 2.0 * b * s1 * pv + a * s2 * pv * pv
 
 
 @jit
-def _backward_rows(lo, hi, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh, do_t, do_h, CW, CA, HW, HA):
-    """Per-(particle, sample) output coefficients for the block rows lo..hi−1."""
+def _backward_rows(B, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh, do_t, do_h, CW, CA, HW, HA):
+    """Per-(particle, sample) output coefficients for the block rows 0..B−1."""
     r = Pq.shape[0]
     n = Z.shape[1]
-    for i in range(lo, hi):
+    for i in range(B):
         a = ab[i]
         acc_a = 0.0
+        if do_h:
+            for q in range(r):
+                HA[q, i] = 0.0
         for k in range(n):
             s0, s1, s2, s3 = _act(Z[i, k], code)
             rk = resid[k]
@@ -178,25 +190,17 @@ def _forward(theta, U, params, need_d2):
     f = np.zeros(n)
     Df = np.zeros((r, n))
     D2f = np.zeros((r, n))
-    bs = _block_size(n)
+    # Work arrays are allocated once per call and reused by every block (fresh large
+    # allocations fault their pages in again on every block).
+    bs = min(_block_size(n), N)
+    Wb, ab, Vb, bb = np.empty((bs, d)), np.empty(bs), np.empty((r, bs, d)), np.empty((r, bs))
+    Z, Pq = np.empty((bs, n)), np.empty((r, bs, n))
     for i0 in range(0, N, bs):
         i1 = min(N, i0 + bs)
         B = i1 - i0
-        Wb, ab, Vb, bb = _block_inputs(theta, U, i0, i1, d)
-        Z = np.dot(Wb, XT)
-        Pq = np.empty((r, B, n))
-        for q in range(r):
-            Pq[q] = np.dot(Vb[q], XT)
-        F = np.empty((B, n))
-        DF = np.empty((r, B, n))
-        D2F = np.zeros((r, B, n))
-        _forward_rows(0, B, Z, Pq, ab, bb, code, need_d2, F, DF, D2F)
-        ones = np.ones(B)
-        f += np.dot(ones, F)
-        for q in range(r):
-            Df[q] += np.dot(ones, DF[q])
-            if need_d2:
-                D2f[q] += np.dot(ones, D2F[q])
+        _block_inputs(theta, U, i0, i1, d, Wb, ab, Vb, bb)
+        _block_products(Wb, Vb, XT, B, True, Z, Pq)
+        _forward_rows(B, Z, Pq, ab, bb, code, need_d2, f, Df, D2f)
     return c * f, c * Df, c * D2f
 
 
@@ -223,30 +227,27 @@ def _backward(theta, U, params, resid, Df, D2f, wg, wt, wh):
             do_t = True
     G = np.zeros(theta.shape[0])
     HU = np.zeros((theta.shape[0], r))
-    bs = _block_size(n)
     rh = r if do_h else 0
+    bs = min(_block_size(n), N)
+    Wb, ab, Vb, bb = np.empty((bs, d)), np.empty(bs), np.empty((r, bs, d)), np.empty((r, bs))
+    Z, Pq = np.empty((bs, n)), np.empty((r, bs, n))
+    CW, CA = np.empty((bs, n)), np.empty(bs)
+    HW, HA = np.empty((rh, bs, n)), np.empty((rh, bs))
+    OW, OH = np.empty((bs, d)), np.empty((bs, d))
     for i0 in range(0, N, bs):
         i1 = min(N, i0 + bs)
         B = i1 - i0
-        Wb, ab, Vb, bb = _block_inputs(theta, U, i0, i1, d)
-        Z = np.dot(Wb, XT)
-        Pq = np.empty((r, B, n))
-        if do_h or do_t:
-            for q in range(r):
-                Pq[q] = np.dot(Vb[q], XT)
-        CW = np.empty((B, n))
-        CA = np.empty(B)
-        HW = np.empty((rh, B, n))
-        HA = np.zeros((rh, B))
-        _backward_rows(0, B, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh, do_t, do_h, CW, CA, HW, HA)
-        OW = np.dot(CW, X)
+        _block_inputs(theta, U, i0, i1, d, Wb, ab, Vb, bb)
+        _block_products(Wb, Vb, XT, B, do_h or do_t, Z, Pq)
+        _backward_rows(B, Z, Pq, ab, bb, code, resid, Df, D2f, wg, wt, wh, do_t, do_h, CW, CA, HW, HA)
+        np.dot(CW[:B], X, OW[:B])
         for i in range(B):
             base = (i0 + i) * p
             for j in range(d):
                 G[base + j] = scale * OW[i, j]
             G[base + d] = scale * CA[i]
         for q in range(rh):
-            OH = np.dot(HW[q], X)
+            np.dot(HW[q, :B], X, OH[:B])
             for i in range(B):
                 base = (i0 + i) * p
                 for j in range(d):
@@ -334,7 +335,7 @@ def _hessian(theta, params):
         for j in range(d):
             H[base + d, base + j] = H[base + j, base + d]
     H += np.dot(J.T, J) / n
-    return H
+    return 0.5 * (H + H.T)  # exactly symmetric despite the rounding of the two halves
 
 
 # --- Hessian-vector products at a fixed θ (Lanczos) --------------------------------------

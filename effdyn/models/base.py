@@ -84,6 +84,20 @@ class AbstractModel(ABC):
             "use a scipy solver (e.g. solver=\"scipy:LSODA\") or solver=\"map\"."
         )
 
+    def atol_weights(self, y0: np.ndarray):
+        """Per-component multipliers of the adaptive solvers' ``atol`` (None: all ones).
+
+        A model whose state has parts that live at a very different scale (a fluctuation
+        seeded at round-off size, say) weights their absolute tolerance down so that the
+        error control stays relative for them.
+        """
+        return None
+
+    def scaled_atol(self, atol: float, y0: np.ndarray):
+        """``atol`` as the adaptive backends use it: a scalar, or ``atol · atol_weights``."""
+        w = self.atol_weights(y0)
+        return atol if w is None else atol * np.asarray(w, dtype=np.float64)
+
     def check_state(self, y: np.ndarray) -> str | None:
         """Cause string when ``y`` is not a valid state, else None."""
         return None if np.all(np.isfinite(y)) else "non-finite"
