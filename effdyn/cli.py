@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local `cifar-10-batches-py` folder; adds the CIFAR-10 case (default: $EFFDYN_CIFAR10)")
     v.add_argument("--steps", type=int, metavar="N", help="override every case's horizon (GD steps)")
     v.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
+    v.add_argument("--model-budget", type=float, metavar="SECONDS",
+                   help="wall-time limit of each model run; 0 for none (default: 15 s with --quick, none with --full; the digits case allows its free-energy map 90 s)")
     _progress_flags(v)
 
     r = sub.add_parser("run", help="run one problem and its models from a TOML config",
@@ -132,6 +134,12 @@ def _cmd_validate(args) -> int:
         if args.steps is not None and args.steps < 1:
             _err(f"`--steps` must be a positive number of GD steps; got {args.steps}.")
             return EXIT_USAGE
+        budget = "auto"
+        if args.model_budget is not None:
+            if not args.model_budget >= 0:
+                _err(f"`--model-budget` must be a number of seconds >= 0 (0: no limit); got {args.model_budget}.")
+                return EXIT_USAGE
+            budget = args.model_budget or None
     except UnknownCaseError as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -143,7 +151,7 @@ def _cmd_validate(args) -> int:
     _log(f"effdyn validate ({mode}) -> {args.out}")
     try:
         result = validate(names, quick=args.quick, out_dir=args.out, cifar=cifar, steps=args.steps,
-                          progress=args.progress, log=_log, figures=args.figures)
+                          progress=args.progress, log=_log, figures=args.figures, model_budget=budget)
     except ValidationInterrupted as exc:
         res = exc.result
         _err(f"interrupted; results computed so far are saved in {res.out_dir} (report: {res.report}).")

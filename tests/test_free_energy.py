@@ -342,3 +342,13 @@ def test_matrix_factorisation_period_two_measured_errors():
     assert m.amplitude_error < 0.12 and m.loss_error < 0.32 and m.distance < 0.01, m
     # the model sits exactly on the edge at its centre; GD's midpoint does not
     assert abs(m.mean_sharpness_model * eta / 2 - 1) < 1e-6
+
+
+def test_relative_sigma_tolerance_converges_through_the_onset():
+    """Σ seeded at round-off lies far below atol until the onset; relative error control
+    for Σ makes a loose rtol agree with a tight one through the first cycles."""
+    prob = ed.problems.MinimalValley(zeta=1.0, eps=0.01)
+    run = lambda rtol: ed.solve(FreeEnergyFlow(prob, 0.3, relative_sigma_tol=True), [0.1, 3.0], 3000,
+                                rtol=rtol, atol=1e-12)
+    ref, loose = run(1e-10), run(1e-6)
+    assert np.max(np.abs(loose.sharpness - ref.sharpness)) < 1e-3

@@ -296,11 +296,16 @@ def test_kinetic_model_tracks_gd_midpoints_from_onset(teacher_student_gd):
     gf = ed.solve(m, theta0, horizon, solver="map", save_every=10, u0=np.zeros(p.dim))
     gf.k = gf.k + k0
     base = ed.compare(traj, gf, window=(k0, k0 + horizon))
+    # Over the whole window (measured over six round-off realisations of GD, i.e. θ_0
+    # perturbed by 1e-14): sharpness 0.08–0.38 %, loss 0.5–1.6 %, distance 3–10 % of
+    # gradient flow's, amplitude 4.6–16 %. GD's oscillation grows out of round-off, so the
+    # timing of the overshoot transient, and with it the amplitude error, moves with the
+    # last bits of the run; after the transient the tracking is tight and reproducible.
     assert full.sharpness_error < 0.005
     assert full.loss_error < 0.02
-    assert full.distance_abs < 0.1 * base.distance_abs
-    # the amplitude error sits in the overshoot transient, whose timing depends on the
-    # round-off-level seed (5.5 % measured over the whole window, 0.3 % after it)
-    assert full.amplitude_error < 0.08
-    assert late.amplitude_error < 0.05
+    assert full.distance_abs < 0.12 * base.distance_abs
+    assert full.amplitude_error < 0.25
     assert late.sharpness_error < 0.001
+    assert late.loss_error < 0.02
+    assert late.amplitude_error < 0.02
+    assert late.distance_abs < 0.06 * base.distance_abs

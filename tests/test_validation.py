@@ -4,6 +4,7 @@ figures, failure rows, GD divergence and interruption."""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.xdist_group("validation")
 MV_STEPS = 2500          # past the minimal valley's EoS onset (step 1222), overshoot and first cycles
 MTL_STEPS = 150          # minimalist network: onset at step 22
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-STATUSES = {"success", "diverged", "failed", "interrupted", "error", "unavailable", "not applicable"}
+STATUSES = {"success", "diverged", "failed", "budget", "interrupted", "error", "unavailable", "not applicable"}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def small_run(tmp_path_factory):
     lines = []
     result = validate(["minimal-valley", "minimalist-two-layer"], quick=True, out_dir=out,
                       steps={"minimal-valley": MV_STEPS, "minimalist-two-layer": MTL_STEPS},
-                      progress=False, log=lines.append)
+                      progress=False, log=lines.append, model_budget=8.0)
     return result, out, lines
 
 
@@ -169,7 +170,7 @@ def test_diverging_gd_is_reported_and_other_cases_run(monkeypatch, tmp_path):
 
     _custom_case(monkeypatch, "diverging", build)
     result = validate(["diverging", "minimalist-two-layer"], out_dir=tmp_path, steps={"minimalist-two-layer": 60},
-                      progress=False, log=lambda m: None)
+                      progress=False, log=lambda m: None, model_budget=3.0)
     assert [c.status for c in result.cases] == ["gd-diverged", "ok"] and not result.ok
     tables = parse_tables(result.report.read_text())
     assert tables["diverging"][0]["status"] == "diverged"
@@ -187,6 +188,13 @@ def test_model_failures_become_rows(monkeypatch, tmp_path):
 
     monkeypatch.setattr(effdyn.models, "ExplodingFlow", Exploding, raising=False)
 
+    class Slow(effdyn.models.GradientFlow):
+        def map_step(self, k, y):
+            time.sleep(0.02)
+            return super().map_step(k, y)
+
+    monkeypatch.setattr(effdyn.models, "SlowFlow", Slow, raising=False)
+
     def build(steps, quick, cifar=None):
         return Setup(MinimalValley(), np.array([0.1, 3.0]), 0.3, 50, (
             ModelSpec("missing", "NoSuchModel"),
@@ -194,6 +202,7 @@ def test_model_failures_become_rows(monkeypatch, tmp_path):
             ModelSpec("bad solver", "GradientFlow", solver="scipy:Nope"),
             ModelSpec("exploding", "ExplodingFlow", solver="map"),
             ModelSpec("fine", "GradientFlow"),
+            ModelSpec("slow", "SlowFlow", solver="map", budget=0.3),
         ))
 
     _custom_case(monkeypatch, "failing", build)
@@ -204,8 +213,12 @@ def test_model_failures_become_rows(monkeypatch, tmp_path):
     assert rows["bad solver"]["status"] == "error" and "solver" in rows["bad solver"]["note"]
     assert rows["exploding"]["status"] == "diverged"
     assert rows["fine"]["status"] == "success" and rows["fine"]["sharpness err"] != "–"
+    # 50 steps of 20 ms cannot fit in 0.3 s: stopped by its budget, compared on what it ran
+    assert rows["slow"]["status"] == "budget" and "time budget of 0.3 s" in rows["slow"]["note"]
+    assert 5 <= int(rows["slow"]["nfev"]) < 50 and rows["slow"]["sharpness err"] != "–"
     ds = load_dataset(tmp_path / "failing.nc")
-    assert list(ds["status"].values) == ["unavailable", "not applicable", "error", "diverged", "success"]
+    assert list(ds["status"].values) == ["unavailable", "not applicable", "error", "diverged", "success", "budget"]
+    assert 5 <= ds["slow__k"].values[-1] < 50
     assert result.ok  # model failures are results, not a failed run
 
 

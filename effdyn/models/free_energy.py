@@ -59,13 +59,18 @@ class FreeEnergyFlow(AbstractModel):
         None means "roundoff" for the log form and 0 for the rate form (no floor there).
     dense_max : int
         Dense eigendecomposition of H up to this P, Lanczos (warm-started) above.
+    relative_sigma_tol : bool
+        Control the integration error of Σ relatively (its ``atol`` scaled by 1e-20). Σ
+        seeded at round-off size lies far below any ``atol`` until the onset, so without
+        this the first cycles after the onset depend on the tolerance (see
+        :meth:`atol_weights`); with it they converge, at a higher cost. Default False.
     """
 
     name = "free-energy flow"
 
     def __init__(self, problem, eta, rank: int = 1, *, sigma_form: str = "log", storage: str | None = None,
                  n_track: int | None = None, threshold: float | None = None, clip: float = 0.25,
-                 floor=None, dense_max: int = 64):
+                 floor=None, dense_max: int = 64, relative_sigma_tol: bool = False):
         super().__init__(problem, eta)
         if not problem.has_third:
             raise MissingFeatureError(
@@ -104,6 +109,9 @@ class FreeEnergyFlow(AbstractModel):
         if self.floor != 0 and self.sigma_form == "rate":
             raise ValueError("`floor` is implemented for the log form only; use `sigma_form='log'` or floor=0.")
         self.dense_max = nonneg_int(dense_max, "dense_max")
+        if not isinstance(relative_sigma_tol, bool):
+            raise TypeError(f"`relative_sigma_tol` must be True or False; got {relative_sigma_tol!r}.")
+        self.relative_sigma_tol = relative_sigma_tol
         self._warm = None  # last tracked eigenvectors, a warm start for Lanczos
 
     # --- state layout -----------------------------------------------------------------
@@ -231,14 +239,18 @@ class FreeEnergyFlow(AbstractModel):
         return np.concatenate([theta_new, S_new.ravel()])
 
     def atol_weights(self, y0):
-        """Relative error control for Σ: its entries get ``atol · 1e-20``.
+        """With ``relative_sigma_tol=True``, relative error control for Σ (``atol · 1e-20``).
 
         Before the EoS onset Σ sits at the size of its seed (round-off, ~1e-30 for the
         default floor), far below any useful ``atol``. With a plain ``atol`` the integrator
         would not resolve its growth and the first cycles after the onset would depend on
         the tolerance (measured: sharpness off by 1.2 on the minimal valley at rtol 1e-7);
-        with this weight rtol = 1e-7 agrees with rtol = 1e-10 to 2e-5.
+        with this weight rtol = 1e-7 agrees with rtol = 1e-10 to 2e-5. It is off by default
+        because on large period-two orbits (matrix factorisation, σ₁ = 5.5) it makes the
+        integrator crawl through every eigenvalue crossing.
         """
+        if not self.relative_sigma_tol:
+            return None
         w = np.ones(self.state_size)
         w[self.dim:] = 1e-20
         return w

@@ -76,6 +76,10 @@ class ModelSpec:
         Construct as ``cls(problem, eta, **options)`` (default) or, for models whose
         learning rate is given in other units (MeanFieldKinetic's ``eta_mf``),
         ``cls(problem, **options)``; the model's ``eta`` must then equal the case's.
+    budget : float, optional
+        Wall-time limit in seconds for this model's run, overriding the run's default
+        (see :func:`effdyn.validation.validate`); the run stops there with status "failed"
+        and the partial solution is compared and saved.
     """
 
     label: str
@@ -87,11 +91,12 @@ class ModelSpec:
     atol: float = 1e-10
     save_every: float = 1.0
     pass_eta: bool = True
+    budget: float | None = None
 
     def config(self) -> dict:
         return {"label": self.label, "cls": self.cls, "options": dict(self.options), "initial": dict(self.initial),
                 "solver": self.solver, "rtol": self.rtol, "atol": self.atol, "save_every": self.save_every,
-                "pass_eta": self.pass_eta}
+                "pass_eta": self.pass_eta, "budget": self.budget}
 
 
 @dataclass
@@ -134,7 +139,8 @@ class Case:
 
 # --- models ------------------------------------------------------------------------------
 
-def default_models(theta0, *, small: bool = True, save_every: float = 1.0, rod: bool = True, extra=()) -> tuple:
+def default_models(theta0, *, small: bool = True, save_every: float = 1.0, rod: bool = True, extra=(),
+                   big_budget: float | None = None) -> tuple:
     """The standard model list of a case.
 
     Seeding: Σ = 0 (or ρ = 0) is invariant, so every oscillation model needs a seed
@@ -153,6 +159,8 @@ def default_models(theta0, *, small: bool = True, save_every: float = 1.0, rod: 
     derivatives per evaluation, are left to small problems. ``save_every`` thins the saved
     states (each saved state costs an eigen-solve for the observables). ``rod=False`` leaves
     out the rod flow (the quick runs of the MLP cases, where it costs as much as GD).
+    ``big_budget`` is the time budget (s) of the free-energy map on large problems, whose
+    every step is a Lanczos solve.
     """
     rho_floor = float(np.finfo(np.float64).eps * max(1.0, float(np.linalg.norm(theta0))))
     fe = {"rank": 1}
@@ -174,7 +182,8 @@ def default_models(theta0, *, small: bool = True, save_every: float = 1.0, rod: 
     rk = {"solver": "scipy:RK45", "rtol": 1e-6, "atol": 1e-9, "save_every": se}
     return (
         ModelSpec("gradient flow", "GradientFlow", **rk),
-        ModelSpec("free-energy flow [map]", "FreeEnergyFlow", fe, seed, solver="map", save_every=se),
+        ModelSpec("free-energy flow [map]", "FreeEnergyFlow", fe, seed, solver="map", save_every=se,
+                  budget=big_budget),
         *((ModelSpec("rod flow", "RodFlow", **rk),) if rod else ()),
         ModelSpec("edge flow [map]", "EdgeFlow", {"rho_floor": rho_floor}, solver="map", save_every=se),
     ) + tuple(extra)
@@ -289,7 +298,8 @@ def _digits(steps, quick, cifar=None):
     X, labels = load_digits_subset(500, seed=0)
     width, scale, seed = 32, 0.25, 0
     p, theta0 = mlp_problem(X, one_hot(labels), width, init_scale=scale, seed=seed, name="digits_mlp")
-    return Setup(p, theta0, 0.4, steps, default_models(theta0, small=False, save_every=10, rod=not quick),
+    return Setup(p, theta0, 0.4, steps, default_models(theta0, small=False, save_every=10, rod=not quick,
+                                                    big_budget=90.0),
                  seed=seed, gd_options={"n_eigs": 1, "eig_every": 1, "eig_tol": 1e-6},
                  notes=f"Two-layer tanh MLP 64 → {width} → 10 (P = {p.dim}), squared loss on one-hot labels, "
                        f"n = 500 standardised digits (subset seed 0), init scale {scale}.",

@@ -22,7 +22,7 @@ to compare with GD. ``validation/example.toml`` is a commented example. Layout::
     [[models]]                      # one table per model (none: GD only)
     type = "FreeEnergyFlow"         # a class of effdyn.models
     label = "free-energy flow"      # optional
-    solver = "scipy:LSODA"          # optional: solve() options
+    solver = "scipy:LSODA"          # optional: solve() options, and budget (seconds)
     options = { rank = 1 }                 # constructor keyword arguments
     initial = { sigma_seed = "gd" }        # initial_state keyword arguments
 
@@ -55,7 +55,7 @@ __all__ = ["ConfigError", "load_config", "RunConfig", "PROBLEM_TYPES", "MODEL_TY
 _TOP_KEYS = {"name": "a name for the output files", "problem": "a table", "start": "a table", "gd": "a table",
              "models": "an array of tables ([[models]])", "output": "a table"}
 _GD_KEYS = ("eta", "steps", "n_eigs", "eig_every", "theta_every", "variant", "eig_tol", "dense_max", "loss_bound")
-_MODEL_KEYS = ("type", "label", "solver", "rtol", "atol", "save_every", "options", "initial")
+_MODEL_KEYS = ("type", "label", "solver", "rtol", "atol", "save_every", "budget", "options", "initial")
 _OUTPUT_KEYS = ("dir", "figures")
 _BUILDERS = {
     "TeacherStudent": ("width", "n", "d", "data_seed", "activation", "scaling"),
@@ -238,7 +238,7 @@ def _models(path, entries):
         if solver not in SOLVER_NAMES:
             raise _err(path, where, f"`solver` {solver!r} is not known; valid solvers: {', '.join(SOLVER_NAMES)}.")
         kw = {}
-        for key in ("rtol", "atol", "save_every"):
+        for key in ("rtol", "atol", "save_every", "budget"):
             if key in entry:
                 kw[key] = float(_number(path, where, key, entry[key]))
         options, initial = entry.get("options", {}), entry.get("initial", {})

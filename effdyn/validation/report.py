@@ -31,6 +31,9 @@ run when GD never reaches 2/η), see `effdyn.Metrics`:
 - **distance**: RMS ‖θ_model − θ̄_GD‖ relative to the RMS ‖θ̄_GD‖ (θ̄ the two-step midpoint);
 - **mean ηS/2**: the model's mean sharpness over the window in units of 2/η (1 = at the edge);
 - **nfev**: right-hand-side (drift) evaluations; for GD, the number of steps.
+
+Rows of runs that diverged or failed show no metrics (the netCDF files keep them); a run
+stopped by its time budget ("budget") is compared over the steps it computed.
 """
 
 
@@ -59,6 +62,16 @@ def _row(cells) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+#: Row statuses whose metrics are shown: finished runs and runs stopped early on purpose
+#: (their metrics cover what they computed). A diverged run's numbers measure the blow-up,
+#: not the model, and are left in the netCDF file only.
+SHOWN = ("success", "budget", "interrupted")
+
+
+def _shown(row) -> bool:
+    return row.metrics is not None and row.status in SHOWN
+
+
 def case_table(case) -> str:
     """Markdown table (model × metric) of one :class:`~effdyn.validation.runner.CaseResult`."""
     lines = [_row(TABLE_COLUMNS), _row(["---"] * len(TABLE_COLUMNS))]
@@ -75,7 +88,7 @@ def case_table(case) -> str:
                                                                            else None),
                            str(len(getattr(gd, "loss", [])) - 1), _fmt(case.gd_wall), _cell(note)]))
     for row in case.models:
-        m = row.metrics
+        m = row.metrics if _shown(row) else None
         if m is not None:
             vals = [_fmt(m.loss_error), _fmt(m.sharpness_error), _fmt(m.amplitude_error), _fmt(m.distance),
                     _fmt(m.mean_sharpness_model * eta / 2)]
@@ -91,7 +104,7 @@ def case_table(case) -> str:
 def _gd_mean_sharpness(case):
     """GD's mean sharpness over the comparison window (from any compared model's metrics)."""
     for row in case.models:
-        if row.metrics is not None:
+        if _shown(row):
             return row.metrics.mean_sharpness_gd
     gd = case.gd
     try:
@@ -113,7 +126,7 @@ def _case_section(case, out_dir: Path) -> list[str]:
         lines.append(setup.notes)
         lines.append("")
         window = next((f"; comparison window [{r.metrics.k0}, {r.metrics.k1}]" for r in case.models
-                       if r.metrics is not None), "")
+                       if _shown(r)), "")
         lines.append(f"P = {setup.problem.dim}, η = {setup.eta:g} (2/η = {2 / setup.eta:.4g}), "
                      f"{setup.steps} GD steps{window}; case wall time {case.wall_time:.1f} s.")
         lines.append("")
@@ -167,7 +180,7 @@ def render_report(result, out_dir: Path | None = None) -> str:
         _row(["---"] * 6),
     ]
     for case in result.cases:
-        compared = [r for r in case.models if r.metrics is not None]
+        compared = [r for r in case.models if _shown(r)]
         best = min(compared, key=lambda r: r.metrics.sharpness_error, default=None)
         onset = case.eos_onset
         head.append(_row([case.name, case.status, "–" if case.gd is None else ("never" if onset is None else str(onset)),

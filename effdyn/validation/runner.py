@@ -28,6 +28,8 @@ __all__ = ["validate", "run_case", "run_setup", "ModelResult", "CaseResult", "Va
 
 #: θ trajectories are stored in the netCDF files up to this many parameters.
 THETA_SAVE_MAX = 256
+#: Default wall-time budget (s) of one model run in quick mode.
+QUICK_MODEL_BUDGET = 15.0
 
 
 class ValidationInterrupted(KeyboardInterrupt):
@@ -51,7 +53,7 @@ class ModelResult:
     label: str
     model: str
     solver: str
-    status: str  # success | diverged | failed | interrupted | error | unavailable | not applicable
+    status: str  # success | diverged | failed | budget | interrupted | error | unavailable | not applicable
     message: str = ""
     metrics: object = None  # effdyn.Metrics or None
     nfev: int = 0
@@ -138,7 +140,25 @@ def _run_gd(setup: Setup, progress):
     return traj, time.perf_counter() - t0
 
 
-def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log) -> ModelResult:
+def _with_budget(model, seconds):
+    """Make the solvers stop ``model`` after ``seconds`` of wall time.
+
+    Every backend asks ``model.check_state`` after each accepted step and stops with the
+    partial solution when it returns a cause, so the budget is enforced there (on this
+    instance only)."""
+    original = model.check_state
+    deadline = time.perf_counter() + seconds
+
+    def check_state(y):
+        if time.perf_counter() > deadline:
+            return f"time budget of {seconds:g} s exceeded"
+        return original(y)
+
+    model.check_state = check_state
+    return model
+
+
+def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log, budget=None) -> ModelResult:
     from .. import compare, solve
 
     row = ModelResult(spec.label, spec.cls, spec.solver, "error")
@@ -158,6 +178,9 @@ def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log) -> ModelResul
         row.status, row.message = "not applicable", f"{type(exc).__name__}: {exc}"
         log(f"    {spec.label}: not applicable ({row.message})")
         return row
+    budget = spec.budget if spec.budget is not None else budget
+    if budget is not None:
+        _with_budget(model, float(budget))
     t0 = time.perf_counter()
     try:
         # The initial state is built here rather than by solve(): solve's own `seed` keyword
@@ -181,6 +204,10 @@ def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log) -> ModelResul
     else:
         row.status = sol.stats.status
         row.message = sol.stats.message
+        if "time budget" in row.message:
+            row.status = "budget"
+            row.message = (f"stopped at k = {sol.k[-1]:g} of {setup.steps}: time budget of {budget:g} s exceeded "
+                           "(raise it with --model-budget)")
     row.wall_time = time.perf_counter() - t0
     row.solution = sol = _finite_prefix(sol)
     if sol is not None:
@@ -237,7 +264,7 @@ def _attach_metrics(row: ModelResult, traj, compare) -> None:
 
 
 def run_setup(name: str, title: str, setup: Setup, *, out_dir=None, progress=None, log=_log_default,
-              figures: bool = True, setup_time: float = 0.0) -> CaseResult:
+              figures: bool = True, setup_time: float = 0.0, model_budget: float | None = None) -> CaseResult:
     """Run GD and every model of ``setup``; save ``<out_dir>/<name>.nc`` and figures.
 
     An interrupt (Ctrl-C) saves the partial case, then raises :class:`CaseInterrupted`
@@ -261,7 +288,7 @@ def run_setup(name: str, title: str, setup: Setup, *, out_dir=None, progress=Non
             log(f"    GD did not finish ({result.message}); models skipped for this case.")
         else:
             for spec in setup.models:
-                result.models.append(_run_model(spec, setup, traj, progress, log))
+                result.models.append(_run_model(spec, setup, traj, progress, log, model_budget))
     except _GDInterrupted as exc:
         result.gd, result.gd_wall = exc.traj, exc.wall
         interrupted = True
@@ -284,7 +311,7 @@ def run_setup(name: str, title: str, setup: Setup, *, out_dir=None, progress=Non
 
 
 def run_case(case: Case | str, *, quick: bool = True, steps: int | None = None, cifar=None, out_dir=None,
-             progress=None, log=_log_default, figures: bool = True) -> CaseResult:
+             progress=None, log=_log_default, figures: bool = True, model_budget: float | None = None) -> CaseResult:
     """Run one registered case (see :func:`run_setup` for what is produced)."""
     if isinstance(case, str):
         case = get_case(case)
@@ -298,7 +325,7 @@ def run_case(case: Case | str, *, quick: bool = True, steps: int | None = None, 
         log(f"  setup failed: {msg}")
         return CaseResult(case.name, case.title, "error", msg, wall_time=time.perf_counter() - t0)
     return run_setup(case.name, case.title, setup, out_dir=out_dir, progress=progress, log=log, figures=figures,
-                     setup_time=time.perf_counter() - t0)
+                     setup_time=time.perf_counter() - t0, model_budget=model_budget)
 
 
 def _save_case(result: CaseResult, out_dir: Path, *, figures: bool, log) -> None:
@@ -319,7 +346,7 @@ def _save_case(result: CaseResult, out_dir: Path, *, figures: bool, log) -> None
 
 
 def validate(cases=None, *, quick: bool = True, out_dir="effdyn-output", cifar=None, steps=None, progress=None,
-             log=_log_default, figures: bool = True) -> ValidationResult:
+             log=_log_default, figures: bool = True, model_budget="auto") -> ValidationResult:
     """Run validation cases against GD and write the report.
 
     Parameters
@@ -341,6 +368,13 @@ def validate(cases=None, *, quick: bool = True, out_dir="effdyn-output", cifar=N
         Progress bars of the long runs (None: only on a terminal).
     log : callable
         Receives one line of progress text at a time (default: stderr).
+    figures : bool
+        Draw the PNG figures.
+    model_budget : float, None or "auto"
+        Wall-time limit (s) of each model run; a model that reaches it stops with status
+        "budget" and is compared over what it computed. "auto": 15 s for quick runs (so
+        that one slow model cannot hold up `make run`), none for full runs. Cases may set
+        larger budgets for models known to be slow (:class:`ModelSpec` ``budget``).
 
     Returns
     -------
@@ -364,6 +398,8 @@ def validate(cases=None, *, quick: bool = True, out_dir="effdyn-output", cifar=N
     if isinstance(steps, dict):
         for n in steps:
             get_case(n)
+    if model_budget == "auto":
+        model_budget = QUICK_MODEL_BUDGET if quick else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -376,7 +412,8 @@ def validate(cases=None, *, quick: bool = True, out_dir="effdyn-output", cifar=N
             n_steps = steps.get(name) if isinstance(steps, dict) else steps
             try:
                 result.cases.append(run_case(case, quick=quick, steps=n_steps, cifar=cifar, out_dir=out_dir,
-                                             progress=progress, log=log, figures=figures))
+                                             progress=progress, log=log, figures=figures,
+                                             model_budget=model_budget))
             except CaseInterrupted as exc:
                 result.cases.append(exc.result)
                 raise
