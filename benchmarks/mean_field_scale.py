@@ -27,12 +27,24 @@ import numpy as np
 
 
 def best_time(fn, repeats):
-    times = []
+    """Minimum and median wall time, and the CPU time (all threads) of the fastest run."""
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times), float(np.median(times))
+        cpu.append(time.process_time() - c0)
+    best = int(np.argmin(times))
+    return times[best], float(np.median(times)), cpu[best]
+
+
+def _load():
+    try:
+        import os
+
+        return os.getloadavg()[0]
+    except OSError:  # pragma: no cover - platform without getloadavg
+        return float("nan")
 
 
 def drift(N=100_000, n=500, d=64, repeats=3):
@@ -50,7 +62,7 @@ def drift(N=100_000, n=500, d=64, repeats=3):
     dy = p.run_kernel(K._kinetic_drift, theta, U, eta)  # first call: compile or load from cache
     first = time.perf_counter() - t0
     assert dy.shape == (2 * p.dim,) and np.all(np.isfinite(dy))
-    tmin, tmed = best_time(lambda: p.run_kernel(K._kinetic_drift, theta, U, eta), repeats)
+    tmin, tmed, tcpu = best_time(lambda: p.run_kernel(K._kinetic_drift, theta, U, eta), repeats)
 
     # The same dense products with NumPy/BLAS, block by block as in the kernel.
     B = max(1, K._BLOCK_ELEMS // n)
@@ -66,17 +78,19 @@ def drift(N=100_000, n=500, d=64, repeats=3):
             C @ X
             C @ X
 
-    tmm, _ = best_time(numpy_products, repeats)
+    tmm, _, tmm_cpu = best_time(numpy_products, repeats)
     big = rng.standard_normal((2000, 2000))
-    tbig, _ = best_time(lambda: big @ big, repeats)
+    tbig, _, _ = best_time(lambda: big @ big, repeats)
     flops = 12.0 * N * n * d
     out = {
         "N": N, "n": n, "d": d, "r": 1, "P": p.dim,
-        "first_call_s": first, "drift_min_s": tmin, "drift_median_s": tmed,
+        "first_call_s": first, "drift_min_s": tmin, "drift_median_s": tmed, "drift_cpu_s": tcpu,
         "dense_flops": flops, "drift_gflops": flops / tmin / 1e9,
-        "numpy_same_products_s": tmm, "numpy_same_products_gflops": flops / tmm / 1e9,
+        "numpy_same_products_s": tmm, "numpy_same_products_cpu_s": tmm_cpu,
+        "numpy_same_products_gflops": flops / tmm / 1e9,
         "numpy_square_2000_gflops": 2 * 2000**3 / tbig / 1e9,
         "drift_time_over_numpy_products": tmin / tmm,
+        "load_average_1min": _load(),
     }
     print(json.dumps(out, indent=2))
     return out

@@ -5,8 +5,6 @@ benchmark with GD as the arbiter."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from hypothesis import given, settings

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import effdyn as ed
 from effdyn import compile_count
 from effdyn._jax import import_jax
 from effdyn.kernels import two_layer as K

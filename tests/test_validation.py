@@ -12,7 +12,7 @@ import pytest
 import effdyn
 import effdyn.models
 from effdyn.io import load_dataset
-from effdyn.validation import (CASES, Case, ModelSpec, Setup, ValidationInterrupted, case_dataset, get_case,
+from effdyn.validation import (CASES, Case, ModelSpec, Setup, ValidationInterrupted, get_case,
                                parse_tables, validate)
 from effdyn.validation.runner import slug
 
@@ -168,15 +168,20 @@ def test_diverging_gd_is_reported_and_other_cases_run(monkeypatch, tmp_path):
         return Setup(p, np.array([1.0, 1.0]), 0.5, 2000, (ModelSpec("gradient flow", "GradientFlow"),),
                      notes="diverging quadratic")
 
+    def build_fine(steps, quick, cifar=None):
+        return Setup(Quadratic(np.diag([1.0, 0.5])), np.array([1.0, 1.0]), 0.5, 50,
+                     (ModelSpec("gradient flow", "GradientFlow"),))
+
     _custom_case(monkeypatch, "diverging", build)
-    result = validate(["diverging", "minimalist-two-layer"], out_dir=tmp_path, steps={"minimalist-two-layer": 60},
-                      progress=False, log=lambda m: None, model_budget=3.0)
+    _custom_case(monkeypatch, "fine", build_fine)
+    result = validate(["diverging", "fine"], out_dir=tmp_path, progress=False, log=lambda m: None)
     assert [c.status for c in result.cases] == ["gd-diverged", "ok"] and not result.ok
     tables = parse_tables(result.report.read_text())
     assert tables["diverging"][0]["status"] == "diverged"
     assert len(tables["diverging"]) == 1  # models are skipped when GD diverges
     assert "**Case status: gd-diverged.**" in result.report.read_text()
-    assert tables["minimalist-two-layer"][0]["status"] == "success"
+    assert load_dataset(tmp_path / "diverging.nc").attrs["gd_status"] == "diverged"
+    assert [r["status"] for r in tables["fine"]] == ["success", "success"]
 
 
 def test_model_failures_become_rows(monkeypatch, tmp_path):

@@ -183,8 +183,8 @@ def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log, budget=None) 
         _with_budget(model, float(budget))
     t0 = time.perf_counter()
     try:
-        # The initial state is built here rather than by solve(): solve's own `seed` keyword
-        # (recorded metadata) would swallow a model option of the same name (FreeEnergyFlow's seed).
+        # The initial state is built here so that model options can never collide with
+        # solve()'s own keywords (solve's `seed` once swallowed FreeEnergyFlow's).
         y0 = model.initial_state(setup.theta0, **spec.initial)
         sol = solve(model, state0=y0, steps=setup.steps, solver=spec.solver, rtol=spec.rtol, atol=spec.atol,
                     save_every=spec.save_every, throw=False, progress=progress, seed=setup.seed)
