@@ -28,16 +28,6 @@ def _net():
     return P.TwoLayerNet(X, Y, width=4)
 
 
-def _gap(reason):
-    """A known validation gap in a file this test does not own (reported to its owner):
-    strict, so that the fix makes the marker fail and get removed."""
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
-
-
-def _gap_case(name, arg, call, reason):
-    return pytest.param(name, arg, call, marks=_gap(reason), id=name)
-
-
 # (id, argument named in the message, call)
 CASES = [
     # --- problems -----------------------------------------------------------------------
@@ -69,7 +59,7 @@ CASES = [
     ("Quadratic.init-seed", "seed", lambda: P.Quadratic(np.eye(2)).init(-1)),
     ("ScalarProduct.init-seed", "seed", lambda: P.ScalarProduct(3).init(1.5)),
     ("DeepMatrixFactorization.init-seed", "seed", lambda: P.DeepMatrixFactorization(2, 3, np.eye(2)).init("zero")),
-    _gap_case("TwoLayerNet.init-seed", "seed", lambda: _net().init(-3), "TwoLayerNet.init passes `seed` to numpy unchecked"),
+    ("TwoLayerNet.init-seed", "seed", lambda: _net().init(-3)),
     # --- gd -------------------------------------------------------------------------------
     ("gd-problem", "problem", lambda: ed.gd("valley", [0.1, 3], 0.3, 10)),
     ("gd-theta0", "theta0", lambda: ed.gd(MV, [0.1], 0.3, 10)),

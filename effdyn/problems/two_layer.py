@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import as_matrix, as_vector, positive_int
+from .._validation import as_matrix, as_vector, positive_int, seed_rng
 from ..kernels import two_layer as _k
 from .base import CompiledProblem, NumbaKernels
 
@@ -251,7 +251,7 @@ class TwoLayerNet(CompiledProblem):
 
     def init(self, seed: int | None = None) -> np.ndarray:
         """Mean-field initialisation (theory §5): w_i ~ N(0, I_d), a_i ~ N(0, 1), i.i.d."""
-        rng = np.random.default_rng(seed)
+        rng = seed_rng(seed)
         return rng.standard_normal((self.width, self.particle_dim)).ravel()
 
 
