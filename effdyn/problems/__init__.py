@@ -17,6 +17,8 @@ _LAZY = {
     "MinimalistTwoLayer": ".minimalist_two_layer",
     "DeepMatrixFactorization": ".matrix_factorization",
     "TwoLayerNet": ".two_layer",
+    "teacher_student": ".two_layer",
+    "teacher_student_data": ".two_layer",
     "from_jax": ".jax_problem",
     "JaxProblem": ".jax_problem",
 }
