@@ -138,11 +138,7 @@ class FreeEnergyFlow(AbstractModel):
     def factor_of(self, y) -> np.ndarray:
         """A factor U with Σ = UUᵀ (P, r'), for the third-derivative contraction."""
         _, S = self.split(y)
-        if self.storage == "factor":
-            return S
-        w, Q = np.linalg.eigh(0.5 * (S + S.T))
-        keep = w > 1e-300
-        return np.ascontiguousarray(Q[:, keep] * np.sqrt(w[keep]))
+        return S if self.storage == "factor" else self._factor_dense(S)
 
     # --- eigenpairs and the covariance generator ---------------------------------------
     def eigenpairs(self, theta):
