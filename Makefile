@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench install clean
+.PHONY: run test test-explore bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: $(STAMP)
 # Two pytest workers fill the two cores; one BLAS thread each avoids oversubscription.
 test: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider
+
+# The same suite with fresh random examples for the property tests (tests/conftest.py).
+test-explore: $(STAMP)
+	HYPOTHESIS_PROFILE=explore OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
