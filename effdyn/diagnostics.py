@@ -22,7 +22,9 @@ class Metrics:
 
     * ``loss_error``: model ``time_avg_loss`` vs GD's two-step loss average; scale = the
       range (max − min) of GD's loss over the window (``loss_scale``).
-    * ``sharpness_error``: model sharpness vs GD's two-step averaged sharpness; scale = 2/η.
+    * ``sharpness_error``: model sharpness vs GD's two-step averaged sharpness; scale = 2/η
+      for plain GD (the edge it hovers at), and GD's mean sharpness over the window for the
+      normalised and √E variants, whose sharpness is not tied to 2/η (``sharpness_scale``).
     * ``amplitude_error``: model amplitude vs GD's half-step amplitude; scale = the mean GD
       amplitude over the window (``amplitude_scale``; the error is absolute, in parameter
       units, when GD does not oscillate, i.e. when that mean is below 1e-12).
@@ -40,6 +42,7 @@ class Metrics:
     distance: float
     distance_abs: float
     loss_scale: float
+    sharpness_scale: float
     amplitude_scale: float
     mean_loss_model: float
     mean_loss_gd: float
@@ -149,7 +152,11 @@ def compare(gd_trajectory, solution, window=None) -> Metrics:
     # sharpness
     kk_s, sgd = in_window(avg["sharpness"])
     sm = model_at("sharpness", kk_s)
-    sharp_err = float(np.mean(np.abs(sm - sgd)) * eta / 2.0) if kk_s.size else float("nan")
+    if getattr(gd_trajectory, "variant", "gd") == "gd":
+        sharp_scale = 2.0 / eta
+    else:  # NGD and √E-GD drift along their minimisers far below 2/η
+        sharp_scale = float(np.mean(np.abs(sgd))) if kk_s.size else float("nan")
+    sharp_err = float(np.mean(np.abs(sm - sgd)) / sharp_scale) if kk_s.size else float("nan")
 
     # amplitude
     kk_a, agd = in_window(avg["amplitude"])
@@ -166,7 +173,7 @@ def compare(gd_trajectory, solution, window=None) -> Metrics:
     return Metrics(
         k0=k0, k1=k1, loss_error=loss_error, sharpness_error=sharp_err, amplitude_error=amp_err,
         distance=dist_abs / ref if ref > 0 else dist_abs, distance_abs=dist_abs, loss_scale=loss_scale,
-        amplitude_scale=amp_scale, mean_loss_model=float(np.mean(lm)), mean_loss_gd=float(np.mean(lgd)),
+        sharpness_scale=sharp_scale, amplitude_scale=amp_scale, mean_loss_model=float(np.mean(lm)), mean_loss_gd=float(np.mean(lgd)),
         mean_sharpness_model=float(np.mean(sm)) if sm.size else float("nan"),
         mean_sharpness_gd=float(np.mean(sgd)) if sgd.size else float("nan"),
         mean_amplitude_model=float(np.mean(am)), mean_amplitude_gd=amp_scale,

@@ -25,11 +25,13 @@ run when GD never reaches 2/η), see `effdyn.Metrics`:
 
 - **loss err**: mean |model time-averaged loss (F for the free-energy flow) − GD's two-step
   loss average|, divided by the range of GD's loss over the window;
-- **sharpness err**: mean |model sharpness − GD's two-step averaged sharpness| divided by 2/η;
+- **sharpness err**: mean |model sharpness − GD's two-step averaged sharpness| divided by 2/η
+  (by GD's mean sharpness in the cases run with normalised or √E GD);
 - **amplitude err**: mean |model oscillation amplitude (√(vᵀΣv)) − GD's half-step amplitude
   |v·(θ_{k+1} − θ_k)|/2|, relative to GD's mean amplitude (absolute when GD does not oscillate);
 - **distance**: RMS ‖θ_model − θ̄_GD‖ relative to the RMS ‖θ̄_GD‖ (θ̄ the two-step midpoint);
-- **mean ηS/2**: the model's mean sharpness over the window in units of 2/η (1 = at the edge);
+- **mean ηS/2**: the model's mean sharpness over the window in units of 2/η (1 = at the edge;
+  far below 1 for the normalised and √E variants, which have no edge at 2/η);
 - **nfev**: right-hand-side (drift) evaluations; for GD, the number of steps.
 
 Rows of runs that diverged or failed show no metrics (the netCDF files keep them); a run

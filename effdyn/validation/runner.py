@@ -443,7 +443,8 @@ def distance_series(mid_k, mid, sol):
 
 _METRIC_FIELDS = ("loss_error", "sharpness_error", "amplitude_error", "distance", "distance_abs",
                   "mean_loss_model", "mean_loss_gd", "mean_sharpness_model", "mean_sharpness_gd",
-                  "mean_amplitude_model", "mean_amplitude_gd", "loss_scale", "amplitude_scale", "k0", "k1")
+                  "mean_amplitude_model", "mean_amplitude_gd", "loss_scale", "sharpness_scale", "amplitude_scale",
+                  "k0", "k1")
 
 
 def case_dataset(result: CaseResult):
@@ -546,6 +547,7 @@ def case_dataset(result: CaseResult):
     onset = result.eos_onset
     attrs.update({"case": result.name, "title": result.title, "eta": float(setup.eta), "steps": int(setup.steps),
                   "dim": int(P), "case_status": result.status, "case_message": result.message,
+                  "gd_variant": str(getattr(traj, "variant", "gd")),
                   "gd_status": str(getattr(traj, "status", "success")), "gd_message": str(getattr(traj, "message", "")),
                   "eos_onset": -1 if onset is None else int(onset), "gd_wall_time": float(result.gd_wall),
                   "notes": setup.notes})
