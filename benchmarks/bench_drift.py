@@ -1,21 +1,26 @@
-"""θ-drift of the free-energy flow, −η(∇E + ½∇_θ⟨H, VVᵀ⟩), through three implementations.
+"""θ-drift of the free-energy flow, −η(∇E + ½∇_θ⟨H, VVᵀ⟩), through several implementations.
 
 For each problem size the same drift is computed by
 
-* ``numba``: the problem's compiled kernels, exactly as the model calls them
-  (``FreeEnergyFlow.theta_drift``: one ``_grad`` and one rank-r ``_third``);
+* ``numba``: the library's path, exactly as the model calls it
+  (``FreeEnergyFlow.theta_drift``: one ``problem._grad_third``, which for deep matrix
+  factorisation is the fused kernel ``effdyn.kernels.matrix_factorization._grad_third``
+  and for other problems the two calls ``_grad`` and a rank-r ``_third``);
+* ``separate``: for deep matrix factorisation, the two separate compiled kernels the
+  library used before the fused one (``_grad`` and ``_third_reference``), as a reference;
 * ``jax``: autodiff of ``problem.jax_loss()`` under ``jax.jit`` on CPU: ∇E by reverse
   mode and ∇_θ Σ_q u_qᵀHu_q as the gradient of forward-over-reverse HVPs (``jvp`` of the
   gradient); inputs are already JAX arrays, so the figure excludes host-to-device copies
   (the most favourable setting for JAX);
-* ``fused``: one compiled call for the whole θ-drift (a proposal for deep matrix
-  factorisation, ``proposed_kernels.py``; the library's fused kernel for the two-layer
-  network), to measure what fusing the two calls would buy;
+* ``fused``: for the two-layer network, the library's fused ``_contractions`` kernel
+  (one compiled call for the whole θ-drift, not yet used by ``FreeEnergyFlow``), to
+  measure what fusing the two calls would buy there (deep matrix factorisation has none:
+  its fused kernel is what ``numba`` measures);
 * ``numpy``: a plain NumPy implementation (matrix products): for deep matrix
   factorisation the one below, written from the definition, for the two-layer network the
   NumPy references shipped with its kernels.
 
-All three are checked to agree before being timed (``max_rel_diff``), so the timings are
+All are checked to agree before being timed (``max_rel_diff``), so the timings are
 of the same numbers. Sizes: deep matrix factorisation at depth 3 with growing d
 (P = 3d²) and the teacher–student two-layer network (n = 100, d = 5) with growing
 width N (P = 6N), P from ~10 to ~10⁵.
@@ -88,7 +93,7 @@ def dmf_numpy_third(theta, U, s, M):
     return out
 
 
-# --- the three drifts ----------------------------------------------------------------------
+# --- the drifts ----------------------------------------------------------------------------
 def jax_theta_drift(problem):
     """Jitted JAX θ-drift (θ, U, η) ↦ −η(∇E + ½∇_θ Σ_q u_qᵀHu_q) from ``problem.jax_loss()``."""
     from effdyn._jax import import_jax
@@ -134,20 +139,32 @@ def numpy_theta_drift(problem):
     return None
 
 
-def fused_theta_drift(problem):
-    """A one-call compiled θ-drift (θ, U, η) ↦ −η(∇E + ½Σ_q ∇(u_qᵀHu_q)), or None.
+def separate_theta_drift(problem):
+    """The θ-drift (θ, U, η) from two separate compiled kernels, where the library now uses
+    one fused kernel, or None.
 
-    Deep matrix factorisation: the prototype in ``proposed_kernels.py`` (a proposal for the
-    library). Two-layer network: the library's own fused ``_contractions`` kernel (one
-    forward and one backward pass for the gradient and the contraction together), which
-    ``FreeEnergyFlow`` does not use yet.
+    Deep matrix factorisation: ``_grad`` and ``_third_reference``, the pair of calls
+    ``FreeEnergyFlow`` made before the fused ``_grad_third`` moved into the library.
+    """
+    if type(problem).__name__ == "DeepMatrixFactorization":
+        from effdyn.kernels import matrix_factorization as k
+
+        params = problem.numba_kernels.params
+        return lambda th, U, eta: -eta * (k._grad(th, params)
+                                          + 0.5 * k._third_reference(th, U, np.ones(U.shape[1]), params))
+    return None
+
+
+def fused_theta_drift(problem):
+    """A one-call compiled θ-drift (θ, U, η) ↦ −η(∇E + ½Σ_q ∇(u_qᵀHu_q)) that the library
+    does not use yet, or None.
+
+    Two-layer network: the library's own fused ``_contractions`` kernel (one forward and
+    one backward pass for the gradient and the contraction together), which
+    ``FreeEnergyFlow`` does not call. Deep matrix factorisation: None, its fused kernel is
+    the library's path (the ``numba`` column).
     """
     name = type(problem).__name__
-    if name == "DeepMatrixFactorization":
-        from proposed_kernels import dmf_fused_drift
-
-        M = problem.target
-        return lambda th, U, eta: dmf_fused_drift(th, U, np.ones(U.shape[1]), -eta, -0.5 * eta, M)
     if name == "TwoLayerNet":
         from effdyn.kernels import two_layer as k
 
@@ -157,12 +174,13 @@ def fused_theta_drift(problem):
 
 
 def drift_record(problem, theta, *, rank=1, eta=ETA, repeats=15, min_time=0.003, label=None, size=None,
-                 backends=("numba", "fused", "jax", "numpy")):
+                 backends=("numba", "separate", "fused", "jax", "numpy")):
     """Time one θ-drift evaluation per backend (interleaved, best of ``repeats``).
 
     Returns a flat record: seconds per evaluation of each backend (``<backend>_s``), the
-    ratios to numba (``<backend>_over_numba``), the cost of ``_grad`` and ``_third`` alone,
-    and the largest relative disagreement between the backends' results.
+    ratios to numba (``<backend>_over_numba``), the cost of ``_grad`` and ``_third`` alone
+    (the problem's own kernels), and the largest relative disagreement between the
+    backends' results.
     """
     from effdyn.models import FreeEnergyFlow
 
@@ -182,6 +200,10 @@ def drift_record(problem, theta, *, rank=1, eta=ETA, repeats=15, min_time=0.003,
         th_j, U_j, eta_j = jnp.asarray(theta), jnp.asarray(U), jnp.asarray(eta)
         fns["jax"] = lambda: f(th_j, U_j, eta_j).block_until_ready()
         results["jax"] = np.asarray(f(th_j, U_j, eta_j))
+    g_sep = separate_theta_drift(problem) if "separate" in backends else None
+    if g_sep is not None:
+        fns["separate"] = lambda: g_sep(theta, U, eta)
+        results["separate"] = g_sep(theta, U, eta)
     g_fused = fused_theta_drift(problem) if "fused" in backends else None
     if g_fused is not None:
         fns["fused"] = lambda: g_fused(theta, U, eta)
@@ -200,7 +222,7 @@ def drift_record(problem, theta, *, rank=1, eta=ETA, repeats=15, min_time=0.003,
     for name, v in t.items():
         rec[f"{name}_s"] = v["best"]
         rec[f"{name}_median_s"] = v["median"]
-    for name in ("jax", "numpy", "fused"):
+    for name in ("jax", "numpy", "fused", "separate"):
         if name in t:
             rec[f"{name}_over_numba"] = t[name]["best"] / t["numba"]["best"]
     if "fused" in t and "jax" in t:
@@ -236,6 +258,7 @@ def _line(rec) -> str:
     return (f"  {rec['problem']:<28} {rec['size']:>8} P={rec['P']:>7}  numba {rec['numba_s'] * 1e6:10.1f} µs  "
             f"jax/numba {rec.get('jax_over_numba', float('nan')):6.2f}  "
             f"numpy/numba {rec.get('numpy_over_numba', float('nan')):6.2f}  "
+            f"separate/numba {rec.get('separate_over_numba', float('nan')):6.2f}  "
             f"jax/fused {rec.get('jax_over_fused', float('nan')):6.2f}  diff {rec['max_rel_diff']:.1e}")
 
 

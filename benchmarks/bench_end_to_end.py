@@ -44,15 +44,23 @@ def case_setup(name, steps):
 
 
 class _Counter:
-    """Counts the oracle calls a model makes (instance attributes shadow the methods)."""
+    """Counts the oracle calls a model makes (instance attributes shadow the methods).
+
+    The θ-drift calls ``problem._grad_third(θ, U, s, a, b)`` once: it is counted as one
+    gradient (a ≠ 0) and one contraction (b ≠ 0, U with columns), weighted like the
+    separate calls, and the ``_grad``/``_third`` calls it makes itself (the base-class
+    default) are not counted again.
+    """
 
     def __init__(self, model):
         self.model, self.problem = model, model.problem
         self.counts = {"grad": 0, "third": 0, "hvp": 0, "eig": 0, "third_columns": 0}
         self._wrapped = []
+        self._in_grad_third = False
         self._wrap(self.problem, "_grad", "grad")
         self._wrap(self.problem, "_hvp", "hvp")
         self._wrap(self.problem, "_third", "third", columns=True)
+        self._wrap_grad_third(self.problem)
         self._wrap(model, "eigenpairs", "eig")
 
     def _wrap(self, obj, attr, key, columns=False):
@@ -60,13 +68,33 @@ class _Counter:
         counts = self.counts
 
         def wrapped(*args, **kwargs):
-            counts[key] += 1
-            if columns:
-                counts["third_columns"] += np.shape(args[1])[1] if np.ndim(args[1]) == 2 else 1
+            if not (self._in_grad_third and key in ("grad", "third")):
+                counts[key] += 1
+                if columns:
+                    counts["third_columns"] += np.shape(args[1])[1] if np.ndim(args[1]) == 2 else 1
             return fn(*args, **kwargs)
 
         setattr(obj, attr, wrapped)
         self._wrapped.append((obj, attr))
+
+    def _wrap_grad_third(self, problem):
+        fn = problem._grad_third
+        counts = self.counts
+
+        def wrapped(theta, U, s, a, b):
+            if a != 0:
+                counts["grad"] += 1
+            if b != 0 and U.shape[1]:
+                counts["third"] += 1
+                counts["third_columns"] += U.shape[1]
+            self._in_grad_third = True
+            try:
+                return fn(theta, U, s, a, b)
+            finally:
+                self._in_grad_third = False
+
+        problem._grad_third = wrapped
+        self._wrapped.append((problem, "_grad_third"))
 
     def pause(self):
         """Remove the wrappers (before observables are computed)."""

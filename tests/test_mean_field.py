@@ -70,6 +70,21 @@ def test_drift_matches_jax_autodiff():
     assert rel_err(m.drift(0.0, y), dj) <= 1e-9
 
 
+def test_diffrax_and_scipy_solutions_agree():
+    # the same kinetic trajectory from the JAX drift (diffrax Dopri8) and the numba drift
+    # (scipy DOP853): two implementations and two integrators, one answer
+    p, m, theta, U = small_model(N=4, n=8, d=3, rank=1, seed=5)
+    steps = 30
+    kw = dict(rtol=1e-10, atol=1e-12, save_every=10, u0=0.05 * U)
+    a = ed.solve(m, theta, steps, solver="scipy:DOP853", **kw)
+    b = ed.solve(m, theta, steps, solver="diffrax:Dopri8", **kw)
+    assert np.array_equal(a.k, b.k) and a.k[-1] == steps
+    assert rel_err(b.y, a.y) <= 1e-7
+    # not a trivial trajectory: θ̄ moved and u changed over the horizon
+    assert np.linalg.norm(a.y[-1, : p.dim] - theta) > 1e-3 * np.linalg.norm(theta)
+    assert rel_err(a.y[-1, p.dim:], a.y[0, p.dim:]) > 1e-2
+
+
 def test_log_form_is_the_thresholded_matrix_log():
     p, m, theta, U = small_model(N=3, d=2, rank=2, form="log", krylov_dim=9, clip=0.2)
     H = p.hessian(theta)

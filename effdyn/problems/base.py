@@ -5,6 +5,8 @@ Every model and the GD reference talk to a problem only through this interface:
 * ``loss(θ)``, ``grad(θ)``, ``hvp(θ, v)``, ``hessian(θ)`` (small P only);
 * ``third(θ, U, s)`` = ∇_θ Σ_r s_r u_rᵀ H(θ) u_r, the third-derivative contraction that
   the free-energy and central flows need (theory §1);
+* ``_grad_third(θ, U, s, a, b)`` = a·∇E + b·third(θ, U, s), what the free-energy θ-drift
+  evaluates; by default the two calls, overridden where one fused kernel is faster;
 * ``dim``, ``init(seed)`` where a natural initialisation exists, ``loss_min`` where the
   infimum of E is known (GD on √(E − E_min) needs it).
 
@@ -84,6 +86,18 @@ class Problem(ABC):
             "contraction ∇_θ Σ_r s_r u_rᵀ H u_r). Implement `_third`, or wrap the loss "
             "with `effdyn.problems.from_jax` to get it by autodiff."
         )
+
+    def _grad_third(self, theta: np.ndarray, U: np.ndarray, s: np.ndarray, a: float, b: float) -> np.ndarray:
+        """a·∇E(θ) + b·∇_θ Σ_r s_r u_rᵀ H(θ) u_r (U: (P, r) C-contiguous, s: (r,)).
+
+        The free-energy θ-drift is −η times this with a = 1, b = ½. This default makes
+        the two calls (each skipped when its coefficient is 0, the contraction also when U
+        has no columns); problems with a kernel that shares the work override it.
+        """
+        g = a * self._grad(theta) if a != 0 else np.zeros(self.dim)
+        if b != 0 and U.shape[1]:
+            g = g + b * self._third(theta, U, s)
+        return g
 
     @property
     def has_third(self) -> bool:

@@ -25,7 +25,9 @@ class DeepMatrixFactorization(CompiledProblem):
     θ is the concatenation of the row-major flattened W_1, ..., W_L (W_1 first, and
     rightmost in the product), so P = L·d² and ``theta.reshape(L, d, d)[i]`` is W_{i+1}.
     All derivatives, including the third-derivative contraction, are closed-form
-    products of partial factor products (see :mod:`effdyn.kernels.matrix_factorization`).
+    products of partial factor products (see :mod:`effdyn.kernels.matrix_factorization`);
+    ∇E and the contraction of the free-energy drift come from one fused kernel
+    (``_grad_third``).
 
     Parameters
     ----------
@@ -75,6 +77,12 @@ class DeepMatrixFactorization(CompiledProblem):
     @property
     def numba_kernels(self) -> NumbaKernels:
         return self._kernels
+
+    def _grad_third(self, theta, U, s, a, b):
+        # One fused kernel for a·∇E + b·contraction: shares the partial products between
+        # the two and skips the identity/zero factors at the chain ends (measured 1.8–4×
+        # faster than the two separate calls at depth 3; see the kernel module).
+        return _k._grad_third(theta, np.ascontiguousarray(U), s, float(a), float(b), self._kernels.params)
 
     def factors(self, theta) -> np.ndarray:
         """The factors as an array of shape (depth, d, d); ``[i]`` is W_{i+1}."""
