@@ -3,19 +3,17 @@
 For each problem size the same drift is computed by
 
 * ``numba``: the library's path, exactly as the model calls it
-  (``FreeEnergyFlow.theta_drift``: one ``problem._grad_third``, which for deep matrix
-  factorisation is the fused kernel ``effdyn.kernels.matrix_factorization._grad_third``
-  and for other problems the two calls ``_grad`` and a rank-r ``_third``);
-* ``separate``: for deep matrix factorisation, the two separate compiled kernels the
-  library used before the fused one (``_grad`` and ``_third_reference``), as a reference;
+  (``FreeEnergyFlow.theta_drift``: one ``problem._grad_third``, which is a fused kernel
+  for both problems here: ``effdyn.kernels.matrix_factorization._grad_third`` and
+  ``effdyn.kernels.two_layer._grad_third``; problems without one make the two calls
+  ``_grad`` and a rank-r ``_third``);
+* ``separate``: the two separate compiled calls the library made before the fused kernel,
+  as a reference: ``_grad`` and ``_third_reference`` for deep matrix factorisation, the
+  base-class default ``_grad`` + ``_third`` for the two-layer network;
 * ``jax``: autodiff of ``problem.jax_loss()`` under ``jax.jit`` on CPU: ∇E by reverse
   mode and ∇_θ Σ_q u_qᵀHu_q as the gradient of forward-over-reverse HVPs (``jvp`` of the
   gradient); inputs are already JAX arrays, so the figure excludes host-to-device copies
   (the most favourable setting for JAX);
-* ``fused``: for the two-layer network, the library's fused ``_contractions`` kernel
-  (one compiled call for the whole θ-drift, not yet used by ``FreeEnergyFlow``), to
-  measure what fusing the two calls would buy there (deep matrix factorisation has none:
-  its fused kernel is what ``numba`` measures);
 * ``numpy``: a plain NumPy implementation (matrix products): for deep matrix
   factorisation the one below, written from the definition, for the two-layer network the
   NumPy references shipped with its kernels.
@@ -143,38 +141,27 @@ def separate_theta_drift(problem):
     """The θ-drift (θ, U, η) from two separate compiled kernels, where the library now uses
     one fused kernel, or None.
 
-    Deep matrix factorisation: ``_grad`` and ``_third_reference``, the pair of calls
-    ``FreeEnergyFlow`` made before the fused ``_grad_third`` moved into the library.
+    The pair of calls ``FreeEnergyFlow`` made before the fused ``_grad_third`` moved into
+    the library. Deep matrix factorisation: ``_grad`` and ``_third_reference``. Two-layer
+    network: the base-class ``Problem._grad_third``, i.e. the problem's ``_grad`` and
+    ``_third`` (two forward and two backward passes).
     """
-    if type(problem).__name__ == "DeepMatrixFactorization":
+    name = type(problem).__name__
+    if name == "DeepMatrixFactorization":
         from effdyn.kernels import matrix_factorization as k
 
         params = problem.numba_kernels.params
         return lambda th, U, eta: -eta * (k._grad(th, params)
                                           + 0.5 * k._third_reference(th, U, np.ones(U.shape[1]), params))
-    return None
-
-
-def fused_theta_drift(problem):
-    """A one-call compiled θ-drift (θ, U, η) ↦ −η(∇E + ½Σ_q ∇(u_qᵀHu_q)) that the library
-    does not use yet, or None.
-
-    Two-layer network: the library's own fused ``_contractions`` kernel (one forward and
-    one backward pass for the gradient and the contraction together), which
-    ``FreeEnergyFlow`` does not call. Deep matrix factorisation: None, its fused kernel is
-    the library's path (the ``numba`` column).
-    """
-    name = type(problem).__name__
     if name == "TwoLayerNet":
-        from effdyn.kernels import two_layer as k
+        from effdyn.problems.base import Problem
 
-        if hasattr(k, "_contractions") and hasattr(problem, "run_kernel"):
-            return lambda th, U, eta: problem.run_kernel(k._contractions, th, U, -eta, -0.5 * eta, 0.0)[0]
+        return lambda th, U, eta: -eta * Problem._grad_third(problem, th, U, np.ones(U.shape[1]), 1.0, 0.5)
     return None
 
 
 def drift_record(problem, theta, *, rank=1, eta=ETA, repeats=15, min_time=0.003, label=None, size=None,
-                 backends=("numba", "separate", "fused", "jax", "numpy")):
+                 backends=("numba", "separate", "jax", "numpy")):
     """Time one θ-drift evaluation per backend (interleaved, best of ``repeats``).
 
     Returns a flat record: seconds per evaluation of each backend (``<backend>_s``), the
@@ -204,10 +191,6 @@ def drift_record(problem, theta, *, rank=1, eta=ETA, repeats=15, min_time=0.003,
     if g_sep is not None:
         fns["separate"] = lambda: g_sep(theta, U, eta)
         results["separate"] = g_sep(theta, U, eta)
-    g_fused = fused_theta_drift(problem) if "fused" in backends else None
-    if g_fused is not None:
-        fns["fused"] = lambda: g_fused(theta, U, eta)
-        results["fused"] = g_fused(theta, U, eta)
     g_np = numpy_theta_drift(problem) if "numpy" in backends else None
     if g_np is not None:
         fns["numpy"] = lambda: g_np(theta, U, eta)
@@ -222,11 +205,9 @@ def drift_record(problem, theta, *, rank=1, eta=ETA, repeats=15, min_time=0.003,
     for name, v in t.items():
         rec[f"{name}_s"] = v["best"]
         rec[f"{name}_median_s"] = v["median"]
-    for name in ("jax", "numpy", "fused", "separate"):
+    for name in ("jax", "numpy", "separate"):
         if name in t:
             rec[f"{name}_over_numba"] = t[name]["best"] / t["numba"]["best"]
-    if "fused" in t and "jax" in t:
-        rec["jax_over_fused"] = t["jax"]["best"] / t["fused"]["best"]
     rec["third_over_grad"] = t["third"]["best"] / t["grad"]["best"]
     return rec
 
@@ -258,8 +239,7 @@ def _line(rec) -> str:
     return (f"  {rec['problem']:<28} {rec['size']:>8} P={rec['P']:>7}  numba {rec['numba_s'] * 1e6:10.1f} µs  "
             f"jax/numba {rec.get('jax_over_numba', float('nan')):6.2f}  "
             f"numpy/numba {rec.get('numpy_over_numba', float('nan')):6.2f}  "
-            f"separate/numba {rec.get('separate_over_numba', float('nan')):6.2f}  "
-            f"jax/fused {rec.get('jax_over_fused', float('nan')):6.2f}  diff {rec['max_rel_diff']:.1e}")
+            f"separate/numba {rec.get('separate_over_numba', float('nan')):6.2f}  diff {rec['max_rel_diff']:.1e}")
 
 
 if __name__ == "__main__":

@@ -131,18 +131,15 @@ def targets(b: dict) -> list[dict]:
         rs = [r for r in dr["records"] if r["problem"] == prob and "jax_over_numba" in r]
         small = [r for r in rs if r["P"] <= 1000]
 
-        def fused(w, key="jax_over_fused"):  # two-layer only: DMF's fused kernel is the numba path
-            return f"; fused kernel (not in the library) {w[key]:.2f}×" if key in w else ""
-
         if small:
             w = min(small, key=lambda r: r["jax_over_numba"])
             add(f"numba vs JAX-jit drift, {prob}, P ≤ 1000", "numba ≥ 5× faster",
-                f"{w['jax_over_numba']:.2f}× (worst, P={w['P']}){fused(w)}", w["jax_over_numba"] >= 5)
+                f"{w['jax_over_numba']:.2f}× (worst, P={w['P']})", w["jax_over_numba"] >= 5)
         large = [r for r in rs if r["P"] >= 50_000]
         if large:
             w = min(large, key=lambda r: r["jax_over_numba"])
             add(f"numba vs JAX-jit drift, {prob}, P ≈ 10⁵", "numba not slower (≥ 1×)",
-                f"{w['jax_over_numba']:.2f}× (P={w['P']}){fused(w)}", w["jax_over_numba"] >= 1)
+                f"{w['jax_over_numba']:.2f}× (P={w['P']})", w["jax_over_numba"] >= 1)
     e2e = b.get("end_to_end", {})
     for case in e2e.get("cases", []) + e2e.get("long_cases", []):
         adaptive = [r for r in case["flow"] if r.get("status") == "success" and r["solver"] != "map"]
@@ -193,11 +190,10 @@ def summary_markdown(res: dict) -> str:
         out += ["## Free-energy θ-drift (grad + rank-1 third contraction) per evaluation", "",
                 _t([[r["problem"], r["size"], r["P"], _f(r["numba_s"] * 1e6, "{:.1f}"), _f(r.get("jax_over_numba")),
                      _f(r.get("numpy_over_numba")), _f(r.get("separate_over_numba")), _f(r.get("third_over_grad")),
-                     _f(r.get("fused_s", 0) * 1e6 or None, "{:.1f}"), _f(r.get("jax_over_fused")),
                      _f(r["max_rel_diff"], "{:.0e}")]
                     for r in d["records"]],
                    ["problem", "size", "P", "numba µs", "JAX-jit / numba", "NumPy / numba", "separate / numba",
-                    "third / grad", "fused µs", "JAX-jit / fused", "max rel. diff"]), ""]
+                    "third / grad", "max rel. diff"]), ""]
     elif "error" in d:
         out += ["## Drift kernels", "", f"failed: {d['error']}", ""]
     k = b.get("kinetic", {})
@@ -299,7 +295,7 @@ def plot(res: dict, path) -> None:
     fig, ax = plt.subplots(2, 2, figsize=(10, 7.5))
     a = ax[0, 0]
     d = b.get("drift", {}).get("records", [])
-    colours = {"numba": "C0", "jax": "C1", "numpy": "C2", "fused": "C3", "separate": "C4"}
+    colours = {"numba": "C0", "jax": "C1", "numpy": "C2", "separate": "C4"}
     for prob, style in zip(sorted({r["problem"] for r in d}), ("-o", "--s")):
         rs = sorted([r for r in d if r["problem"] == prob], key=lambda r: r["P"])
         for be, col in colours.items():

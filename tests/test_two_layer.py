@@ -292,3 +292,66 @@ def test_one_compiled_kernel_serves_every_activation_width_and_scaling():
             q, th, _ = random_net(act, scaling, 7, 6, 3, 1)
             q.grad(th), q.hvp(th, th), q.loss(th), q.third(th, th)
     assert compile_count() == before
+
+
+# --- the fused free-energy θ-drift ------------------------------------------------------------
+@pytest.mark.parametrize("act", SMOOTH)
+@pytest.mark.parametrize("scaling", SCALINGS)
+@pytest.mark.parametrize("r", [1, 2])
+def test_grad_third_equals_grad_plus_third(act, scaling, r):
+    """``_grad_third`` (one fused kernel) = a·_grad + b·_third for s ∝ 1 (the free-energy
+    drift's s = 1 among them) and for unequal s, zero and negative weights included."""
+    p, theta, rng = random_net(act, scaling, 7, 9, 3, 20 + r)
+    U = np.ascontiguousarray(rng.standard_normal((p.dim, r)))
+    a, b = (float(x) for x in rng.uniform(-2.0, 2.0, 2))
+    weights = [np.ones(r), rng.uniform(-2.0, 2.0) * np.ones(r), rng.uniform(-2.0, 2.0, r)]
+    if r == 2:
+        weights += [np.array([0.0, -1.3]), np.array([0.8, -0.8])]
+    for s in weights:
+        want = a * p._grad(theta) + b * p._third(theta, U, s)
+        assert rel_err(p._grad_third(theta, U, s, a, b), want) <= 1e-12
+        assert rel_err(K._grad_third(theta, U, s, a, b, p.params), want) <= 1e-12
+    # b = 0 or s = 0 or no directions: the gradient alone; a = 0: the contraction alone
+    g = p._grad(theta)
+    assert rel_err(p._grad_third(theta, U, np.ones(r), a, 0.0), a * g) <= 1e-14
+    assert rel_err(p._grad_third(theta, U, np.zeros(r), a, b), a * g) <= 1e-14
+    assert rel_err(p._grad_third(theta, np.zeros((p.dim, 0)), np.zeros(0), a, b), a * g) <= 1e-14
+    assert rel_err(p._grad_third(theta, U, np.ones(r), 0.0, b), b * p._third(theta, U, np.ones(r))) <= 1e-12
+
+
+def test_grad_third_matches_jax_and_is_the_free_energy_drift():
+    from effdyn.models import FreeEnergyFlow
+
+    p, theta, rng = random_net("gelu", "standard", 6, 8, 3, 31)
+    U = np.ascontiguousarray(rng.standard_normal((p.dim, 2)))
+    s = np.array([0.6, -1.1])
+    a, b = 0.7, -1.9
+    grad = jax.grad(p.jax_loss())
+
+    def curvature(th):
+        HU = jax.vmap(lambda u: jax.jvp(grad, (th,), (u,))[1], in_axes=1, out_axes=1)(jnp.asarray(U))
+        return jnp.sum(jnp.asarray(s) * jnp.sum(jnp.asarray(U) * HU, axis=0))
+
+    th = jnp.asarray(theta)
+    want = a * np.asarray(grad(th)) + b * np.asarray(jax.grad(curvature)(th))
+    assert rel_err(p._grad_third(theta, U, s, a, b), want) <= 1e-9
+    # the free-energy θ-drift goes through the fused kernel: −η(∇E + ½ Σ_q ∇(u_qᵀHu_q))
+    eta = 0.3
+    model = FreeEnergyFlow(p, eta, rank=2)
+    ref = -eta * (K.reference_grad(theta, p.X, p.y, p.c, p.act.code)
+                  + 0.5 * K.reference_third(theta, U, np.ones(2), p.X, p.y, p.c, p.act.code))
+    assert rel_err(model.theta_drift(theta, U), ref) <= 1e-12
+
+
+def test_grad_third_does_not_recompile():
+    p, theta, rng = random_net("tanh", "mean-field", 3, 4, 2, 0)
+    U = np.ascontiguousarray(rng.standard_normal((p.dim, 2)))
+    p._grad_third(theta, U, np.ones(2), 1.0, 0.5)
+    before = compile_count()
+    for act in SMOOTH:
+        for scaling in SCALINGS:
+            q, th, rng = random_net(act, scaling, 5, 6, 3, 1)
+            V = np.ascontiguousarray(rng.standard_normal((q.dim, 2)))
+            q._grad_third(th, V, np.array([1, -2]), 1, 0)  # int weights and coefficients are cast
+            q._grad_third(th, V, np.ones(2), -0.05, -0.025)
+    assert compile_count() == before

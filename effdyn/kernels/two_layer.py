@@ -37,6 +37,10 @@ calling thread. A ``prange`` version of those loops was measured and dropped: on
 calls a ``parallel=True`` kernel segfaults when loaded from numba's cache in a new
 process (numba issue #8578), which all of the problem kernels would do.
 
+The free-energy θ-drift a·∇L + b·Σ_q s_q ∇(u_qᵀHu_q) is one forward and one backward
+pass (:func:`_grad_third`, what ``TwoLayerNet._grad_third`` calls) instead of the two of
+``_grad`` followed by ``_third``.
+
 Lanczos calls H(θ)v many times at one θ: :func:`_linearise` keeps σ, σ', σ'' at θ and
 :func:`_hvp_linearised` then needs no transcendental function (``TwoLayerNet._hvp`` uses
 this pair up to ``CACHE_MAX_PAIRS``).
@@ -426,6 +430,34 @@ def _contractions(theta, U, wg, wt, wh, params):
     """(wg·∇L + wt·Σ_q ∇(u_qᵀHu_q), wh·HU) from one forward and one backward pass."""
     f, Df, D2f = _forward(theta, U, params, True)
     return _backward(theta, U, params, f - params[2], Df, D2f, wg, np.full(U.shape[1], wt), wh)
+
+
+@jit
+def _grad_third(theta, U, s, a, b, params):
+    """a·∇L + b·Σ_q s_q ∇(u_qᵀHu_q) (the free-energy θ-drift up to −η) in one call.
+
+    The same single forward and backward pass as :func:`_contractions`, with the
+    per-direction weights w_q = b·s_q that :func:`_backward` accepts (so any s, not only
+    s ∝ 1), and no Hessian-vector products. The separate ``_grad`` and ``_third`` make two
+    forward and two backward passes, recomputing the activations in each. With every
+    b·s_q = 0 the directions are dropped and this is the gradient pass alone.
+    """
+    P = theta.shape[0]
+    r = U.shape[1]
+    wt = np.empty(r)
+    do_t = False
+    for q in range(r):
+        wt[q] = b * s[q]
+        if wt[q] != 0.0:
+            do_t = True
+    if do_t:
+        f, Df, D2f = _forward(theta, U, params, True)
+        G, HU = _backward(theta, U, params, f - params[2], Df, D2f, a, wt, 0.0)
+        return G
+    V = _no_directions(P)
+    f, Df, D2f = _forward(theta, V, params, False)
+    G, HU = _backward(theta, V, params, f - params[2], Df, D2f, a, np.zeros(0), 0.0)
+    return G
 
 
 @jit
