@@ -245,7 +245,8 @@ def test_scipy_and_diffrax_agree():
     np.testing.assert_allclose(b.y, a.y, rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("storage,form", [("factor", "log"), ("dense", "log"), ("dense", "rate")])
+@pytest.mark.parametrize("storage,form", [("factor", "log"), ("log-factor", "log"), ("dense", "log"),
+                                          ("dense", "rate")])
 def test_numba_drift_equals_jax_drift(storage, form):
     import jax.numpy as jnp
 
@@ -257,7 +258,7 @@ def test_numba_drift_equals_jax_drift(storage, form):
     model = FreeEnergyFlow(prob, 2.1 / S0, rank=2, storage=storage, sigma_form=form, n_track=3,
                            threshold=0.5 * S0)
     V = 0.05 * rng.normal(size=(prob.dim, 2))
-    y = model.initial_state(theta, sigma0=V if storage == "factor" else V @ V.T)
+    y = model.initial_state(theta, sigma0=V if storage != "dense" else V @ V.T)
     f = model.jax_drift()
     ref = np.asarray(f(0.0, jnp.asarray(y), model.jax_args()))
     np.testing.assert_allclose(model.drift(0.0, y), ref, rtol=1e-9, atol=1e-12 * np.max(np.abs(ref)))

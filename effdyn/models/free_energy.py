@@ -43,8 +43,15 @@ class FreeEnergyFlow(AbstractModel):
     sigma_form : {"log", "rate"}
         Covariance equation. "log" (default) is exact every two GD steps for frozen H and
         keeps the rank of Σ; "rate" is the small-step form and needs ``storage="dense"``.
-    storage : {"factor", "dense"}
-        Σ stored as its factor V (P × r, default) or as a dense P × P matrix (small P).
+    storage : {"factor", "log-factor", "dense"}
+        Σ stored as its factor V (P × r, default), as the same factor in log-amplitude
+        coordinates, or as a dense P × P matrix (small P). "log-factor" keeps each column as
+        V_j = e^{ρ_j} v̂_j (state: θ, ρ (r), v̂ (P × r)), the same vector field written for
+        log-amplitudes: the oscillation amplitude spans ~15 decades between its round-off
+        seed and the Edge of Stability, and in these coordinates an adaptive integrator
+        controls its error relatively at every size, so loose tolerances stay accurate
+        through the onset (see :meth:`atol_weights`). Log form only; every column of the
+        initial factor must be nonzero.
     n_track : int, optional
         Number of top eigenpairs of H computed per drift evaluation (default r + 1).
     threshold : float, optional
@@ -84,7 +91,9 @@ class FreeEnergyFlow(AbstractModel):
         self.sigma_form = choice(sigma_form, "sigma_form", ("log", "rate"))
         if storage is None:
             storage = "dense" if sigma_form == "rate" else "factor"
-        self.storage = choice(storage, "storage", ("factor", "dense"))
+        self.storage = choice(storage, "storage", ("factor", "log-factor", "dense"))
+        # factor and log-factor storage carry V (Σ = VVᵀ); log-factor only changes coordinates
+        self._factored = self.storage != "dense"
         if self.sigma_form == "rate" and self.storage != "dense":
             raise ValueError(
                 "`sigma_form='rate'` fills in the rank of Σ and cannot be stored as a factor; "
@@ -111,6 +120,9 @@ class FreeEnergyFlow(AbstractModel):
         self.dense_max = nonneg_int(dense_max, "dense_max")
         if not isinstance(relative_sigma_tol, bool):
             raise TypeError(f"`relative_sigma_tol` must be True or False; got {relative_sigma_tol!r}.")
+        if relative_sigma_tol and self.storage == "log-factor":
+            raise ValueError("`relative_sigma_tol` is not needed with `storage='log-factor'` (its amplitude "
+                             "coordinates are already controlled relatively); drop it.")
         self.relative_sigma_tol = relative_sigma_tol
         self._warm = None  # last tracked eigenvectors, a warm start for Lanczos
 
@@ -118,6 +130,8 @@ class FreeEnergyFlow(AbstractModel):
     @property
     def sigma_size(self) -> int:
         P = self.dim
+        if self.storage == "log-factor":
+            return self.rank + P * self.rank
         return P * self.rank if self.storage == "factor" else P * P
 
     @property
@@ -127,18 +141,41 @@ class FreeEnergyFlow(AbstractModel):
     def split(self, y):
         """(θ, S) with S the factor V (P, r) or the dense Σ (P, P)."""
         P = self.dim
+        if self.storage == "log-factor":
+            theta, rho, Vhat = self.log_parts(y)
+            return theta, Vhat * np.exp(rho)[..., None, :]
         shape = (P, self.rank) if self.storage == "factor" else (P, P)
         return y[..., :P], y[..., P:].reshape(y.shape[:-1] + shape)
+
+    def log_parts(self, y):
+        """(θ, ρ, v̂) of a ``storage="log-factor"`` state: V = v̂·diag(e^ρ)."""
+        P, r = self.dim, self.rank
+        return y[..., :P], y[..., P:P + r], y[..., P + r:].reshape(y.shape[:-1] + (P, r))
+
+    def to_log_factor(self, V) -> np.ndarray:
+        """[ρ, v̂] of a factor V (P, r): ρ_j = log‖V_j‖, v̂_j = V_j/‖V_j‖ (a zero column gives
+        ρ = −inf, which the solvers stop on as non-finite)."""
+        norms = np.linalg.norm(V, axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.concatenate([np.log(norms), (V / norms).ravel()])
+
+    def _log_factor_rate(self, y, dV) -> np.ndarray:
+        """(dρ, dv̂) from dV with V = v̂ e^ρ: D = dV e^{−ρ}, dρ = v̂ᵀD/‖v̂‖², dv̂ = D − v̂ dρ
+        (dv̂ ⟂ v̂, so ‖v̂‖ stays put up to the integrator's error; V is exact either way)."""
+        _, rho, Vhat = self.log_parts(y)
+        D = dV * np.exp(-rho)
+        drho = np.sum(Vhat * D, axis=0) / np.sum(Vhat**2, axis=0)
+        return np.concatenate([drho, (D - Vhat * drho).ravel()])
 
     def sigma_of(self, y) -> np.ndarray:
         """Dense Σ (P, P) of a state."""
         _, S = self.split(y)
-        return S @ np.swapaxes(S, -1, -2) if self.storage == "factor" else S
+        return S @ np.swapaxes(S, -1, -2) if self._factored else S
 
     def factor_of(self, y) -> np.ndarray:
         """A factor U with Σ = UUᵀ (P, r'), for the third-derivative contraction."""
         _, S = self.split(y)
-        return S if self.storage == "factor" else self._factor_dense(S)
+        return S if self._factored else self._factor_dense(S)
 
     # --- eigenpairs and the covariance generator ---------------------------------------
     def eigenpairs(self, theta):
@@ -172,7 +209,7 @@ class FreeEnergyFlow(AbstractModel):
             return g
         g = g.copy()
         r = min(self.rank, len(g))
-        if self.storage == "factor":
+        if self._factored:
             m = np.sum((Q[:, :r].T @ S) ** 2, axis=1)
         else:
             m = np.einsum("pi,pq,qi->i", Q[:, :r], S, Q[:, :r])
@@ -184,7 +221,7 @@ class FreeEnergyFlow(AbstractModel):
     # --- dynamics ---------------------------------------------------------------------
     def theta_drift(self, theta, S) -> np.ndarray:
         """dθ/dk = −η(∇E + ½∇_θ⟨H, Σ⟩)."""
-        U = S if self.storage == "factor" else self._factor_dense(S)
+        U = S if self._factored else self._factor_dense(S)
         # One call for ∇E + ½∇_θ Σ_r u_rᵀHu_r (a fused kernel where the problem has one;
         # a = 1, b = ½ keep the default path's arithmetic identical to two calls).
         g = self.problem._grad_third(theta, np.ascontiguousarray(U), np.ones(U.shape[1]), 1.0, 0.5)
@@ -204,10 +241,12 @@ class FreeEnergyFlow(AbstractModel):
             g, g_off = self.rates(lam)
             g = self._floored(g, Q, S, self.floor_at(theta))
             GS = Q @ ((g - g_off)[:, None] * (Q.T @ S)) + g_off * S  # G applied to V (or Σ)
-            dS = GS if self.storage == "factor" else GS + GS.T
+            dS = GS if self._factored else GS + GS.T
         else:
             MS = self._apply_M(lam, Q, S)
             dS = self._apply_M(lam, Q, MS.T).T - S
+        if self.storage == "log-factor":
+            return np.concatenate([dtheta, self._log_factor_rate(y, dS)])
         return np.concatenate([dtheta, dS.ravel()])
 
     def _apply_M(self, lam, Q, S):
@@ -228,10 +267,12 @@ class FreeEnergyFlow(AbstractModel):
             g = self._floored(g, Q, S, self.floor_at(theta))
             f, f_off = np.exp(g), np.exp(g_off)
             FS = Q @ ((f - f_off)[:, None] * (Q.T @ S)) + f_off * S
-            S_new = FS if self.storage == "factor" else (Q @ ((f - f_off)[:, None] * (Q.T @ FS.T)) + f_off * FS.T).T
+            S_new = FS if self._factored else (Q @ ((f - f_off)[:, None] * (Q.T @ FS.T)) + f_off * FS.T).T
         else:
             MS = self._apply_M(lam, Q, S)
             S_new = self._apply_M(lam, Q, MS.T).T
+        if self.storage == "log-factor":
+            return np.concatenate([theta_new, self.to_log_factor(S_new)])
         return np.concatenate([theta_new, S_new.ravel()])
 
     def atol_weights(self, y0):
@@ -300,7 +341,16 @@ class FreeEnergyFlow(AbstractModel):
                         "`sigma_seed='floor'` needs a floor size: pass `seed_scale=q` (q > 0) or build the "
                         "model with `floor=q`."
                     )
-            S0 = V if self.storage == "factor" else V @ V.T
+            S0 = V if self._factored else V @ V.T
+        if self.storage == "log-factor":
+            zero = np.flatnonzero(np.linalg.norm(S0, axis=0) == 0)
+            if zero.size:
+                raise ValueError(
+                    f"`storage='log-factor'` needs every column of the initial factor nonzero (column(s) "
+                    f"{zero.tolist()} are zero); seed with sigma_seed='gd' or 'floor', or pass a sigma0 of "
+                    f"rank {self.rank}."
+                )
+            return np.concatenate([theta0, self.to_log_factor(S0)])
         return np.concatenate([theta0, S0.ravel()])
 
     def _validate_sigma0(self, sigma0):
@@ -308,7 +358,7 @@ class FreeEnergyFlow(AbstractModel):
         arr = np.asarray(sigma0, dtype=np.float64)
         if arr.ndim == 2 and arr.shape == (P, r) and r != P:
             V = as_matrix(arr, "sigma0", (P, r))
-            return V if self.storage == "factor" else V @ V.T
+            return V if self._factored else V @ V.T
         S = as_matrix(arr, "sigma0", (P, P))
         scale = max(1.0, float(np.max(np.abs(S))))
         if np.max(np.abs(S - S.T)) > 1e-12 * scale:
@@ -359,8 +409,12 @@ class FreeEnergyFlow(AbstractModel):
         def drift(k, y, args):
             eta, clip, floor, thr = args["eta"], args["clip"], args["floor"], args["threshold"]
             theta = y[:P]
-            S = y[P:].reshape((P, r) if storage == "factor" else (P, P))
-            if storage == "factor":
+            if storage == "log-factor":
+                rho, Vhat = y[P:P + r], y[P + r:].reshape((P, r))
+                S = Vhat * jnp.exp(rho)
+            else:
+                S = y[P:].reshape((P, r) if storage == "factor" else (P, P))
+            if storage != "dense":
                 U = S
             else:
                 w, E = jnp.linalg.eigh(0.5 * (S + S.T))
@@ -372,7 +426,7 @@ class FreeEnergyFlow(AbstractModel):
                 g_off = jnp.log(clip)
                 g = jnp.where(lam > thr, jnp.log(jnp.maximum(jnp.abs(1 - eta * lam), clip)), g_off)
                 rr = min(r, n_track)
-                if storage == "factor":
+                if storage != "dense":
                     m = jnp.sum((Q[:, :rr].T @ S) ** 2, axis=1)
                 else:
                     m = jnp.einsum("pi,pq,qi->i", Q[:, :rr], S, Q[:, :rr])
@@ -380,11 +434,15 @@ class FreeEnergyFlow(AbstractModel):
                 shrink = jnp.where(q > 0, jnp.clip(1.0 - q / jnp.maximum(m, 1e-300), 0.0, 1.0), 1.0)
                 g = g.at[:rr].set(jnp.where(g[:rr] < 0, g[:rr] * shrink, g[:rr]))
                 GS = Q @ ((g - g_off)[:, None] * (Q.T @ S)) + g_off * S
-                dS = GS if storage == "factor" else GS + GS.T
+                dS = GS if storage != "dense" else GS + GS.T
             else:
                 mm = jnp.where(lam > thr, 1 - eta * lam, 0.0)
                 MS = Q @ (mm[:, None] * (Q.T @ S))
                 dS = (Q @ (mm[:, None] * (Q.T @ MS.T))).T - S
+            if storage == "log-factor":  # as _log_factor_rate
+                D = dS * jnp.exp(-rho)
+                drho = jnp.sum(Vhat * D, axis=0) / jnp.sum(Vhat**2, axis=0)
+                return jnp.concatenate([dtheta, drho, (D - Vhat * drho).ravel()])
             return jnp.concatenate([dtheta, dS.ravel()])
 
         return drift
@@ -401,7 +459,7 @@ class FreeEnergyFlow(AbstractModel):
         warm = self._warm
         for i in range(n):
             theta, S = self.split(Y[i])
-            U = S if self.storage == "factor" else self._factor_dense(S)
+            U = S if self._factored else self._factor_dense(S)
             E = prob._loss(theta)
             curv = sum(float(U[:, j] @ prob._hvp(theta, U[:, j])) for j in range(U.shape[1]))
             lam, Q = self.eigenpairs(theta)
@@ -420,7 +478,7 @@ class FreeEnergyFlow(AbstractModel):
         self._warm = warm
         out["theta"] = np.asarray(Y[:, :P])
         out["time_avg_loss"] = out["free_energy"]
-        if self.storage == "factor":
+        if self._factored:
             out["sigma_factor"] = self.split(Y)[1]
         elif P <= 64:
             out["sigma"] = self.split(Y)[1]
