@@ -18,6 +18,13 @@ never self-stabilises. Two seeds are offered (see :meth:`FreeEnergyFlow.initial_
 amplitude² q instead of towards 0. This stands in for the round-off and forcing that keep
 GD's own oscillation alive before the onset; the sharpness overshoot after the onset grows
 like √log(1/q) (measured in the tests).
+
+``closure="chord"`` (rank 1; effdyn's own extension, not from the seed paper) replaces the
+second-order averages by the two points of the cycle θ± = θ ± V: dθ/dk = −η(∇E(θ+) +
+∇E(θ−))/2, and the top rate uses the chord curvature Vᵀ(∇E(θ+) − ∇E(θ−))/(2‖V‖²) in place
+of the curvature at θ. An exact period-two orbit of GD satisfies both conditions exactly
+(∇E(θ+) + ∇E(θ−) = 0 and chord curvature 2/η), so it is a rest point of this closure; the
+second-order closure agrees with it to O(‖V‖²) (theory §6).
 """
 
 from __future__ import annotations
@@ -71,13 +78,21 @@ class FreeEnergyFlow(AbstractModel):
         seeded at round-off size lies far below any ``atol`` until the onset, so without
         this the first cycles after the onset depend on the tolerance (see
         :meth:`atol_weights`); with it they converge, at a higher cost. Default False.
+    closure : {"second-order", "chord"}
+        How the oscillation enters the mean and its rate. "second-order" (default): F = E +
+        ½⟨H, Σ⟩ and the rates from the Hessian at θ, as derived in theory §1–2. "chord"
+        (rank 1, factor storage): the two-point form of the module docstring, whose rest
+        points are GD's exact period-two orbits; ``time_avg_loss`` is then ½(E(θ+) + E(θ−)).
+        Uses two gradients and one Hessian-vector product per evaluation instead of a
+        gradient and a third-derivative contraction; scipy solvers and the map only.
     """
 
     name = "free-energy flow"
 
     def __init__(self, problem, eta, rank: int = 1, *, sigma_form: str = "log", storage: str | None = None,
                  n_track: int | None = None, threshold: float | None = None, clip: float = 0.25,
-                 floor=None, dense_max: int = 64, relative_sigma_tol: bool = False):
+                 floor=None, dense_max: int = 64, relative_sigma_tol: bool = False,
+                 closure: str = "second-order"):
         super().__init__(problem, eta)
         if not problem.has_third:
             raise MissingFeatureError(
@@ -124,6 +139,15 @@ class FreeEnergyFlow(AbstractModel):
             raise ValueError("`relative_sigma_tol` is not needed with `storage='log-factor'` (its amplitude "
                              "coordinates are already controlled relatively); drop it.")
         self.relative_sigma_tol = relative_sigma_tol
+        self.closure = choice(closure, "closure", ("second-order", "chord"))
+        if self.closure == "chord":
+            if self.rank != 1 or not self._factored or self.sigma_form != "log":
+                raise ValueError(
+                    "`closure='chord'` is implemented for rank 1 with the log form and factor storage "
+                    f"(got rank={self.rank}, sigma_form={self.sigma_form!r}, storage={self.storage!r}); use "
+                    "rank=1 with storage='factor' or 'log-factor', or closure='second-order'."
+                )
+            self.supports = ("scipy", "map")  # no JAX version of the chord closure
         self._warm = None  # last tracked eigenvectors, a warm start for Lanczos
 
     # --- state layout -----------------------------------------------------------------
@@ -233,10 +257,35 @@ class FreeEnergyFlow(AbstractModel):
         keep = w > 1e-300
         return np.ascontiguousarray(Q[:, keep] * np.sqrt(w[keep]))
 
+    #: Below this amplitude (relative to max(1, ‖θ‖)) the chord correction of the top
+    #: curvature is left out: it is O(‖V‖²) there (≤ 1e-8 relative), while the difference
+    #: ∇E(θ+) − ∇E(θ−) it is computed from would be dominated by round-off.
+    CHORD_MIN_AMPLITUDE = 1e-4
+
+    def _chord(self, theta, S, lam):
+        """θ-drift and top eigenvalue of the chord closure (rank 1, V = S[:, 0])."""
+        V = np.ascontiguousarray(S[:, 0])
+        g_plus, g_minus = self.problem._grad(theta + V), self.problem._grad(theta - V)
+        dtheta = -0.5 * self.eta * (g_plus + g_minus)
+        a2 = float(V @ V)
+        if a2 > (self.CHORD_MIN_AMPLITUDE * max(1.0, float(np.linalg.norm(theta)))) ** 2:
+            chord = float(V @ (g_plus - g_minus)) / (2.0 * a2)
+            centre = float(V @ self.problem._hvp(theta, V)) / a2
+            lam = lam.copy()
+            lam[0] += chord - centre  # the curvature along V, averaged over the chord θ− → θ+
+        return dtheta, lam
+
+    def _theta_drift_and_eigs(self, theta, S):
+        lam, Q = self.eigenpairs(theta)
+        if self.closure == "chord":
+            dtheta, lam = self._chord(theta, S, lam)
+        else:
+            dtheta = self.theta_drift(theta, S)
+        return dtheta, lam, Q
+
     def drift(self, k, y):
         theta, S = self.split(y)
-        lam, Q = self.eigenpairs(theta)
-        dtheta = self.theta_drift(theta, S)
+        dtheta, lam, Q = self._theta_drift_and_eigs(theta, S)
         if self.sigma_form == "log":
             g, g_off = self.rates(lam)
             g = self._floored(g, Q, S, self.floor_at(theta))
@@ -260,8 +309,8 @@ class FreeEnergyFlow(AbstractModel):
         recursion on the oscillating modes, Σ ← |I − ηH| Σ |I − ηH| (the exact one-step
         solution of the log form for frozen H, and explicit Euler of the rate form)."""
         theta, S = self.split(y)
-        lam, Q = self.eigenpairs(theta)
-        theta_new = theta + self.theta_drift(theta, S)
+        dtheta, lam, Q = self._theta_drift_and_eigs(theta, S)
+        theta_new = theta + dtheta
         if self.sigma_form == "log":
             g, g_off = self.rates(lam)
             g = self._floored(g, Q, S, self.floor_at(theta))
@@ -390,6 +439,9 @@ class FreeEnergyFlow(AbstractModel):
         """
         from .gradient_flow import cached_jax_drift
 
+        if self.closure == "chord":
+            raise MissingFeatureError("FreeEnergyFlow(closure='chord') has no JAX drift; use a scipy solver or "
+                                      "solver='map'.")
         key = f"free_energy:{self.rank}:{self.n_track}:{self.storage}:{self.sigma_form}"
         return cached_jax_drift(self.problem, key, self._build_jax_drift)
 
@@ -478,6 +530,10 @@ class FreeEnergyFlow(AbstractModel):
         self._warm = warm
         out["theta"] = np.asarray(Y[:, :P])
         out["time_avg_loss"] = out["free_energy"]
+        if self.closure == "chord":  # the loss averaged over the two points of the cycle
+            V = self.split(Y)[1][:, :, 0]
+            out["time_avg_loss"] = np.array([0.5 * (prob._loss(t + v) + prob._loss(t - v))
+                                             for t, v in zip(out["theta"], V)])
         if self._factored:
             out["sigma_factor"] = self.split(Y)[1]
         elif P <= 64:
@@ -487,7 +543,7 @@ class FreeEnergyFlow(AbstractModel):
     def config(self):
         cfg = super().config()
         cfg.update(rank=self.rank, sigma_form=self.sigma_form, storage=self.storage, n_track=self.n_track,
-                   threshold=self.threshold, clip=self.clip, floor=self.floor)
+                   threshold=self.threshold, clip=self.clip, floor=self.floor, closure=self.closure)
         return cfg
 
 

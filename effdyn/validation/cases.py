@@ -158,7 +158,9 @@ def default_models(theta0, *, small: bool = True, save_every: float = 1.0, rod: 
     ρ >= ε_mach·max(1, ‖θ0‖). The other models use their own defaults.
 
     ``small`` problems (P up to a few dozen) run every model, the free-energy flow both
-    adaptively (LSODA) and as the step-exact map. Larger ones run gradient flow, the
+    adaptively (LSODA, in log-amplitude coordinates, ``storage="log-factor"``, so that the
+    round-off-sized seed is integrated with relative accuracy; also with the chord closure)
+    and as the step-exact map. Larger ones run gradient flow, the
     free-energy flow as the step-exact map only (each of its drift evaluations is a
     warm-started Lanczos solve, and LSODA needs tens of thousands of them on the mean-field
     case), and the rod and edge flows (gradients and Hessian-vector products only); the
@@ -174,9 +176,13 @@ def default_models(theta0, *, small: bool = True, save_every: float = 1.0, rod: 
     seed = {"sigma_seed": "gd"}
     se = float(save_every)
     if small:
+        fe_log = {**fe, "storage": "log-factor"}
+        tol = {"rtol": 1e-6, "atol": 1e-9}  # relative accuracy of the amplitude at every size
         return (
             ModelSpec("gradient flow", "GradientFlow", save_every=se),
-            ModelSpec("free-energy flow", "FreeEnergyFlow", fe, seed, save_every=se),
+            ModelSpec("free-energy flow", "FreeEnergyFlow", fe_log, seed, save_every=se, **tol),
+            ModelSpec("free-energy flow [chord]", "FreeEnergyFlow", {**fe_log, "closure": "chord"}, seed,
+                      save_every=se, **tol),
             ModelSpec("free-energy flow [map]", "FreeEnergyFlow", fe, seed, solver="map", save_every=se),
             ModelSpec("central flow", "CentralFlow", save_every=se),
             ModelSpec("self-stabilization", "SelfStabilization", solver="map", save_every=se),
