@@ -137,7 +137,8 @@ def test_interrupt_inside_a_step_falls_back_to_last_checkpoint(solver, tmp_path)
     assert path.read_bytes() == before and checkpoint_info(tmp_path / "next.ckpt")["complete"]
 
 
-def test_free_energy_flow_lsoda_resume_on_the_valley(tmp_path, interactive_sigint):
+@pytest.mark.parametrize("options", [{}, {"storage": "log-factor"}, {"storage": "log-factor", "closure": "chord"}])
+def test_free_energy_flow_lsoda_resume_on_the_valley(options, tmp_path, interactive_sigint):
     # the real model across the EoS onset (start close to the edge, 2/η = 6.67)
     prob = ed.problems.MinimalValley(zeta=1.0, eps=0.01)
 
@@ -151,14 +152,14 @@ def test_free_energy_flow_lsoda_resume_on_the_valley(tmp_path, interactive_sigin
             return super().drift(k, y)
 
     kw = dict(solver="scipy:LSODA", rtol=1e-8, atol=1e-10)
-    ref = ed.solve(Interrupted(prob, 0.3), [0.1, 6.0], 500, **kw)
+    ref = ed.solve(Interrupted(prob, 0.3, **options), [0.1, 6.0], 500, **kw)
     assert ref.sharpness.max() > 2 / 0.3  # the run crosses the edge
-    model = Interrupted(prob, 0.3)
+    model = Interrupted(prob, 0.3, **options)
     model.at = 310.0
     path = tmp_path / "fe.ckpt"
     with pytest.raises(IntegrationError, match=r"checkpoint at k = 3\d\d"):
         ed.solve(model, [0.1, 6.0], 500, checkpoint=path, checkpoint_every=100, **kw)
-    _same(resume(Interrupted(prob, 0.3), path), ref)
+    _same(resume(Interrupted(prob, 0.3, **options), path), ref)
 
 
 def test_lanczos_warm_start_is_part_of_the_checkpoint(tmp_path):
