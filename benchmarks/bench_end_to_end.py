@@ -234,35 +234,6 @@ def case_records(name, steps, solvers, *, log=print):
     return out
 
 
-class LogAmplitude:
-    """The rank-1 free-energy flow in coordinates (θ, ρ, v̂) with V = e^ρ v̂, ‖v̂‖ = 1.
-
-    The same vector field (dV/dk = G V becomes dρ/dk = v̂ᵀ(dV/dk)/‖V‖ and
-    dv̂/dk = (I − v̂v̂ᵀ)(dV/dk)/‖V‖), written so that the oscillation amplitude, which
-    spans many decades over a self-stabilisation cycle, is integrated through its logarithm.
-    A prototype for the tolerance study below, not part of the library.
-    """
-
-    def __init__(self, model):
-        self.model, self.P = model, model.dim
-
-    def to_log(self, y):
-        V = y[self.P:]
-        nv = np.linalg.norm(V)
-        return np.concatenate([y[: self.P], [np.log(nv)], V / nv])
-
-    def from_log(self, z):
-        return np.concatenate([z[: self.P], np.exp(z[self.P]) * z[self.P + 1:]])
-
-    def drift(self, k, z):
-        P = self.P
-        d = self.model.drift(k, self.from_log(z))
-        vh = z[P + 1:]
-        dV = d[P:] / np.exp(z[P])
-        rho_dot = vh @ dV
-        return np.concatenate([d[:P], [rho_dot], dV - rho_dot * vh])
-
-
 def tolerance_study(name="minimal-valley", steps=6000, rtols=(1e-7, 1e-6, 1e-5, 1e-4), ref_rtol=1e-11, log=print):
     """Drift evaluations against accuracy for LSODA at several tolerances (atol = 1e-3·rtol),
     in the state coordinates of the model (V) and in log-amplitude coordinates, against a
@@ -275,15 +246,16 @@ def tolerance_study(name="minimal-valley", steps=6000, rtols=(1e-7, 1e-6, 1e-5, 
     from effdyn.models import FreeEnergyFlow
 
     setup, spec = case_setup(name, steps)
-    model = FreeEnergyFlow(setup.problem, setup.eta, **spec.options)
-    if model.rank != 1 or model.storage != "factor":
-        raise ValueError("the tolerance study needs a rank-1 factor-stored flow")
-    y0 = model.initial_state(setup.theta0, **spec.initial)
+    models = {coords: FreeEnergyFlow(setup.problem, setup.eta, **{**spec.options, "storage": storage})
+              for coords, storage in (("V", "factor"), ("log-amplitude", "log-factor"))}
+    if any(m.rank != 1 for m in models.values()):
+        raise ValueError("the tolerance study needs a rank-1 flow")
     grid = np.arange(0.0, setup.steps + 1, 10.0)
-    la = LogAmplitude(model)
-    P = model.dim
+    P = setup.problem.dim
 
-    def solve(f, z0, rtol, back):
+    def solve(coords, rtol):
+        model = models[coords]
+        f, z0 = model.drift, model.initial_state(setup.theta0, **spec.initial)
         n = [0]
 
         def g(k, z):
@@ -297,15 +269,14 @@ def tolerance_study(name="minimal-valley", steps=6000, rtols=(1e-7, 1e-6, 1e-5, 
         S = np.full(len(grid), np.nan)
         if s.success:
             Y = s.y.T
-            S[: len(Y)] = [model.eigenpairs(back(z)[:P])[0][0] for z in Y]
+            S[: len(Y)] = [model.eigenpairs(z[:P])[0][0] for z in Y]
         return S, n[0], cpu, bool(s.success)
 
-    S_ref, n_ref, _, _ = solve(la.drift, la.to_log(y0), ref_rtol, la.from_log)
+    S_ref, n_ref, _, _ = solve("log-amplitude", ref_rtol)
     rows = []
     for rtol in rtols:
-        for coords, f, z0, back in (("V", model.drift, y0, lambda z: z),
-                                    ("log-amplitude", la.drift, la.to_log(y0), la.from_log)):
-            S, n, cpu, ok = solve(f, z0, rtol, back)
+        for coords in models:
+            S, n, cpu, ok = solve(coords, rtol)
             err = float(np.nanmax(np.abs(S - S_ref))) if ok and np.all(np.isfinite(S)) else float("inf")
             rows.append({"coordinates": coords, "rtol": rtol, "nfev": n, "max_sharpness_error": err,
                          "cpu_s": cpu, "success": ok})

@@ -250,7 +250,7 @@ def summary_markdown(res: dict) -> str:
                     f"in {ts.get('reference_coordinates', 'V')} coordinates "
                     f"({ts['reference_nfev']} evaluations; sharpness range {ts['sharpness_range'][0]:.2f}–"
                     f"{ts['sharpness_range'][1]:.2f}). \"log-amplitude\" integrates the same flow in the "
-                    "coordinates (θ, log‖V‖, V/‖V‖) (a prototype in bench_end_to_end.py).", "",
+                    "coordinates (θ, log‖V‖, V/‖V‖) (`FreeEnergyFlow(storage='log-factor')`).", "",
                     _t([[r["rtol"], r["coordinates"], r["nfev"], _f(r["max_sharpness_error"], "{:.1e}"),
                          _f(r["nfev"] / ts["steps"])] + [_f(r["nfev"] * w / ts["steps"]) for w in ts_w]
                         for r in ts["rows"]], ["rtol", "coordinates", "drift evals", "max |ΔS|", "evals per GD step"]
