@@ -82,7 +82,9 @@ class FreeEnergyFlow(AbstractModel):
         How the oscillation enters the mean and its rate. "second-order" (default): F = E +
         ½⟨H, Σ⟩ and the rates from the Hessian at θ, as derived in theory §1–2. "chord"
         (rank 1, factor storage): the two-point form of the module docstring, whose rest
-        points are GD's exact period-two orbits; ``time_avg_loss`` is then ½(E(θ+) + E(θ−)).
+        points are GD's exact period-two orbits; ``time_avg_loss`` and ``sharpness`` are then
+        the averages over θ± (½(E(θ+) + E(θ−)), ½(λ₁(θ+) + λ₁(θ−)), GD's two-step averages
+        at a rest point), and ``sharpness_centre`` is λ₁(θ).
         Uses two gradients and one Hessian-vector product per evaluation instead of a
         gradient and a third-derivative contraction; scipy solvers and the map only.
     """
@@ -530,10 +532,17 @@ class FreeEnergyFlow(AbstractModel):
         self._warm = warm
         out["theta"] = np.asarray(Y[:, :P])
         out["time_avg_loss"] = out["free_energy"]
-        if self.closure == "chord":  # the loss averaged over the two points of the cycle
+        if self.closure == "chord":
+            # the model's cycle is θ± = θ ± V: its predictions of GD's two-step averages are
+            # the averages over the two points (for a wide orbit λ(θ) is not λ's average)
             V = self.split(Y)[1][:, :, 0]
             out["time_avg_loss"] = np.array([0.5 * (prob._loss(t + v) + prob._loss(t - v))
                                              for t, v in zip(out["theta"], V)])
+            out["sharpness_centre"] = out["sharpness"].copy()
+            warm = self._warm  # observables must not move the Lanczos warm start (checkpoints)
+            out["sharpness"] = np.array([0.5 * (self.eigenpairs(t + v)[0][0] + self.eigenpairs(t - v)[0][0])
+                                         for t, v in zip(out["theta"], V)])
+            self._warm = warm
         if self._factored:
             out["sigma_factor"] = self.split(Y)[1]
         elif P <= 64:
