@@ -86,7 +86,7 @@ class FreeEnergyFlow(AbstractModel):
         the averages over θ± (½(E(θ+) + E(θ−)), ½(λ₁(θ+) + λ₁(θ−)), GD's two-step averages
         at a rest point), and ``sharpness_centre`` is λ₁(θ).
         Uses two gradients and one Hessian-vector product per evaluation instead of a
-        gradient and a third-derivative contraction; scipy solvers and the map only.
+        gradient and a third-derivative contraction.
     """
 
     name = "free-energy flow"
@@ -149,7 +149,6 @@ class FreeEnergyFlow(AbstractModel):
                     f"(got rank={self.rank}, sigma_form={self.sigma_form!r}, storage={self.storage!r}); use "
                     "rank=1 with storage='factor' or 'log-factor', or closure='second-order'."
                 )
-            self.supports = ("scipy", "map")  # no JAX version of the chord closure
         self._warm = None  # last tracked eigenvectors, a warm start for Lanczos
 
     # --- state layout -----------------------------------------------------------------
@@ -441,16 +440,14 @@ class FreeEnergyFlow(AbstractModel):
         """
         from .gradient_flow import cached_jax_drift
 
-        if self.closure == "chord":
-            raise MissingFeatureError("FreeEnergyFlow(closure='chord') has no JAX drift; use a scipy solver or "
-                                      "solver='map'.")
-        key = f"free_energy:{self.rank}:{self.n_track}:{self.storage}:{self.sigma_form}"
+        key = f"free_energy:{self.rank}:{self.n_track}:{self.storage}:{self.sigma_form}:{self.closure}"
         return cached_jax_drift(self.problem, key, self._build_jax_drift)
 
     def _build_jax_drift(self):
         jax, jnp = _jax()
         loss = self.problem.jax_loss()
         P, r, n_track, storage, form = self.dim, self.rank, self.n_track, self.storage, self.sigma_form
+        chord_closure, chord_min = self.closure == "chord", self.CHORD_MIN_AMPLITUDE
         grad = jax.grad(loss)
         hess = jax.hessian(loss)
 
@@ -473,9 +470,20 @@ class FreeEnergyFlow(AbstractModel):
             else:
                 w, E = jnp.linalg.eigh(0.5 * (S + S.T))
                 U = E * jnp.sqrt(jnp.maximum(w, 0.0))
-            dtheta = -eta * (grad(theta) + 0.5 * third(theta, U))
-            w, E = jnp.linalg.eigh(hess(theta))
+            H = hess(theta)
+            w, E = jnp.linalg.eigh(H)
             lam, Q = w[::-1][:n_track], E[:, ::-1][:, :n_track]
+            if chord_closure:  # as _chord (rank 1)
+                V = U[:, 0]
+                g_plus, g_minus = grad(theta + V), grad(theta - V)
+                dtheta = -0.5 * eta * (g_plus + g_minus)
+                a2 = V @ V
+                big = a2 > (chord_min * jnp.maximum(1.0, jnp.linalg.norm(theta))) ** 2
+                safe = jnp.where(big, a2, 1.0)
+                correction = (V @ (g_plus - g_minus)) / (2.0 * safe) - (V @ (H @ V)) / safe
+                lam = lam.at[0].add(jnp.where(big, correction, 0.0))
+            else:
+                dtheta = -eta * (grad(theta) + 0.5 * third(theta, U))
             if form == "log":
                 g_off = jnp.log(clip)
                 g = jnp.where(lam > thr, jnp.log(jnp.maximum(jnp.abs(1 - eta * lam), clip)), g_off)
