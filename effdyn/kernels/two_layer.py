@@ -311,6 +311,9 @@ def _hessian(theta, params):
     J = np.zeros((n, P))
     H = np.zeros((P, P))
     f = np.zeros(n)
+    # σ' and σ'' are kept from the forward pass: the second pass needs the residual first
+    S1 = np.empty((N, n))
+    S2 = np.empty((N, n))
     for i in range(N):
         a = theta[i * p + d]
         for k in range(n):
@@ -318,6 +321,8 @@ def _hessian(theta, params):
             for j in range(d):
                 z += theta[i * p + j] * X[k, j]
             s0, s1, s2, s3 = _act(z, code)
+            S1[i, k] = s1
+            S2[i, k] = s2
             f[k] += c * a * s0
             for j in range(d):
                 J[k, i * p + j] = c * a * s1 * X[k, j]
@@ -327,10 +332,7 @@ def _hessian(theta, params):
         a = theta[i * p + d]
         base = i * p
         for k in range(n):
-            z = 0.0
-            for j in range(d):
-                z += theta[base + j] * X[k, j]
-            s0, s1, s2, s3 = _act(z, code)
+            s1, s2 = S1[i, k], S2[i, k]
             g = c * res[k] / n
             for j in range(d):
                 H[base + j, base + d] += g * s1 * X[k, j]

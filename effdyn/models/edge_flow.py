@@ -15,7 +15,7 @@ import numpy as np
 
 from .._validation import as_vector, positive_float
 from .base import AbstractModel
-from .gradient_flow import cached_jax_drift, jax_loss_of, losses, top_eig, top_spectrum
+from .gradient_flow import cached_jax_drift, jax_loss_of, losses, top_eig, top_spectrum, two_point_gradients
 
 __all__ = ["EdgeFlow"]
 
@@ -123,14 +123,15 @@ class EdgeFlow(AbstractModel):
             rate *= max(0.0, 1.0 - np.exp(self._log_floor(theta) - log_rho))
         return rate
 
-    def drift(self, k, y):
-        p = self.problem
+    def _evaluate(self, y):
+        """What both the drift and the map need: θ, u, log ρ, ∇E(θ ± ρu), Hu and uᵀHu."""
         theta, u, log_rho = self._split(y)
-        rho = np.exp(log_rho)
-        g_plus = p._grad(theta + rho * u)
-        g_minus = p._grad(theta - rho * u)
-        Hu = p._hvp(theta, u)
-        rayleigh = float(u @ Hu)
+        g_plus, g_minus = two_point_gradients(self.problem, theta, np.exp(log_rho) * u)
+        Hu = self.problem._hvp(theta, u)
+        return theta, u, log_rho, g_plus, g_minus, Hu, float(u @ Hu)
+
+    def drift(self, k, y):
+        theta, u, log_rho, g_plus, g_minus, Hu, rayleigh = self._evaluate(y)
         out = np.empty(self.state_size)
         out[: self.dim] = -0.5 * self.eta * (g_plus + g_minus)
         out[self.dim: 2 * self.dim] = self.eta * (Hu - rayleigh * u)
@@ -138,13 +139,7 @@ class EdgeFlow(AbstractModel):
         return out
 
     def map_step(self, k, y):
-        p = self.problem
-        theta, u, log_rho = self._split(y)
-        rho = np.exp(log_rho)
-        g_plus = p._grad(theta + rho * u)
-        g_minus = p._grad(theta - rho * u)
-        Hu = p._hvp(theta, u)
-        rayleigh = float(u @ Hu)
+        theta, u, log_rho, g_plus, g_minus, Hu, rayleigh = self._evaluate(y)
         u_new = u + self.eta * (Hu - rayleigh * u)
         factor = max(abs(1.0 - self.eta * rayleigh), _MULTIPLIER_FLOOR)
         log_new = log_rho + np.log(factor)

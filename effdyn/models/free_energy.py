@@ -21,10 +21,11 @@ like √log(1/q) (measured in the tests).
 
 ``closure="chord"`` (rank 1; effdyn's own extension, not from the seed paper) replaces the
 second-order averages by the two points of the cycle θ± = θ ± V: dθ/dk = −η(∇E(θ+) +
-∇E(θ−))/2, and the top rate uses the chord curvature Vᵀ(∇E(θ+) − ∇E(θ−))/(2‖V‖²) in place
-of the curvature at θ. An exact period-two orbit of GD satisfies both conditions exactly
-(∇E(θ+) + ∇E(θ−) = 0 and chord curvature 2/η), so it is a rest point of this closure; the
-second-order closure agrees with it to O(‖V‖²) (theory §6).
+∇E(θ−))/2 (the centre update the edge-flow reconstruction also uses), and the top rate
+uses the chord curvature Vᵀ(∇E(θ+) − ∇E(θ−))/(2‖V‖²) in place of the curvature at θ. An
+exact period-two orbit of GD satisfies both conditions exactly (∇E(θ+) + ∇E(θ−) = 0 and
+chord curvature 2/η), so it is a rest point of this closure; the second-order closure agrees
+with it to O(‖V‖⁴) in the drift and O(‖V‖²) in the rate (theory §6).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 from .._validation import as_matrix, choice, nonneg_int, positive_float, positive_int
 from ..errors import MissingFeatureError
 from .base import AbstractModel
+from .gradient_flow import two_point_gradients
 
 
 class FreeEnergyFlow(AbstractModel):
@@ -143,7 +145,7 @@ class FreeEnergyFlow(AbstractModel):
         self.relative_sigma_tol = relative_sigma_tol
         self.closure = choice(closure, "closure", ("second-order", "chord"))
         if self.closure == "chord":
-            if self.rank != 1 or not self._factored or self.sigma_form != "log":
+            if self.rank != 1 or not self._factored:  # (factor storage implies the log form)
                 raise ValueError(
                     "`closure='chord'` is implemented for rank 1 with the log form and factor storage "
                     f"(got rank={self.rank}, sigma_form={self.sigma_form!r}, storage={self.storage!r}); use "
@@ -266,7 +268,7 @@ class FreeEnergyFlow(AbstractModel):
     def _chord(self, theta, S, lam):
         """θ-drift and top eigenvalue of the chord closure (rank 1, V = S[:, 0])."""
         V = np.ascontiguousarray(S[:, 0])
-        g_plus, g_minus = self.problem._grad(theta + V), self.problem._grad(theta - V)
+        g_plus, g_minus = two_point_gradients(self.problem, theta, V)
         dtheta = -0.5 * self.eta * (g_plus + g_minus)
         a2 = float(V @ V)
         if a2 > (self.CHORD_MIN_AMPLITUDE * max(1.0, float(np.linalg.norm(theta)))) ** 2:

@@ -86,6 +86,13 @@ def losses(problem: Problem, Theta: np.ndarray) -> np.ndarray:
     return np.array([problem._loss(np.ascontiguousarray(th)) for th in np.atleast_2d(Theta)])
 
 
+def two_point_gradients(problem: Problem, theta: np.ndarray, d: np.ndarray):
+    """∇E(θ + d) and ∇E(θ − d): the gradients at the two points of a period-two cycle
+    θ± = θ ± d (their mean drives the cycle's centre, their difference is H̄d for the
+    Hessian H̄ averaged over the chord θ− → θ+)."""
+    return problem._grad(theta + d), problem._grad(theta - d)
+
+
 def top_eig(problem: Problem, theta: np.ndarray, k: int = 1):
     """Top-k eigenpairs at one point: vals (k,) descending, vecs (P, k).
 
