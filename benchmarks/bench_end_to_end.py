@@ -5,9 +5,10 @@ same horizon as GD with every solver family, and compared with GD on two counts:
 
 * wall time, flow / GD (GD run without eigenvalue tracking: just its gradient steps);
 * gradient-equivalent evaluations: GD needs one gradient per step; the flow's oracle
-  calls are counted during the solve (gradients, third-derivative contractions, HVPs and
-  eigen-solves, through counting wrappers on the problem and the model) and weighted by
-  their cost relative to one gradient, measured on the same problem in the same run.
+  calls are the solve's own counters (``sol.stats``: gradients, third-derivative
+  contractions, HVPs and eigen-solves, the initial state and the records of the saved
+  states included) weighted by their cost relative to one gradient, measured on the same
+  problem in the same run.
   The diffrax backend evaluates a pure-JAX drift whose calls cannot be counted from
   Python: its evaluations are diffrax's step count times the stages of the method, each
   weighted like one NumPy drift evaluation (1 gradient, r contractions, 1 eigen-solve).
@@ -41,66 +42,6 @@ def case_setup(name, steps):
     setup = case.setup(quick=True, steps=steps)
     spec = next(m for m in setup.models if m.cls == "FreeEnergyFlow" and m.solver != "map")
     return setup, spec
-
-
-class _Counter:
-    """Counts the oracle calls a model makes (instance attributes shadow the methods).
-
-    The θ-drift calls ``problem._grad_third(θ, U, s, a, b)`` once: it is counted as one
-    gradient (a ≠ 0) and one contraction (b ≠ 0, U with columns), weighted like the
-    separate calls, and the ``_grad``/``_third`` calls it makes itself (the base-class
-    default) are not counted again.
-    """
-
-    def __init__(self, model):
-        self.model, self.problem = model, model.problem
-        self.counts = {"grad": 0, "third": 0, "hvp": 0, "eig": 0, "third_columns": 0}
-        self._wrapped = []
-        self._in_grad_third = False
-        self._wrap(self.problem, "_grad", "grad")
-        self._wrap(self.problem, "_hvp", "hvp")
-        self._wrap(self.problem, "_third", "third", columns=True)
-        self._wrap_grad_third(self.problem)
-        self._wrap(model, "eigenpairs", "eig")
-
-    def _wrap(self, obj, attr, key, columns=False):
-        fn = getattr(obj, attr)
-        counts = self.counts
-
-        def wrapped(*args, **kwargs):
-            if not (self._in_grad_third and key in ("grad", "third")):
-                counts[key] += 1
-                if columns:
-                    counts["third_columns"] += np.shape(args[1])[1] if np.ndim(args[1]) == 2 else 1
-            return fn(*args, **kwargs)
-
-        setattr(obj, attr, wrapped)
-        self._wrapped.append((obj, attr))
-
-    def _wrap_grad_third(self, problem):
-        fn = problem._grad_third
-        counts = self.counts
-
-        def wrapped(theta, U, s, a, b):
-            if a != 0:
-                counts["grad"] += 1
-            if b != 0 and U.shape[1]:
-                counts["third"] += 1
-                counts["third_columns"] += U.shape[1]
-            self._in_grad_third = True
-            try:
-                return fn(theta, U, s, a, b)
-            finally:
-                self._in_grad_third = False
-
-        problem._grad_third = wrapped
-        self._wrapped.append((problem, "_grad_third"))
-
-    def pause(self):
-        """Remove the wrappers (before observables are computed)."""
-        for obj, attr in self._wrapped:
-            obj.__dict__.pop(attr, None)
-        self._wrapped = []
 
 
 def oracle_costs(model, theta, initial=None, *, repeats=15):
@@ -155,36 +96,31 @@ def flow_record(setup, spec, solver, weights, *, log=print):
     from effdyn.models import FreeEnergyFlow
 
     model = FreeEnergyFlow(setup.problem, setup.eta, **spec.options)
-    # The initial state is built before the counters are installed (its eigen-solve is not
-    # part of the integration).
-    y0 = model.initial_state(setup.theta0, **spec.initial)
-    kw = dict(solver=solver, save_every=max(1, setup.steps // 200), throw=False, progress=False)
+    kw = dict(solver=solver, save_every=max(1, setup.steps // 200), throw=False, progress=False,
+              initial=spec.initial)
     if solver != "map":
         kw.update(rtol=spec.rtol, atol=spec.atol)
     rec = {"solver": solver}
     family = solver.split(":")[0]
-    counter = None if family == "diffrax" else _Counter(model)
     try:
         if family == "diffrax":
             t0 = now()
-            ed.solve(model, state0=y0, steps=setup.steps, **kw)  # first call compiles
+            ed.solve(model, setup.theta0, steps=setup.steps, **kw)  # first call compiles
             rec["wall_first_s"] = now() - t0
         t0 = now()
-        sol = ed.solve(model, state0=y0, steps=setup.steps, **kw)
+        sol = ed.solve(model, setup.theta0, steps=setup.steps, **kw)
         rec["wall_s"] = now() - t0
     except Exception as exc:  # a solver that cannot run this case is reported, not fatal
         rec.update(status="error", error=f"{type(exc).__name__}: {exc}"[:300])
         return rec
-    finally:
-        if counter is not None:
-            counter.pause()
     st = sol.stats
-    rec.update(status=st.status, nfev=int(st.nfev), n_accepted=int(st.n_accepted), reached=float(sol.k[-1]))
-    if counter is not None:
-        c = counter.counts
+    rec.update(status=str(st.status), nfev=int(st.nfev), n_accepted=int(st.n_accepted), reached=float(sol.k[-1]))
+    if family != "diffrax":
+        c = {"grad": st.gradients, "third_columns": st.thirds, "hvp": st.hvps, "eig": st.eigensolves}
         rec["counts"] = dict(c)
-        rec["grad_equivalents"] = (c["grad"] + c["third"] * weights["third"] + c["hvp"] * weights["hvp"]
-                                   + c["eig"] * weights["eig"])
+        # weights["third"] is the cost of one contraction call with r columns
+        rec["grad_equivalents"] = (c["grad"] + c["third_columns"] / model.rank * weights["third"]
+                                   + c["hvp"] * weights["hvp"] + c["eig"] * weights["eig"])
         # the whole drift, NumPy glue included (what the wall time sees)
         rec["drift_equivalents"] = st.nfev * weights["drift"]
         if "drift_compiled_sigma" in weights:

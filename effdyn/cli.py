@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Effective continuous-time models of gradient descent at the Edge of Stability, "
                     "validated against discrete GD.",
     )
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (it may register models, problems and cases with "
+                             "effdyn.registry); repeatable; also $EFFDYN_PLUGINS and the entry points of the "
+                             "group effdyn.plugins")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     v = sub.add_parser("validate", help="run the validation cases and write a report",
@@ -99,9 +103,9 @@ def _progress_flags(p):
 
 
 def _cmd_cases(args) -> int:
-    from .validation.cases import CASES
+    from .registry import case_names, get_case
 
-    for case in CASES.values():
+    for case in (get_case(n) for n in case_names()):
         extra = "  (needs --cifar PATH or $EFFDYN_CIFAR10)" if case.needs_cifar else ""
         print(f"{case.name:22s} {case.title}; quick {case.quick_steps} / full {case.full_steps} steps{extra}")
     return EXIT_OK
@@ -147,6 +151,10 @@ def _cmd_validate(args) -> int:
         _err(str(exc))
         return EXIT_USAGE
 
+    problem = _output_folder_problem(Path(args.out))
+    if problem is not None:
+        _err(problem)
+        return EXIT_USAGE
     mode = "quick" if args.quick else "full"
     _log(f"effdyn validate ({mode}) -> {args.out}")
     try:
@@ -175,7 +183,10 @@ def _cmd_run(args) -> int:
         _err(str(exc))
         return EXIT_USAGE
     out_dir = Path(args.out or cfg.out_dir or "effdyn-run")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    problem = _output_folder_problem(out_dir)
+    if problem is not None:
+        _err(problem)
+        return EXIT_USAGE
     _log(f"effdyn run {cfg.path} -> {out_dir}")
     t0 = time.perf_counter()
     result = ValidationResult([], out_dir, None, quick=False)
@@ -197,6 +208,19 @@ def _cmd_run(args) -> int:
         _err(f"{case.status}: {case.message}")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _output_folder_problem(out_dir: Path) -> str | None:
+    """Create the output folder; a one-line reason when that is impossible."""
+    if out_dir.exists() and not out_dir.is_dir():
+        return f"`--out` {str(out_dir)!r} is a file, not a folder; pass a folder for the results."
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"`--out` {str(out_dir)!r} cannot be created ({exc.strerror or exc}); pass a writable folder."
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        return f"`--out` {str(out_dir)!r} is not writable; pass a writable folder."
+    return None
 
 
 def _cmd_plot(args) -> int:
@@ -223,6 +247,13 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     handler = {"validate": _cmd_validate, "run": _cmd_run, "plot": _cmd_plot, "cases": _cmd_cases}[args.command]
+    try:
+        from .registry import load_plugins
+
+        load_plugins(args.plugin)
+    except Exception as exc:
+        _err(f"{exc}")
+        return EXIT_USAGE
     try:
         with _blas_threads(getattr(args, "blas_threads", None)):
             return handler(args)

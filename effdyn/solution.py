@@ -7,10 +7,20 @@ from functools import cached_property
 
 import numpy as np
 
+from .outcomes import Status
+
 
 @dataclass
 class SolveStats:
-    """Counters of one integration (scipy/diffrax vocabulary)."""
+    """Counters of one integration (scipy/diffrax vocabulary) and the work it did.
+
+    ``nfev`` counts right-hand-side (drift or map) evaluations; ``gradients``, ``hvps``,
+    ``thirds`` (third-derivative contractions, one per direction), ``hessians`` (dense
+    Hessians) and ``eigensolves`` count the problem's oracle calls made by the solve — the
+    initial state, every drift evaluation and the records of the saved states — also for
+    an interrupted run. The diffrax backend's drift runs inside one compiled call and is
+    not counted there (its records are).
+    """
 
     solver: str
     nfev: int = 0
@@ -19,11 +29,23 @@ class SolveStats:
     n_accepted: int = 0
     n_rejected: int = 0
     wall_time: float = 0.0
-    status: str = "success"  # success | diverged | failed | interrupted
+    status: str = Status.SUCCESS
     message: str = ""
+    cause: str = ""
+    losses: int = 0
+    gradients: int = 0
+    hvps: int = 0
+    thirds: int = 0
+    hessians: int = 0
+    eigensolves: int = 0
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: (str(v) if k in ("status", "cause") else v) for k, v in self.__dict__.items()}
+
+    def set_work(self, counters) -> None:
+        """Copy a run's :class:`~effdyn.models.run_state.Counters` into the stats."""
+        for name, value in counters.to_dict().items():
+            setattr(self, name, int(value))
 
 
 @dataclass
@@ -31,8 +53,12 @@ class Solution:
     """Saved states ``y`` at times ``k`` (GD steps) of ``model``.
 
     Observables (``theta``, ``loss``, ``time_avg_loss``, ``sharpness``, ``amplitude`` and
-    model-specific ones such as ``free_energy`` or ``sigma``) are computed on first access
-    from the saved states through ``model.observables``.
+    model-specific ones such as ``free_energy`` or ``sigma_factor``) are computed on first
+    access from the saved states and the ``records`` the solve made at each of them
+    (everything spectral: sharpness, amplitudes, Σ factors), through
+    ``model.observables``; reading them costs no eigen-solve and changes nothing.
+    ``run`` is the run state at the end of the solve (warm starts, counters, quantities
+    fixed at the start), from which the run could be continued.
 
     ``seed`` is the seed given to ``solve`` (or, failing that, one found in the model's or
     problem's configuration); ``to_xarray``/``save`` always record it (-1 when there is none)
@@ -47,10 +73,12 @@ class Solution:
     atol: float | None = None
     seed: int | None = None
     extra: dict = field(default_factory=dict)
+    records: dict = field(default_factory=dict)
+    run: object = None
 
     @property
     def success(self) -> bool:
-        return self.stats.status == "success"
+        return self.stats.status == Status.SUCCESS
 
     @property
     def status(self) -> str:
@@ -64,11 +92,18 @@ class Solution:
     def observables(self) -> dict[str, np.ndarray]:
         if len(self.k) == 0:
             return {}
-        return self.model.observables(self.k, self.y)
+        records = self.records if self.records else None
+        obs = self.model.observables(self.k, self.y, records, self.run)
+        return self.model.check_observables(self.k, obs)
+
+    def head(self, n: int) -> "Solution":
+        """The first ``n`` saved states (with their records), same stats and run state."""
+        return Solution(self.model, self.k[:n], self.y[:n], self.stats, rtol=self.rtol, atol=self.atol, seed=self.seed,
+                        extra=self.extra, records={name: v[:n] for name, v in self.records.items()}, run=self.run)
 
     def __getattr__(self, name):
-        # Observables read like attributes: sol.loss, sol.free_energy, sol.sigma, ...
-        if name.startswith("_") or name in ("model", "k", "y", "stats", "extra"):
+        # Observables read like attributes: sol.loss, sol.free_energy, sol.sigma_factor, ...
+        if name.startswith("_") or name in ("model", "k", "y", "stats", "extra", "records", "run"):
             raise AttributeError(name)
         obs = self.observables
         if name in obs:
@@ -79,7 +114,22 @@ class Solution:
 
     @property
     def theta(self) -> np.ndarray:
-        return self.model.theta_of(self.y)
+        return self.observables["theta"] if len(self.k) else self.model.theta_of(self.y)
+
+    def covariance(self, i: int = -1) -> np.ndarray:
+        """The model's oscillation covariance Σ (P × P) at saved state ``i``, expanded from
+        what the model keeps (a factor, a half-step δ, the per-particle amplitudes, or Σ)."""
+        obs = self.observables
+        if "sigma" in obs:
+            return np.array(obs["sigma"][i])
+        for name in ("sigma_factor", "u"):
+            if name in obs:
+                F = np.asarray(obs[name][i]).reshape(self.model.dim, -1)
+                return F @ F.T
+        if "delta" in obs and np.ndim(obs["delta"]) == 2:
+            d = np.asarray(obs["delta"][i])
+            return np.outer(d, d)
+        raise AttributeError(f"{type(self.model).__name__} carries no oscillation covariance.")
 
     def at(self, k: float) -> np.ndarray:
         """State at a saved time (nearest saved point)."""
@@ -104,12 +154,15 @@ class Solution:
             {
                 "model": type(self.model).__name__,
                 "solver": self.stats.solver,
-                "status": self.stats.status,
+                "status": str(self.stats.status),
                 "message": self.stats.message,
+                "cause": str(self.stats.cause),
                 "nfev": self.stats.nfev,
                 "n_accepted": self.stats.n_accepted,
                 "n_rejected": self.stats.n_rejected,
                 "wall_time": self.stats.wall_time,
+                **{f"n_{name}": int(getattr(self.stats, name)) for name in
+                   ("gradients", "hvps", "thirds", "hessians", "eigensolves")},
                 "rtol": -1.0 if self.rtol is None else self.rtol,
                 "atol": -1.0 if self.atol is None else self.atol,
                 "eta": self.model.eta,

@@ -403,6 +403,41 @@ class EigenTracker:
         self.last_info = {"method": method, "n_hvp": n_hvp, "residual": residual}
         return vals, vecs
 
+    #: Attributes set at construction; everything else an update may change (run state).
+    _CONFIG_ATTRS = ("problem", "k", "dense_max", "tol", "history", "n_block", "max_basis", "max_hvp",
+                     "refresh_every")
+
+    def state_dict(self) -> dict:
+        """What the updates have changed, as data (arrays, numbers, strings, lists, None):
+        the warm-start history, the last solution and the counters. With
+        :meth:`load_state_dict` on a tracker built with the same arguments it continues
+        exactly as this one would (used by checkpoints)."""
+        out = {}
+        for name, value in vars(self).items():
+            if name in self._CONFIG_ATTRS:
+                continue
+            if isinstance(value, np.ndarray):
+                value = value.copy()
+            elif isinstance(value, list):
+                value = [v.copy() if isinstance(v, np.ndarray) else v for v in value]
+            elif isinstance(value, dict):
+                value = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in value.items()}
+            out[name] = value
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (the configuration is not touched)."""
+        for name, value in state.items():
+            if name in self._CONFIG_ATTRS:
+                raise ValueError(f"`state` sets the configuration attribute {name!r} of the tracker.")
+            if isinstance(value, np.ndarray):
+                value = value.copy()
+            elif isinstance(value, (list, tuple)):
+                value = [v.copy() if isinstance(v, np.ndarray) else v for v in value]
+            elif isinstance(value, dict):
+                value = dict(value)
+            setattr(self, name, value)
+
     def __repr__(self) -> str:
         return (f"EigenTracker(k={self.k}, dense={self.dense}, updates={len(self.methods)}, "
                 f"n_hvp={self.n_hvp})")

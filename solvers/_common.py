@@ -6,10 +6,7 @@ import sys
 
 import numpy as np
 
-from effdyn.errors import IntegrationError
-
-#: Causes that mean the solver gave up rather than the state going bad.
-_SOLVER_CAUSES = ("step-size underflow", "solver failure")
+from effdyn.outcomes import Cause
 
 
 def save_grid(steps: float, save_every: float) -> np.ndarray:
@@ -34,10 +31,18 @@ class DivergenceMonitor:
 
     def cause(self, y: np.ndarray) -> str | None:
         if not np.all(np.isfinite(y)):
-            return "non-finite"
+            return Cause.NON_FINITE
         if y.size and np.max(np.abs(y)) > self.bound:
-            return "blow-up"
-        return self.model.check_state(y)
+            return Cause.BLOW_UP
+        cause = self.model.check_state(y)
+        if cause is None:
+            return None
+        if cause not in Cause._value2member_map_:
+            raise TypeError(
+                f"{type(self.model).__name__}.check_state returned {cause!r}, which is not a cause of "
+                f"effdyn.outcomes.Cause ({', '.join(c.value for c in Cause)}); return one of them or None."
+            )
+        return Cause(cause)
 
     def describe(self, cause: str, y: np.ndarray) -> str:
         """The cause with the numbers behind it, for error messages."""
@@ -60,23 +65,3 @@ def progress_bar(total: float, progress, desc: str):
 
     return tqdm(total=float(total), desc=desc, unit="step", leave=False,
                 bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]")
-
-
-def failure(stats, solution_factory, throw: bool, *, step, time, cause, message):
-    """Either raise IntegrationError carrying the partial Solution, or return it.
-
-    ``stats.status`` becomes "interrupted" (Ctrl-C), "failed" (the solver gave up:
-    step-size underflow or another solver failure) or "diverged" (the state went bad:
-    non-finite, blow-up or a model-specific cause such as "sigma not PSD").
-    """
-    if cause == "interrupted":
-        stats.status = "interrupted"
-    elif cause in _SOLVER_CAUSES:
-        stats.status = "failed"
-    else:
-        stats.status = "diverged"
-    stats.message = message
-    partial = solution_factory()
-    if throw:
-        raise IntegrationError(message, step=step, time=time, cause=cause, partial=partial)
-    return partial

@@ -6,96 +6,85 @@ them. Each model defines its own one-step map (``map_step``)."""
 
 from __future__ import annotations
 
-import time as _time
-
 import numpy as np
 
 from effdyn.errors import IntegrationError
-from effdyn.solution import Solution, SolveStats
+from effdyn.outcomes import Cause
 
-from ._checkpoint import deferred_interrupt, model_runtime_state, restore_model_runtime_state
-from ._common import DivergenceMonitor, failure, progress_bar
+from ._checkpoint import deferred_interrupt
+from ._run import SolveRun, StopRun
 
 
-def solve_map(model, y0, steps, *, save_every, throw, progress, blowup, seed, checkpoint=None, resume_state=None):
+def solve_map(model, y0, run, steps, *, save_every, throw, progress, blowup, seed, checkpoint=None,
+              resume_state=None, time_limit=None, callback=None):
     steps = int(round(steps))
     every = max(1, int(round(save_every)))
-    monitor = DivergenceMonitor(model, y0, blowup)
-    stats = SolveStats(solver="map")
-    t0 = _time.perf_counter()
-    wall_before = 0.0
-    bar = progress_bar(steps, progress, f"{model.name} [map]")
+    sr = SolveRun(model, y0, run, solver="map", blowup=blowup, throw=throw, progress=progress, seed=seed,
+                  time_limit=time_limit, callback=callback, total=steps, desc=f"{model.name} [map]")
 
     if resume_state is None:
-        ks, ys = [0], [np.array(y0, dtype=np.float64)]
-        k_start, y = 0, ys[0]
+        k_start, y = 0, np.array(y0, dtype=np.float64)
     else:
-        ks, ys = [int(k) for k in resume_state["ks"]], list(resume_state["ys"])
-        k_start, y = int(resume_state["k"]), np.array(resume_state["y"], dtype=np.float64)
-        for key, value in resume_state["stats"].items():
-            setattr(stats, key, value)
-        wall_before = stats.wall_time
-        restore_model_runtime_state(model, resume_state["model_state"])
-        if bar is not None:
-            bar.update(k_start)
-
-    def finish():
-        stats.wall_time = wall_before + _time.perf_counter() - t0
-        if bar is not None:
-            bar.close()
-        return Solution(model, np.asarray(ks, dtype=float), np.asarray(ys), stats, seed=seed)
+        sr.restore(resume_state)
+        k_start, y = int(resume_state["k_state"]), np.array(resume_state["y"], dtype=np.float64)
+        if sr.bar is not None:
+            sr.bar.update(k_start)
 
     def capture(k, y, complete=False):
-        stats.wall_time = wall_before + _time.perf_counter() - t0
-        checkpoint.capture(k, {"complete": complete, "ks": np.asarray(ks, dtype=float), "ys": np.asarray(ys),
-                               "y": y, "stats": stats.as_dict(),
-                               "model_state": model_runtime_state(model, checkpoint.baseline)})
+        checkpoint.capture(k, {**sr.body(), "complete": complete, "y": y, "k_state": k})
 
     def interrupted(k):
         msg = f"interrupted at GD step {k} (Ctrl-C); the partial solution is attached"
         if checkpoint is not None:
             msg = f"{msg}; {checkpoint.where()}"
-        return failure(stats, finish, True, step=k, time=float(k), cause="interrupted", message=msg)
+        return sr.stop(Cause.INTERRUPTED, msg, step=k, time=float(k))
 
     k = k_start
     with deferred_interrupt(checkpoint is not None) as interrupt:
         try:
+            if resume_state is None:
+                sr.save(0, y)
             if checkpoint is not None:
                 capture(k_start, y)
                 checkpoint.write()
             for k in range(k_start, steps):
+                y = np.asarray(sr.call(model.map_step, k, y, run), dtype=np.float64)
+                sr.stats.nfev += 1
+                sr.stats.n_accepted += 1
                 try:
-                    y = np.asarray(model.map_step(k, y), dtype=np.float64)
-                except IntegrationError as exc:
-                    exc.step = k if exc.step is None else exc.step
-                    exc.time = float(k) if exc.time is None else exc.time
-                    raise
-                stats.nfev += 1
-                stats.n_accepted += 1
-                cause = monitor.cause(y)
-                if cause is not None:
-                    ks.append(k + 1)
-                    ys.append(y)
-                    message = f"{model.name} map diverged at GD step {k + 1}: {monitor.describe(cause, y)}"
-                    return failure(stats, finish, throw, step=k + 1, time=float(k + 1), cause=cause, message=message)
+                    sr.after_step(k + 1, y)
+                except StopRun as stop:
+                    if stop.cause in (Cause.TIME_BUDGET, Cause.CALLBACK):
+                        sr.save(k + 1, y)
+                        return sr.stop(stop.cause, stop.message, step=k + 1, time=float(k + 1))
+                    sr.ks.append(float(k + 1))  # the bad state, without a record (nothing to evaluate)
+                    sr.ys.append(np.array(y))
+                    if sr.recs:
+                        sr.recs.append({name: np.full_like(np.asarray(v, dtype=float), np.nan)
+                                        for name, v in sr.recs[-1].items()})
+                    return sr.stop(stop.cause, f"{model.name} map diverged at GD step {k + 1}: "
+                                   f"{sr.monitor.describe(stop.cause, y)}", step=k + 1, time=float(k + 1))
                 if (k + 1) % every == 0 or k + 1 == steps:
-                    ks.append(k + 1)
-                    ys.append(y)
-                if bar is not None:
-                    bar.update(1)
+                    sr.save(k + 1, y)
+                if sr.bar is not None:
+                    sr.bar.update(1)
                 if checkpoint is not None and k + 1 < steps and (interrupt.hit or checkpoint.due(k + 1)):
                     capture(k + 1, y)
                     checkpoint.write()
                 if interrupt.hit and k + 1 < steps:
                     return interrupted(k + 1)
+        except IntegrationError as exc:
+            if exc.partial is not None:
+                raise
+            return sr.stop_on(exc)
         except KeyboardInterrupt:
-            # Raised inside map_step: y is still the state at step k, but the model's warm
+            # Raised inside map_step: y is still the state at step k, but the run state's warm
             # start may already have moved, so the checkpoint is the last one captured.
             if checkpoint is not None and checkpoint.snapshot is not None:
                 checkpoint.write()
             return interrupted(k)
-    stats.message = "reached the horizon"
     if checkpoint is not None:
+        sr.stats.status, sr.stats.message = "success", "reached the horizon"
         capture(steps, y, complete=True)
         checkpoint.write()
-    return finish()
+    return sr.finish()

@@ -4,21 +4,20 @@ request, checkpointed (see :mod:`effdyn.solvers._checkpoint`)."""
 
 from __future__ import annotations
 
-import time as _time
-
 import numpy as np
 import scipy.integrate as si
 
 from effdyn.errors import IntegrationError
-from effdyn.solution import Solution, SolveStats
+from effdyn.outcomes import Cause
 
-from ._checkpoint import (capture_scipy, deferred_interrupt, model_runtime_state, restore_model_runtime_state,
-                          restore_scipy)
-from ._common import DivergenceMonitor, failure, progress_bar, save_grid
+from ._checkpoint import capture_scipy, deferred_interrupt, restore_scipy
+from ._common import save_grid
+from ._run import SolveRun, StopRun
 
 METHODS = {"RK45": si.RK45, "DOP853": si.DOP853, "LSODA": si.LSODA, "Radau": si.Radau, "BDF": si.BDF, "RK23": si.RK23}
 
-#: Consecutive accepted steps that do not advance k before the run counts as stalled.
+#: Consecutive accepted steps shorter than ``min_step`` (or not moving k at all) before the
+#: run stops with "step-size underflow".
 _STALL_STEPS = 50
 
 #: LSODA's return codes (scipy keeps them in the integrator's ``istate``).
@@ -33,24 +32,38 @@ _LSODA_ISTATE = {
 }
 
 
-def solve_scipy(model, y0, steps, method, *, rtol, atol, save_every, throw, progress, max_step, first_step, blowup,
-                seed, checkpoint=None, resume_state=None):
+def default_max_evals(state_size: int) -> int:
+    """Default cap on drift evaluations within one GD step: far above what a healthy run
+    needs (a few per step for explicit methods; an implicit method's finite-difference
+    Jacobian costs one evaluation per state component), far below a runaway's millions."""
+    return 10_000 + 50 * int(state_size)
+
+
+def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw, progress, max_step, first_step,
+                blowup, seed, checkpoint=None, resume_state=None, time_limit=None, callback=None, min_step=1e-8,
+                max_evals_per_step=None):
     cls = METHODS[method]
     grid = save_grid(steps, save_every)
-    monitor = DivergenceMonitor(model, y0, blowup)
-    stats = SolveStats(solver=f"scipy:{method}")
-    calls = [0]
-    # first drift evaluation of the current step that returned NaN/inf, and whether its state was finite
+    record_run = model.new_run()
+    sr = SolveRun(model, y0, run, solver=f"scipy:{method}", blowup=blowup, throw=throw, progress=progress,
+                  seed=seed, rtol=rtol, atol=atol, record_run=record_run, time_limit=time_limit, callback=callback,
+                  total=steps, desc=f"{model.name} [scipy:{method}]")
+    max_evals = default_max_evals(model.state_size) if max_evals_per_step is None else int(max_evals_per_step)
+    # evaluations of the current GD step [bucket, bucket + 1), first bad drift of the current step
+    count = {"calls": 0, "bucket": 0, "in_bucket": 0}
     bad_drift = {"k": None, "finite_state": True}
 
     def fun(k, y):
-        calls[0] += 1
-        try:
-            out = np.asarray(model.drift(k, y), dtype=np.float64)
-        except IntegrationError as exc:
-            exc.time = k if exc.time is None else exc.time
-            exc.step = int(k) if exc.step is None else exc.step
-            raise
+        count["calls"] += 1
+        count["in_bucket"] += 1
+        if count["in_bucket"] > max_evals:
+            b = count["bucket"]
+            raise IntegrationError(
+                f"{model.name} [scipy:{method}] stopped at k = {k:.6g}: stiff or diverging: {count['in_bucket'] - 1} "
+                f"drift evaluations for k in [{b}, {b + 1}) (limit `max_evals_per_step` = {max_evals}); the model "
+                "or GD itself may diverge here, or the problem is stiff for this method (try solver='map' or "
+                "another method)", step=b, time=float(k), cause=Cause.TOO_MANY_EVALUATIONS)
+        out = np.asarray(sr.call(model.drift, k, y, sr.run), dtype=np.float64)
         # A non-finite trial evaluation is not fatal by itself (the step is rejected and
         # retried shorter); it only names the cause if the solver gives up afterwards.
         if bad_drift["k"] is None and not np.all(np.isfinite(out)):
@@ -60,53 +73,45 @@ def solve_scipy(model, y0, steps, method, *, rtol, atol, save_every, throw, prog
 
     n_stages = getattr(cls, "n_stages", None)
     kwargs = dict(rtol=rtol, atol=model.scaled_atol(atol, y0), max_step=max_step)
-    t0 = _time.perf_counter()
-    wall_before = 0.0
-    bar = progress_bar(steps, progress, f"{model.name} [{stats.solver}]")
-
-    def finish():
-        stats.wall_time = wall_before + _time.perf_counter() - t0
-        stats.nfev = calls[0]
-        if bar is not None:
-            bar.close()
-        return Solution(model, np.asarray(ks, dtype=float), np.asarray(ys), stats, rtol=rtol, atol=atol, seed=seed)
 
     def capture(solver, complete=False):
-        stats.wall_time = wall_before + _time.perf_counter() - t0
-        stats.nfev = calls[0]
-        checkpoint.capture(solver.t, {
-            "complete": complete, "ks": np.asarray(ks, dtype=float), "ys": np.asarray(ys), "nxt": nxt,
-            "calls": calls[0], "stats": stats.as_dict(), "solver_state": capture_scipy(solver),
-            "model_state": model_runtime_state(model, checkpoint.baseline)})
+        sr.stats.nfev = count["calls"]
+        checkpoint.capture(solver.t, {**sr.body(), "complete": complete, "nxt": nxt, "calls": count["calls"],
+                                      "solver_state": capture_scipy(solver)})
 
-    if resume_state is None:
-        ks, ys = [0.0], [np.array(y0, dtype=np.float64)]
-        nxt = 1
-        if first_step is not None:
-            kwargs["first_step"] = first_step
-        solver = cls(fun, 0.0, y0, float(steps), **kwargs)
-    else:
-        ks, ys = list(resume_state["ks"]), list(resume_state["ys"])
-        nxt = int(resume_state["nxt"])
-        for key, value in resume_state["stats"].items():
-            setattr(stats, key, value)
-        wall_before = stats.wall_time
-        saved = resume_state["solver_state"]
-        # Build a solver to get fresh function references, then overwrite its whole state
-        # (first_step is left out: it may exceed the remaining interval and is replaced anyway).
-        # The model state is restored before (the set-up evaluates the drift) and again after
-        # (to undo what those evaluations changed, e.g. a warm start).
-        restore_model_runtime_state(model, resume_state["model_state"])
-        solver = cls(fun, float(saved["t"]), np.array(saved["y"]), float(steps), **kwargs)
-        restore_scipy(solver, saved)
-        restore_model_runtime_state(model, resume_state["model_state"])
-        calls[0] = int(resume_state["calls"])
+    try:
+        if resume_state is None:
+            nxt = 1
+            if first_step is not None:
+                kwargs["first_step"] = first_step
+            sr.save(0.0, y0)
+            solver = cls(fun, 0.0, y0, float(steps), **kwargs)
+        else:
+            sr.restore(resume_state)
+            from effdyn.models.run_state import RunState
+
+            nxt = int(resume_state["nxt"])
+            saved = resume_state["solver_state"]
+            # Build a solver to get fresh function references, then overwrite its whole state
+            # (first_step is left out: it may exceed the remaining interval and is replaced
+            # anyway). The set-up evaluates the drift, which moves the run state's warm
+            # starts: the run states are loaded from the checkpoint again afterwards.
+            solver = cls(fun, float(saved["t"]), np.array(saved["y"]), float(steps), **kwargs)
+            restore_scipy(solver, saved)
+            sr.run = RunState.from_dict(model, resume_state["run"])
+            sr.record_run = RunState.from_dict(model, resume_state["record_run"])
+            count["calls"] = int(resume_state["calls"])
+            count["bucket"] = int(np.floor(solver.t))
+            if sr.bar is not None:
+                sr.bar.update(float(solver.t))
+    except IntegrationError as exc:
+        return sr.stop_on(exc)
 
     def stop(cause, message):
-        if checkpoint is not None and cause == "interrupted":
+        if checkpoint is not None and cause == Cause.INTERRUPTED:
             message = f"{message}; {checkpoint.where()}"
-        return failure(stats, finish, throw or cause == "interrupted", step=int(solver.t), time=float(solver.t),
-                       cause=cause, message=message)
+        sr.stats.nfev = count["calls"]
+        return sr.stop(cause, message, step=int(solver.t), time=float(solver.t))
 
     stalled = 0
     with deferred_interrupt(checkpoint is not None) as interrupt:
@@ -115,7 +120,7 @@ def solve_scipy(model, y0, steps, method, *, rtol, atol, save_every, throw, prog
                 capture(solver)
                 checkpoint.write()
             while solver.status == "running":
-                before = calls[0]
+                before = count["calls"]
                 bad_drift["k"] = None
                 t_old = solver.t
                 try:
@@ -127,57 +132,79 @@ def solve_scipy(model, y0, steps, method, *, rtol, atol, save_every, throw, prog
                     solver.status = "failed"
                     message = "a linear-algebra step failed on non-finite values"
                 if solver.status == "failed":
-                    return stop(*_failure_cause(solver, method, message, bad_drift, stats.solver))
+                    return stop(*_failure_cause(solver, method, message, bad_drift, sr.stats.solver))
                 # LSODA keeps accepting steps too short to move t (t + h == t) instead of
-                # failing; the RK/BDF/Radau classes stop at 10 ulps themselves.
-                stalled = stalled + 1 if solver.t - t_old < 10 * np.spacing(max(abs(t_old), 1.0)) else 0
+                # failing; the RK/BDF/Radau classes stop only at 10 ulps of t. A run whose
+                # steps stay below `min_step` GD steps is a runaway either way.
+                h = solver.t - t_old
+                tiny = h < max(min_step, 10 * np.spacing(max(abs(t_old), 1.0)))
+                stalled = stalled + 1 if tiny else 0
                 if stalled >= _STALL_STEPS:
-                    return stop("step-size underflow", f"{stats.solver} stopped at k = {solver.t:.6g} (GD step "
-                                f"{int(solver.t)}): {stalled} steps in a row did not move k (step size below the "
-                                "spacing of floating-point numbers; step-size underflow)")
-                stats.n_accepted += 1
+                    return stop(Cause.STEP_UNDERFLOW,
+                                f"{sr.stats.solver} stopped at k = {solver.t:.6g} (GD step {int(solver.t)}): "
+                                f"{stalled} steps in a row shorter than `min_step` = {min_step:g} GD steps (last "
+                                f"{h:.3g}; step-size underflow): the solution is singular or diverging here")
+                if int(np.floor(solver.t)) != count["bucket"]:
+                    count["bucket"], count["in_bucket"] = int(np.floor(solver.t)), 0
+                sr.stats.n_accepted += 1
                 if n_stages is not None:
-                    attempts = max(1, (calls[0] - before) // n_stages)
-                    stats.n_rejected += attempts - 1
-                cause = monitor.cause(solver.y)
-                if cause is not None:
-                    return stop(cause, f"{model.name} diverged at k = {solver.t:.6g} (GD step {int(solver.t)}): "
-                                       f"{monitor.describe(cause, solver.y)}")
-                if nxt < len(grid) and grid[nxt] <= solver.t:
-                    dense = solver.dense_output()
-                    while nxt < len(grid) and grid[nxt] <= solver.t:
-                        ks.append(grid[nxt])
-                        ys.append(solver.y.copy() if grid[nxt] == solver.t else dense(grid[nxt]))
-                        nxt += 1
-                if bar is not None:
-                    bar.update(solver.t - t_old)
+                    attempts = max(1, (count["calls"] - before) // n_stages)
+                    sr.stats.n_rejected += attempts - 1
+                try:
+                    sr.after_step(solver.t, solver.y)
+                except StopRun as halt:
+                    if halt.cause in (Cause.TIME_BUDGET, Cause.CALLBACK):
+                        _save_due(sr, solver, grid, nxt, inclusive=True)
+                    return stop(halt.cause, halt.message)
+                nxt = _save_due(sr, solver, grid, nxt)
+                if sr.bar is not None:
+                    sr.bar.update(solver.t - t_old)
                 running = solver.status == "running"
                 if checkpoint is not None and running and (interrupt.hit or checkpoint.due(solver.t)):
                     capture(solver)
                     checkpoint.write()
                 if interrupt.hit:
-                    return stop("interrupted",
+                    return stop(Cause.INTERRUPTED,
                                 f"interrupted at k = {solver.t:g} (Ctrl-C); the partial solution is attached")
-            stats.njev = int(getattr(solver, "njev", 0))
-            stats.nlu = int(getattr(solver, "nlu", 0))
+            sr.stats.nfev = count["calls"]
+            sr.stats.njev = int(getattr(solver, "njev", 0))
+            sr.stats.nlu = int(getattr(solver, "nlu", 0))
             if n_stages is None:
-                stats.n_rejected = -1  # implicit/LSODA solvers do not expose rejected steps
-            stats.message = "reached the horizon"
+                sr.stats.n_rejected = -1  # implicit/LSODA solvers do not expose rejected steps
             if checkpoint is not None:
+                sr.stats.status, sr.stats.message = "success", "reached the horizon"
                 capture(solver, complete=True)
                 checkpoint.write()
-            return finish()
+            return sr.finish()
+        except IntegrationError as exc:
+            if exc.partial is not None:
+                raise
+            sr.stats.nfev = count["calls"]
+            return sr.stop_on(exc)
         except KeyboardInterrupt:
             # Raised inside a step: the integrator may be half-updated, so the checkpoint on
             # disk is the last consistent state captured (written again to be sure it exists).
             if checkpoint is not None and checkpoint.snapshot is not None:
                 checkpoint.write()
-            ks_last = ks[-1]
+            ks_last = sr.ks[-1]
             msg = f"interrupted at k = {ks_last:g}; the partial solution is attached"
             if checkpoint is not None:
                 msg = f"{msg}; {checkpoint.where()}"
-            return failure(stats, finish, True, step=int(ks_last), time=float(ks_last), cause="interrupted",
-                           message=msg)
+            sr.stats.nfev = count["calls"]
+            return sr.stop(Cause.INTERRUPTED, msg, step=int(ks_last), time=float(ks_last))
+
+
+def _save_due(sr, solver, grid, nxt, inclusive=False):
+    """Save the grid times the last step passed (dense output between steps); with
+    ``inclusive`` also the state where the run stops, if it is not on the grid."""
+    if nxt < len(grid) and grid[nxt] <= solver.t:
+        dense = solver.dense_output()
+        while nxt < len(grid) and grid[nxt] <= solver.t:
+            sr.save(grid[nxt], solver.y.copy() if grid[nxt] == solver.t else dense(grid[nxt]))
+            nxt += 1
+    if inclusive and (not sr.ks or sr.ks[-1] < solver.t):
+        sr.save(float(solver.t), solver.y.copy())
+    return nxt
 
 
 def _failure_cause(solver, method, message, bad_drift, name):
@@ -188,11 +215,11 @@ def _failure_cause(solver, method, message, bad_drift, name):
         message = f"LSODA istate {istate}: {_LSODA_ISTATE.get(istate, 'unexpected return code')}"
     if bad_drift["k"] is not None:
         where = "at a finite state" if bad_drift["finite_state"] else "at a non-finite trial state"
-        return "non-finite", (f"{name} stopped at k = {t:.6g} (GD step {int(t)}): the model's drift returned "
+        return Cause.NON_FINITE, (f"{name} stopped at k = {t:.6g} (GD step {int(t)}): the model's drift returned "
                               f"NaN/inf {where} (k = {bad_drift['k']:.6g}); solver: {message} (non-finite)")
     if method == "LSODA":
         # LSODA gives up after repeated failures only once its step has shrunk to its floor.
-        cause = "step-size underflow" if istate in (-4, -5) else "solver failure"
+        cause = Cause.STEP_UNDERFLOW if istate in (-4, -5) else Cause.SOLVER_FAILURE
     else:
-        cause = "step-size underflow" if "step size" in (message or "") else "solver failure"
+        cause = Cause.STEP_UNDERFLOW if "step size" in (message or "") else Cause.SOLVER_FAILURE
     return cause, f"{name} stopped at k = {t:.6g} (GD step {int(t)}): {message} ({cause})"

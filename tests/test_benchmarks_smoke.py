@@ -86,11 +86,17 @@ def test_end_to_end_counts_match_solver_evaluations(results):
         for r in c["flow"]:
             assert r["status"] == "success", r
             assert r["reached"] == c["steps"]
-            # one gradient, one contraction and one eigen-solve per drift evaluation
-            for key in ("grad", "third", "eig"):
-                assert r["counts"][key] == r["nfev"], (r["solver"], key)
+            # the solve's own counters: one gradient, one contraction and one eigen-solve per
+            # drift evaluation, plus the start (GD's first half-step seeds Σ: one gradient,
+            # one eigen-solve) and the records of the saved states (the map shares its
+            # eigen-solves with them; an adaptive solve's saved states are interpolated)
+            n_saves = c["steps"] // max(1, c["steps"] // 200) + 1
+            assert r["counts"]["grad"] == r["nfev"] + 1, r["solver"]
+            assert r["counts"]["third_columns"] == r["nfev"], r["solver"]
             if r["solver"] == "map":
-                assert r["nfev"] == c["steps"]
+                assert r["nfev"] == c["steps"] and r["counts"]["eig"] == r["nfev"] + 1
+            else:
+                assert r["nfev"] <= r["counts"]["eig"] <= r["nfev"] + 1 + n_saves, r["solver"]
             assert r["grad_equivalents"] >= r["nfev"]
 
 

@@ -53,7 +53,7 @@ def test_two_critical_eigenvalues_decoupled_closed_form():
     assert sol.n_critical[-1] == 2 and sol.sigma_rank[-1] == 2
     expected = np.zeros((4, 4))
     expected[0, 0], expected[1, 1] = 0.02, 0.04
-    np.testing.assert_allclose(sol.sigma[-1], expected, atol=1e-8)
+    np.testing.assert_allclose(sol.covariance(-1), expected, atol=1e-8)
     assert sol.time_avg_loss[-1] == pytest.approx(p.loss(theta) + 0.06 / ETA, rel=1e-12)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import signal
@@ -14,56 +15,66 @@ from effdyn.errors import IntegrationError
 from effdyn.io import atomic_write
 from effdyn.models import FreeEnergyFlow
 from effdyn.models.base import AbstractModel
+from effdyn.problems.base import Problem
 from effdyn.solvers import CHECKPOINT_SOLVERS, checkpoint_info, resume
+from effdyn.solvers import _checkpoint as ckpt_format
 
 pytestmark = pytest.mark.xdist_group("checkpoint")
 
+#: When k reaches ``at``, the next drift/map evaluation sends SIGINT (a real Ctrl-C) or raises
+#: KeyboardInterrupt ("how"); the trigger lives outside the models, which are values.
+TRIGGER = {"at": None, "how": "signal"}
 
+
+@pytest.fixture(autouse=True)
+def _disarm():
+    TRIGGER.update(at=None, how="signal")
+    yield
+    TRIGGER.update(at=None, how="signal")
+
+
+def _maybe_interrupt(k):
+    if TRIGGER["at"] is not None and k >= TRIGGER["at"]:
+        TRIGGER["at"] = None
+        if TRIGGER["how"] == "signal":
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            raise KeyboardInterrupt
+
+
+@dataclasses.dataclass(frozen=True)
 class VanDerPol(AbstractModel):
     """A cheap, mildly stiff oscillator (μ = 5): order and method changes in BDF/LSODA,
-    many rejected steps in the explicit methods, i.e. a non-trivial integrator state.
+    many rejected steps in the explicit methods, i.e. a non-trivial integrator state."""
 
-    ``interrupt_at``: send SIGINT (a real Ctrl-C) or raise KeyboardInterrupt from inside
-    the drift once k reaches it."""
+    problem: Problem
+    eta: float
+    mu: float = 5.0
 
     name = "van der Pol"
-
-    def __init__(self, problem, eta, mu=5.0):
-        super().__init__(problem, eta)
-        self.mu = mu
-        self.interrupt_at = None
-        self.interrupt_how = "signal"
 
     @property
     def state_size(self):
         return 2
 
-    def initial_state(self, theta0):
-        return self._theta0(theta0)
+    def make_run(self, run):
+        pass
 
-    def _maybe_interrupt(self, k):
-        if self.interrupt_at is not None and k >= self.interrupt_at:
-            self.interrupt_at = None
-            if self.interrupt_how == "signal":
-                os.kill(os.getpid(), signal.SIGINT)
-            else:
-                raise KeyboardInterrupt
-
-    def drift(self, k, y):
-        self._maybe_interrupt(k)
+    def drift(self, k, y, run=None):
+        _maybe_interrupt(k)
         return np.array([y[1], self.mu * (1.0 - y[0] ** 2) * y[1] - y[0]])
 
-    def map_step(self, k, y):
+    def map_step(self, k, y, run=None):
         # a step of length 0.05 so that the map follows the oscillator too
-        self._maybe_interrupt(k)
+        _maybe_interrupt(k)
         return y + 0.05 * np.array([y[1], self.mu * (1.0 - y[0] ** 2) * y[1] - y[0]])
 
-    def observables(self, k, Y):
+    def record(self, k, y, run):
+        return {}
+
+    def observables(self, k, Y, records=None, run=None):
         z = np.zeros(len(k))
         return {"theta": Y, "loss": z, "time_avg_loss": z, "sharpness": z, "amplitude": z}
-
-    def config(self):
-        return {**super().config(), "mu": self.mu}
 
 
 @pytest.fixture
@@ -91,7 +102,7 @@ def test_resume_after_ctrl_c_is_bit_identical(solver, tmp_path, interactive_sigi
     assert ref.success
 
     model = VanDerPol(PROBLEM_2D, 0.1)
-    model.interrupt_at = 0.55 * steps
+    TRIGGER["at"] = 0.55 * steps
     path = tmp_path / "run.ckpt"
     with pytest.raises(IntegrationError) as info:
         ed.solve(model, [2.0, 0.0], steps, checkpoint=path, checkpoint_every=steps // 7, **kw)
@@ -124,7 +135,7 @@ def test_interrupt_inside_a_step_falls_back_to_last_checkpoint(solver, tmp_path)
     kw = dict(solver=solver, rtol=1e-7, atol=1e-9)
     ref = ed.solve(VanDerPol(PROBLEM_2D, 0.1), [2.0, 0.0], steps, **kw)
     model = VanDerPol(PROBLEM_2D, 0.1)
-    model.interrupt_at, model.interrupt_how = 0.7 * steps, "raise"
+    TRIGGER.update(at=0.7 * steps, how="raise")
     path = tmp_path / "run.ckpt"
     with pytest.raises(IntegrationError) as info:
         ed.solve(model, [2.0, 0.0], steps, checkpoint=path, checkpoint_every=steps / 4, **kw)
@@ -142,30 +153,36 @@ def test_free_energy_flow_lsoda_resume_on_the_valley(options, tmp_path, interact
     # the real model across the EoS onset (start close to the edge, 2/η = 6.67)
     prob = ed.problems.MinimalValley(zeta=1.0, eps=0.01)
 
-    class Interrupted(FreeEnergyFlow):
-        at = None
-
-        def drift(self, k, y):
-            if self.at is not None and k >= self.at:
-                self.at = None
-                os.kill(os.getpid(), signal.SIGINT)
-            return super().drift(k, y)
-
     kw = dict(solver="scipy:LSODA", rtol=1e-8, atol=1e-10)
-    ref = ed.solve(Interrupted(prob, 0.3, **options), [0.1, 6.0], 500, **kw)
+    ref = ed.solve(FreeEnergyFlow(prob, 0.3, **options), [0.1, 6.0], 500, **kw)
     assert ref.sharpness.max() > 2 / 0.3  # the run crosses the edge
-    model = Interrupted(prob, 0.3, **options)
-    model.at = 310.0
     path = tmp_path / "fe.ckpt"
     with pytest.raises(IntegrationError, match=r"checkpoint at k = 3\d\d"):
-        ed.solve(model, [0.1, 6.0], 500, checkpoint=path, checkpoint_every=100, **kw)
-    _same(resume(Interrupted(prob, 0.3, **options), path), ref)
+        ed.solve(FreeEnergyFlow(prob, 0.3, **options), [0.1, 6.0], 500, checkpoint=path, checkpoint_every=100,
+                 callback=_sigint_at(310.0), **kw)
+    sol = resume(FreeEnergyFlow(prob, 0.3, **options), path)
+    _same(sol, ref)
+    for name in ref.records:  # the records of the saved states too
+        np.testing.assert_array_equal(sol.records[name], ref.records[name])
+    assert sol.stats.eigensolves == ref.stats.eigensolves and sol.stats.thirds == ref.stats.thirds
+
+
+def _sigint_at(k_stop):
+    """A solve callback that presses Ctrl-C once k reaches ``k_stop``."""
+    fired = []
+
+    def callback(k, y):
+        if k >= k_stop and not fired:
+            fired.append(k)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return callback
 
 
 def test_lanczos_warm_start_is_part_of_the_checkpoint(tmp_path):
-    # P = 30 > dense_max = 8: eigenpairs by Lanczos started from the last top eigenvector,
-    # so the model carries state between steps (a different start changes the last bits);
-    # resuming must restore it for exactness.
+    # P = 30 > dense_max = 8: eigenpairs from the run's warm-started tracker, so the run
+    # carries state between steps (a different start changes the last bits); resuming must
+    # restore it for exactness.
     rng = np.random.default_rng(5)
     B = rng.normal(size=(30, 30))
     A = B @ B.T / 30
@@ -173,29 +190,27 @@ def test_lanczos_warm_start_is_part_of_the_checkpoint(tmp_path):
     theta0 = rng.normal(size=30)
     eta = 1.9 / np.linalg.eigvalsh(A)[-1]  # top mode oscillates (ηλ > 1) and is stable
 
+    @dataclasses.dataclass(frozen=True)
     class Crash(FreeEnergyFlow):
-        crash_at = None
-
-        def map_step(self, k, y):
-            if k == self.crash_at:
-                raise KeyboardInterrupt
-            return super().map_step(k, y)
+        def map_step(self, k, y, run=None):
+            _maybe_interrupt(k)
+            return super().map_step(k, y, run)
 
     def model():
         return Crash(prob, eta, rank=1, dense_max=8)
 
     ref = ed.solve(model(), theta0, 120, solver="map")
     path = tmp_path / "lz.ckpt"
-    crashing = model()
-    crashing.crash_at = 90
+    TRIGGER.update(at=90, how="raise")
     with pytest.raises(IntegrationError):
-        ed.solve(crashing, theta0, 120, solver="map", checkpoint=path, checkpoint_every=40)
-    state = pickle.loads(path.read_bytes())
-    assert state["k"] == 80 and state["model_state"]["_warm"]["value"].shape == (30, 2)
+        ed.solve(model(), theta0, 120, solver="map", checkpoint=path, checkpoint_every=40)
+    header, tree = ckpt_format.read_tree(path)
+    past = tree["run"]["tracker"]["state"]["_past"]
+    assert tree["k"] == 80 and len(past) == 3 and past[0].shape == (30, 3)  # n_track = 2, plus a guard
     _same(resume(model(), path), ref)
     # without the warm start the continuation differs (so the test above can fail)
-    state["model_state"] = {}
-    path.write_bytes(pickle.dumps(state))
+    tree["run"]["tracker"]["state"]["_past"] = []
+    ckpt_format.write_tree(path, header, *ckpt_format.encode(tree))
     cold = resume(model(), path)
     assert not np.array_equal(cold.y, ref.y)
     np.testing.assert_allclose(cold.y, ref.y, rtol=0, atol=1e-12)
@@ -233,17 +248,53 @@ def test_resume_refuses_other_model_and_other_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="`path`"):
         resume(FreeEnergyFlow(prob, 0.3), tmp_path / "missing.ckpt")
     other = tmp_path / "other.ckpt"
-    other.write_bytes(b"not a pickle")
+    other.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="is not an effdyn checkpoint"):
         resume(FreeEnergyFlow(prob, 0.3), other)
+    # another option than at the checkpoint (an option that changes the numbers) is refused
+    with pytest.raises(ValueError, match=r"differs from the checkpoint's model in \['relative_sigma_tol'\]"):
+        resume(FreeEnergyFlow(prob, 0.3, relative_sigma_tol=True), path)
 
-    class Evil:
-        def __reduce__(self):
-            return (os.system, ("echo pwned",))
 
-    other.write_bytes(pickle.dumps({"format": "effdyn-checkpoint", "version": 1, "x": Evil()}))
-    with pytest.raises(ValueError, match="does not load"):
-        resume(FreeEnergyFlow(prob, 0.3), other)
+class _Evil:
+    def __reduce__(self):
+        marker = os.environ["EFFDYN_TEST_MARKER"]
+        return (os.system, (f"touch {marker}",))
+
+
+def test_loading_a_crafted_checkpoint_executes_nothing(tmp_path, monkeypatch):
+    """Checkpoints are data only: a pickle inside (or instead of) one never runs."""
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("EFFDYN_TEST_MARKER", str(marker))
+    prob = ed.problems.MinimalValley()
+    good = tmp_path / "good.ckpt"
+    ed.solve(FreeEnergyFlow(prob, 0.3), [0.1, 3.0], 20, solver="map", checkpoint=good)
+    # 1. the old format: a pickle that would run a command when unpickled
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(pickle.dumps({"format": "effdyn-checkpoint", "version": 1, "x": _Evil()}))
+    with pytest.raises(ValueError, match="is not an effdyn checkpoint"):
+        resume(FreeEnergyFlow(prob, 0.3), evil)
+    # 2. a valid checkpoint with an object array (a pickle) slipped into the archive
+    with np.load(good, allow_pickle=False) as npz:
+        entries = {name: npz[name] for name in npz.files}
+    entries["a0"] = np.array([_Evil()], dtype=object)
+    with open(evil, "wb") as fh:
+        np.savez(fh, **entries)
+    with pytest.raises(ValueError, match="is not an effdyn checkpoint"):
+        resume(FreeEnergyFlow(prob, 0.3), evil)
+    # 3. a header naming a class to rebuild that effdyn does not rebuild
+    header, tree = ckpt_format.read_tree(good)
+    skeleton, arrays = ckpt_format.encode(tree)
+    skeleton["__dict__"]["x"] = {"__object__": "os.system", "attrs": {}}
+    ckpt_format.write_tree(evil, header, skeleton, arrays)
+    with pytest.raises(ValueError, match="does not rebuild"):
+        resume(FreeEnergyFlow(prob, 0.3), evil)
+    # 4. another format version is refused before anything else is decoded
+    ckpt_format.write_tree(evil, {**header, "version": 1}, *ckpt_format.encode(tree))
+    with pytest.raises(ValueError, match="format version 1"):
+        resume(FreeEnergyFlow(prob, 0.3), evil)
+    assert not marker.exists()
+    assert resume(FreeEnergyFlow(prob, 0.3), good).success  # the genuine file still loads
 
 
 def test_checkpoint_files_are_written_atomically(tmp_path):
@@ -264,33 +315,23 @@ def test_checkpoint_files_are_written_atomically(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["c.bin", "run.ckpt"]
 
 
-def test_resume_restores_parameters_filled_in_by_initial_state(tmp_path, interactive_sigint):
-    # the reduced self-stabilisation model takes α and β from θ0 in initial_state: the
-    # checkpoint compares the model as built and carries α, β along
+def test_resume_restores_quantities_fixed_at_the_start(tmp_path, interactive_sigint):
+    # the reduced self-stabilisation model takes α and β from θ0 at the start: they live in
+    # the run state, which the checkpoint carries
     prob = ed.problems.MinimalValley(zeta=0.0, eps=0.01)
-
-    class Interrupted(ed.models.SelfStabilization):
-        def drift(self, k, y):
-            if k > 150 and getattr(self, "armed", False):
-                self.armed = False
-                os.kill(os.getpid(), signal.SIGINT)
-            return super().drift(k, y)
-
     kw = dict(solver="scipy:DOP853", rtol=1e-10, atol=1e-12)
-    ref = ed.solve(Interrupted(prob, 0.3, "reduced"), [0.1, 6.0], 300, **kw)
-    model = Interrupted(prob, 0.3, "reduced")
-    model.armed = True
+    model = ed.models.SelfStabilization(prob, 0.3, "reduced")
+    ref = ed.solve(model, [0.1, 6.0], 300, **kw)
+    assert model.alpha is None and ref.run.alpha is not None  # the model itself is untouched
     path = tmp_path / "ss.ckpt"
     with pytest.raises(IntegrationError, match="interrupted"):
-        ed.solve(model, [0.1, 6.0], 300, checkpoint=path, checkpoint_every=50, **kw)
-    fresh = Interrupted(prob, 0.3, "reduced")
-    assert fresh.alpha is None
-    sol = resume(fresh, path)
+        ed.solve(model, [0.1, 6.0], 300, checkpoint=path, checkpoint_every=50, callback=_sigint_at(150), **kw)
+    sol = resume(ed.models.SelfStabilization(prob, 0.3, "reduced"), path)
     _same(sol, ref)
-    assert (fresh.alpha, fresh.beta) == (model.alpha, model.beta)
+    assert (sol.run.alpha, sol.run.beta) == (ref.run.alpha, ref.run.beta)
     np.testing.assert_array_equal(sol.energy, ref.energy)
     # the finished run's checkpoint gives the solution back, observables included
-    done = resume(Interrupted(prob, 0.3, "reduced"), path)
+    done = resume(ed.models.SelfStabilization(prob, 0.3, "reduced"), path)
     np.testing.assert_array_equal(done.energy, ref.energy)
 
 
@@ -315,24 +356,16 @@ def _all_models():
 @pytest.mark.parametrize("name", ["GradientFlow", "CentralFlow", "SelfStabilization", "SharpnessReductionFlow",
                                   "RodFlow", "EdgeFlow", "MeanFieldKinetic"])
 def test_every_model_resumes_exactly(name, tmp_path, interactive_sigint):
-    # the run-time state each model keeps (eigen-trackers, SDCP warm starts, the previous
-    # eigenvector for sign continuity, Krylov bases ...) is found and restored generically
+    # the run state each model keeps (eigen-trackers, SDCP warm starts, the previous
+    # eigenvector for sign continuity, quantities fixed at the start ...) travels in the
+    # checkpoint through its own to/from-dict
     make, theta0, solver = _all_models()[name]
     ref = ed.solve(make(), theta0, 200, solver=solver)
-    model = make()
-    hook = "map_step" if solver == "map" else "drift"
-    original = getattr(model, hook)
-    fired = []
-
-    def interrupting(k, y):
-        if k >= 120 and not fired:
-            fired.append(k)
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(k, y)
-
-    setattr(model, hook, interrupting)
     path = tmp_path / "run.ckpt"
     with pytest.raises(IntegrationError, match="interrupted"):
-        ed.solve(model, theta0, 200, solver=solver, checkpoint=path, checkpoint_every=50)
+        ed.solve(make(), theta0, 200, solver=solver, checkpoint=path, checkpoint_every=50, callback=_sigint_at(120))
     assert 120 <= checkpoint_info(path)["k"] < 200
-    _same(resume(make(), path), ref)
+    sol = resume(make(), path)
+    _same(sol, ref)
+    for key in ref.records:
+        np.testing.assert_array_equal(sol.records[key], ref.records[key])

@@ -149,14 +149,14 @@ def test_plot_bad_input(capsys, tmp_path):
     assert code == 2 and "is not an effdyn result" in err
 
 
-def test_ctrl_c_saves_and_exits_130(capsys, monkeypatch, tmp_path):
+def test_ctrl_c_saves_and_exits_130(capsys, monkeypatch, tmp_path, registry_sandbox):
     class Interrupting(effdyn.models.GradientFlow):
-        def map_step(self, k, y):
+        def map_step(self, k, y, run=None):
             if k == 50:
                 raise KeyboardInterrupt
-            return super().map_step(k, y)
+            return super().map_step(k, y, run)
 
-    monkeypatch.setattr(effdyn.models, "GradientFlow", Interrupting)
+    registry_sandbox.register_model(Interrupting, name="GradientFlow")
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(GOOD_CONFIG.replace('type = "GradientFlow"', 'type = "GradientFlow"\nsolver = "map"'))
     code, _, err = _run(capsys, "run", str(cfg), "--out", str(tmp_path / "out"))

@@ -117,7 +117,7 @@ def test_rod_flow_quartic_fixed_point(form, S):
     model = RodFlow(Quartic(S, 1.0), ETA, sigma=form)
     start = {"delta0": [0.1]} if form == "rank1" else {"sigma0": [[0.01]]}
     sol = ed.solve(model, [0.0], 300, solver="scipy:LSODA", rtol=1e-10, atol=1e-12, save_every=300, **start)
-    assert sol.sigma[-1, 0, 0] == pytest.approx(S / 1.0 - 2.0 / (ETA * 1.0), rel=1e-7)
+    assert sol.covariance(-1)[0, 0] == pytest.approx(S / 1.0 - 2.0 / (ETA * 1.0), rel=1e-7)
     assert sol.theta[-1, 0] == 0.0  # the centre of the symmetric quartic does not move
 
 
@@ -126,7 +126,7 @@ def test_rod_flow_quartic_below_threshold_has_no_oscillation(form):
     model = RodFlow(Quartic(5.0, 1.0), ETA, sigma=form)  # S = 5 < 2/η
     start = {"delta0": [0.5]} if form == "rank1" else {"sigma0": [[0.25]]}
     sol = ed.solve(model, [0.0], 200, solver="scipy:LSODA", save_every=200, **start)
-    assert abs(sol.sigma[-1, 0, 0]) < 1e-9
+    assert abs(sol.covariance(-1)[0, 0]) < 1e-9
 
 
 def test_rod_flow_quartic_diffrax_matches_scipy():
@@ -157,19 +157,21 @@ def test_rod_flow_tracks_gd_on_the_minimal_valley(valley, gd_valley):
 @pytest.mark.parametrize("solver", ["scipy:DOP853", "diffrax:Dopri8"])
 def test_reduced_system_conserves_its_energy(valley, solver):
     model = SelfStabilization(valley, ETA, mode="reduced")
-    sol = ed.solve(model, [0.0, 2 / ETA], 400, solver=solver, rtol=1e-11, atol=1e-13, x0=0.05, y0=0.0)
-    energy = reduced_energy(sol.x, sol.y_excess, model.alpha, model.beta)
+    sol = ed.solve(model, [0.0, 2 / ETA], 400, solver=solver, rtol=1e-11, atol=1e-13,
+                   initial={"x0": 0.05, "y0": 0.0})
+    alpha, beta = sol.run.alpha, sol.run.beta  # fixed at the start, kept in the run state
+    energy = reduced_energy(sol.x, sol.y_excess, alpha, beta)
     assert np.ptp(energy) <= 1e-8 * abs(energy[0])
     # it really cycles: the amplitude swings through the fixed point √(2α/β)
-    fixed = np.sqrt(2 * model.alpha / model.beta)
+    fixed = np.sqrt(2 * alpha / beta)
     assert np.abs(sol.x).min() < fixed < np.abs(sol.x).max()
 
 
 def test_reduced_fixed_point_is_central_flow_sigma(valley):
     model = SelfStabilization(valley, ETA, mode="reduced")
-    y0 = model.initial_state([0.0, 2 / ETA], x0=1.0)
-    fixed = np.sqrt(2 * model.alpha / model.beta)
-    np.testing.assert_allclose(model.drift(0.0, np.array([fixed, 0.0])), 0.0, atol=1e-15)
+    y0, run = model.start([0.0, 2 / ETA], x0=1.0)
+    fixed = np.sqrt(2 * run.alpha / run.beta)
+    np.testing.assert_allclose(model.drift(0.0, np.array([fixed, 0.0]), run), 0.0, atol=1e-15)
     assert y0.shape == (2,)
     # on the minimal valley α ≈ ε and β ≈ 1 (Berthier's system): σ² ≈ 2ε
     assert fixed**2 == pytest.approx(0.02, rel=0.01)

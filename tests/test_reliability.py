@@ -9,6 +9,9 @@ a covariance that stops being positive semi-definite. Then: same seed, same bits
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 import numpy as np
 import pytest
 
@@ -17,33 +20,39 @@ from effdyn.errors import IntegrationError
 from effdyn.io import load_dataset
 from effdyn.models import FreeEnergyFlow
 from effdyn.models.base import AbstractModel
+from effdyn.problems.base import Problem
 
 pytestmark = pytest.mark.xdist_group("reliability")
 
 
+@dataclasses.dataclass(frozen=True)
 class Toy(AbstractModel):
     """dy/dk = f(k, y) with a JAX twin for diffrax; observables are placeholders."""
 
-    name = "toy"
+    problem: Problem
+    eta: float
+    f: Callable
+    jax_f: Callable | None = None
 
-    def __init__(self, problem, eta, f, jax_f=None):
-        super().__init__(problem, eta)
-        self.f, self.jax_f = f, jax_f
+    name = "toy"
 
     @property
     def state_size(self):
         return self.dim
 
-    def initial_state(self, theta0):
-        return self._theta0(theta0)
+    def make_run(self, run):
+        pass
 
-    def drift(self, k, y):
+    def drift(self, k, y, run=None):
         return self.f(k, y)
 
     def jax_drift(self):
         return self.jax_f
 
-    def observables(self, k, Y):
+    def record(self, k, y, run):
+        return {}
+
+    def observables(self, k, Y, records=None, run=None):
         z = np.zeros(len(k))
         return {"theta": Y, "loss": z, "time_avg_loss": z, "sharpness": z, "amplitude": z}
 
@@ -156,16 +165,42 @@ def test_nan_drift_is_reported_as_non_finite(solver):
     assert sol.k[-1] <= 7
 
 
-def test_model_errors_get_step_and_time():
-    # a model may raise IntegrationError itself (e.g. a failed projection); the solver adds where
+@pytest.mark.parametrize("solver", ["scipy:RK45", "map"])
+def test_model_errors_get_step_and_time(solver):
+    # a model may raise IntegrationError itself (e.g. a failed projection); the solver adds
+    # where, and attaches the partial solution; throw=False returns it (it used to escape)
     def broken(k, y):
         if k > 3:
-            raise IntegrationError("projection failed", cause="projection")
-        return -y
+            raise IntegrationError("projection failed", cause="solver failure")
+        return -0.1 * y
 
     with pytest.raises(IntegrationError, match="projection failed") as info:
-        ed.solve(Toy(ONE_D, 0.1, broken), [1.0], 10, solver="scipy:RK45")
-    assert info.value.cause == "projection" and 3 < info.value.time <= 10 and info.value.step == int(info.value.time)
+        ed.solve(Toy(ONE_D, 0.1, broken), [1.0], 10, solver=solver)
+    err = info.value
+    assert err.cause == "solver failure" and 3 < err.time <= 10 and err.step == int(err.time)
+    assert err.partial is not None and err.partial.status == "failed" and err.partial.k[-1] <= err.time
+    sol = ed.solve(Toy(ONE_D, 0.1, broken), [1.0], 10, solver=solver, throw=False)
+    assert sol.status == "failed" and "projection failed" in sol.message and 2 <= sol.k[-1] < 10
+    np.testing.assert_array_equal(sol.k, err.partial.k)
+
+
+@pytest.mark.parametrize("solver", ["scipy:RK45", "scipy:LSODA", "map"])
+def test_user_code_that_raises_keeps_the_partial_result(solver):
+    # a user's problem or model that raises mid-run (a bug, a NaN guard) ends the run with
+    # cause "user code raised", the step, the original exception chained, and the partial
+    def flaky(k, y):
+        if k > 5:
+            raise ZeroDivisionError("user bug")
+        return -0.1 * y
+
+    with pytest.raises(IntegrationError) as info:
+        ed.solve(Toy(ONE_D, 0.1, flaky), [1.0], 10, solver=solver)
+    err = info.value
+    assert err.cause == "user code raised" and isinstance(err.__cause__, ZeroDivisionError)
+    assert "ZeroDivisionError: user bug" in str(err) and 5 < err.time <= 10
+    assert err.partial.status == "failed" and err.partial.k[-1] <= err.time and len(err.partial.k) >= 5
+    sol = ed.solve(Toy(ONE_D, 0.1, flaky), [1.0], 10, solver=solver, throw=False)
+    assert sol.status == "failed" and sol.stats.cause == "user code raised"
 
 
 # --- step-size underflow --------------------------------------------------------------------
@@ -203,6 +238,7 @@ def test_step_size_underflow_diffrax():
 
 # --- Σ losing positive semi-definiteness -------------------------------------------------------
 
+@dataclasses.dataclass(frozen=True)
 class LeakyRateFlow(FreeEnergyFlow):
     """The rate form with a constant leak −c·I added to dΣ/dk: Σ = (1 + c)e^{−k} − c on a
     problem with no oscillating mode (dΣ/dk = −Σ there), so Σ crosses zero at
@@ -210,8 +246,8 @@ class LeakyRateFlow(FreeEnergyFlow):
 
     leak = 0.5
 
-    def drift(self, k, y):
-        d = super().drift(k, y)
+    def drift(self, k, y, run=None):
+        d = super().drift(k, y, run)
         P = self.dim
         d[P:] -= self.leak * np.eye(P).ravel()
         return d
@@ -222,7 +258,8 @@ def test_sigma_losing_psd_stops_the_run():
     model = LeakyRateFlow(prob, 0.5, rank=2, sigma_form="rate")
     k0 = np.log(1.5 / 0.5)
     with pytest.raises(IntegrationError) as info:
-        ed.solve(model, [0.0, 0.0], 5, solver="scipy:RK45", max_step=0.01, sigma0=np.eye(2), rtol=1e-10, atol=1e-12)
+        ed.solve(model, [0.0, 0.0], 5, solver="scipy:RK45", max_step=0.01, initial={"sigma0": np.eye(2)},
+                 rtol=1e-10, atol=1e-12)
     err = info.value
     # check_state allows round-off of 1e-8: the first accepted step past k0 + 1e-8/(c e^{−k0})
     assert err.cause == "sigma not PSD" and k0 <= err.time <= k0 + 0.01 + 1e-6

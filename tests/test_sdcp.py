@@ -1,11 +1,11 @@
-"""The small SDCP solver behind the central flow (effdyn.sdcp)."""
+"""The small SDCP solver behind the central flow (effdyn.models.sdcp)."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from effdyn.sdcp import SDCPError, kkt_residuals, operator_matrix, smat, solve_sdcp, svec
+from effdyn.models.sdcp import SDCPError, kkt_residuals, operator_matrix, smat, solve_sdcp, svec
 
 
 def _random_instance(seed, singular=False, degenerate=False):

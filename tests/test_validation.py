@@ -184,21 +184,21 @@ def test_diverging_gd_is_reported_and_other_cases_run(monkeypatch, tmp_path):
     assert [r["status"] for r in tables["fine"]] == ["success", "success"]
 
 
-def test_model_failures_become_rows(monkeypatch, tmp_path):
+def test_model_failures_become_rows(monkeypatch, tmp_path, registry_sandbox):
     from effdyn.problems import MinimalValley
 
     class Exploding(effdyn.models.GradientFlow):
-        def drift(self, k, y):
-            return np.full_like(y, np.inf) if k > 5 else super().drift(k, y)
+        def map_step(self, k, y, run=None):
+            return np.full_like(y, np.inf) if k > 5 else super().map_step(k, y, run)
 
-    monkeypatch.setattr(effdyn.models, "ExplodingFlow", Exploding, raising=False)
+    registry_sandbox.register_model(Exploding, name="ExplodingFlow")
 
     class Slow(effdyn.models.GradientFlow):
-        def map_step(self, k, y):
+        def map_step(self, k, y, run=None):
             time.sleep(0.02)
-            return super().map_step(k, y)
+            return super().map_step(k, y, run)
 
-    monkeypatch.setattr(effdyn.models, "SlowFlow", Slow, raising=False)
+    registry_sandbox.register_model(Slow, name="SlowFlow")
 
     def build(steps, quick, cifar=None):
         return Setup(MinimalValley(), np.array([0.1, 3.0]), 0.3, 50, (
@@ -227,16 +227,16 @@ def test_model_failures_become_rows(monkeypatch, tmp_path):
     assert result.ok  # model failures are results, not a failed run
 
 
-def test_interrupt_saves_partial_results(monkeypatch, tmp_path):
+def test_interrupt_saves_partial_results(monkeypatch, tmp_path, registry_sandbox):
     from effdyn.problems import MinimalValley
 
     class Interrupting(effdyn.models.GradientFlow):
-        def map_step(self, k, y):
+        def map_step(self, k, y, run=None):
             if k == 20:
                 raise KeyboardInterrupt
-            return super().map_step(k, y)
+            return super().map_step(k, y, run)
 
-    monkeypatch.setattr(effdyn.models, "InterruptingFlow", Interrupting, raising=False)
+    registry_sandbox.register_model(Interrupting, name="InterruptingFlow")
 
     def build(steps, quick, cifar=None):
         return Setup(MinimalValley(), np.array([0.1, 3.0]), 0.3, 60, (

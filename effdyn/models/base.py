@@ -1,66 +1,153 @@
-"""The interface every effective model implements.
+"""The contract every effective model meets, written whole.
 
-A model is a vector field on a flat state ``y`` (θ first, then whatever the model carries:
-a covariance factor, a direction, a magnitude ...), with time in GD steps ``k``. The
-solvers in ``effdyn.solvers`` only use this interface:
+A model is a **value**: a frozen dataclass whose fields are its parameters (the problem,
+η and the model's options). ``config()``, ``repr``, equality and the identity that
+checkpoints check are derived from those fields, so no option that changes the numbers can
+be left out of them. Whatever evolves during a solve besides the state vector lives in a
+**run state** (:mod:`effdyn.models.run_state`) that the model creates and the solvers
+thread through every call.
 
-1. ``initial_state(theta0, **options)`` validates its input and returns ``y0`` (float64).
-2. ``drift(k, y)`` returns dy/dk (NumPy, float64) for the scipy backend.
-3. ``map_step(k, y)`` returns the state one GD step later for the step-exact map
-   (default: an explicit Euler step of length 1).
-4. ``jax_drift()`` returns a pure JAX function ``f(k, y, args) -> dy/dk`` for diffrax, or
-   raises :class:`~effdyn.errors.MissingFeatureError` naming the missing piece.
-5. ``check_state(y)`` returns ``None`` or a short cause (e.g. ``"sigma not PSD"``) that makes
-   the solver stop with :class:`~effdyn.errors.IntegrationError`.
-6. ``observables(k, Y)`` maps saved states ``Y`` (n, state_size) to named arrays. Every
-   model returns at least ``theta`` (n, P), ``loss`` = E(θ), ``time_avg_loss`` (the model's
-   prediction of GD's two-step averaged loss), ``sharpness`` = λ_max(H(θ)) and
-   ``amplitude`` (predicted oscillation amplitude along the top eigenvector; 0 when the
-   model has none). These are what :func:`effdyn.compare` checks against GD.
+What the solvers, :class:`~effdyn.solution.Solution` and the validation suite use — the
+whole interface a new model implements:
+
+1. **Parameters.** Declare them as dataclass fields (``@dataclass(frozen=True)``) and check
+   them in ``_check()`` (called after the problem and η are checked, before the
+   ``requires`` features), normalising values with ``self._set(name, value)``. Bad input raises ``TypeError``/``ValueError`` naming
+   the argument. Class attributes: ``name`` (report label), ``supports`` (solver families
+   among "scipy", "diffrax", "map"; a property when it depends on the parameters),
+   ``requires`` (problem features the drift calls besides loss and gradient: "hvp",
+   "third", "loss_min"; checked at construction).
+2. **State layout.** ``state_size`` (length of the flat float64 state ``y``; θ first by
+   convention).
+3. **Start.** ``new_run()`` returns a fresh run state (override ``make_run(run)`` to add
+   fields or an eigen-tracker). ``start(theta0, **initial)`` returns ``(y0, run)``; the
+   model implements ``_initial(run, theta0, **options)`` (its keyword options are the
+   model's *initial data*, e.g. ``sigma0=`` — ``initial_options()`` lists them) and may
+   store quantities fixed at the start in ``run``. ``initial_state(theta0, **initial)``
+   returns ``y0`` alone.
+4. **Dynamics.** ``drift(k, y, run)`` returns dy/dk (time in GD steps, NumPy float64) for
+   the scipy backend; ``map_step(k, y, run)`` returns the state one GD step later for the
+   step-exact map (default: explicit Euler with dk = 1). Both evaluate the loss only
+   through ``run.problem`` (the counting view of the problem) and may update ``run``'s warm
+   starts; ``run=None`` uses a throwaway run state. An unrecoverable condition raises
+   :class:`~effdyn.errors.IntegrationError` with a cause from
+   :class:`~effdyn.outcomes.Cause`; the solvers attach step, time and the partial solution.
+5. **JAX.** ``jax_drift()`` returns a pure function ``f(k, y, args)`` for diffrax and
+   ``jax_args()`` its ``args`` (parameters as arrays, so sweeps do not recompile); a model
+   without one raises :class:`~effdyn.errors.MissingFeatureError` (the default).
+6. **Validity.** ``check_state(y)`` returns None or a cause (``Cause`` value, e.g.
+   ``"sigma not PSD"``) that stops the solve; ``atol_weights(y0)`` optionally scales the
+   adaptive solvers' ``atol`` per component.
+7. **Records.** ``record(k, y, run)`` is called by the solvers at every saved state and
+   returns a dict of arrays (scalars or small fixed-shape arrays): every saved quantity that
+   needs a spectral computation (sharpness, amplitude along the top eigenvector, the
+   central flow's Σ factor ...). It may use and update ``run`` (warm starts, the memo).
+8. **Observables.** ``observables(k, Y, records, run)`` maps saved states ``Y`` (n,
+   state_size) and their stacked records to named arrays. It reads, never computes, the
+   spectral quantities (no eigen-solves, no dense Hessians) and changes nothing. Required
+   keys, checked by :meth:`check_observables`: ``theta`` (n, P), ``loss`` = E(θ),
+   ``time_avg_loss`` (the model's prediction of GD's two-step averaged loss),
+   ``sharpness`` = λ_max(H(θ)) (n,) and ``amplitude`` (predicted oscillation amplitude
+   along the top eigenvector; 0 without an oscillation) (n,). Models with an oscillation
+   also give ``amplitude_subspace`` (the whole oscillation, √tr Σ or ‖δ‖) (n,).
+9. **Identity.** ``config()`` (derived from the fields), ``identity()`` (canonical JSON
+   of the configuration, what ``resume`` compares).
+
+The conformance suite (tests/test_conformance.py) checks every item above for every model
+in its list; a new model is covered by adding one entry there.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import json
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import numpy as np
 
 from .._validation import as_vector, positive_float
 from ..errors import MissingFeatureError
 from ..problems.base import Problem
+from .run_state import RunState
+
+__all__ = ["AbstractModel", "REQUIRED_OBSERVABLES"]
+
+#: Observables every model provides, with their shape after the saved-state axis
+#: ("P" = the problem dimension).
+REQUIRED_OBSERVABLES = {"theta": ("P",), "loss": (), "time_avg_loss": (), "sharpness": (), "amplitude": ()}
 
 
 class AbstractModel(ABC):
     """Base class of the effective models (see the module docstring for the contract)."""
 
     #: Short identifier used in reports.
-    name: str = "model"
+    name: ClassVar[str] = "model"
     #: Solver families the model supports ("scipy", "diffrax", "map").
-    supports: tuple[str, ...] = ("scipy", "diffrax", "map")
+    supports: ClassVar[tuple[str, ...]] = ("scipy", "diffrax", "map")
+    #: Problem features the model's drift needs besides loss and gradient.
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: The class of the model's run state.
+    run_state_class: ClassVar[type] = RunState
 
-    def __init__(self, problem: Problem, eta: float):
-        if not isinstance(problem, Problem):
+    # --- parameters ---------------------------------------------------------------------
+    def __post_init__(self):
+        if not isinstance(self.problem, Problem):
             raise TypeError(
                 f"`problem` must be an effdyn Problem (e.g. effdyn.problems.MinimalValley or "
-                f"effdyn.problems.from_jax(...)); got {type(problem).__name__}."
+                f"effdyn.problems.from_jax(...)); got {type(self.problem).__name__}."
             )
-        self.problem = problem
-        self.eta = positive_float(eta, "eta")
+        if any(f.name == "eta" for f in dataclasses.fields(self)):
+            self._set("eta", positive_float(self.eta, "eta"))
+        self._check()
+        self._require(self.requires)
 
-    # --- state ------------------------------------------------------------------------
+    def _check(self) -> None:
+        """Check and normalise the model's own parameters (``self._set``); models override."""
+
+    def _set(self, name: str, value) -> None:
+        """Normalise a field during ``__post_init__`` (the dataclass is frozen)."""
+        object.__setattr__(self, name, value)
+
+    def _require(self, features) -> None:
+        from ._shared import require_loss_min, require_third
+
+        model = type(self).__name__
+        for feature in features:
+            if feature == "third":
+                require_third(self.problem, model)
+            elif feature == "loss_min":
+                require_loss_min(self.problem, model)
+
     @property
     def dim(self) -> int:
         """Number of parameters P of the problem."""
         return self.problem.dim
 
+    # --- identity -----------------------------------------------------------------------
+    def config(self) -> dict:
+        """Every parameter of the model (from its fields), the problem's own configuration
+        under ``problem`` and the model's ``name``; saved as metadata and checked on resume."""
+        cfg = {"model": self.name}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            cfg[f.name] = value.config() if isinstance(value, Problem) else value
+        cfg.setdefault("eta", self.eta)
+        return cfg
+
+    def identity(self) -> str:
+        """Canonical JSON of the class and configuration: equal identities, equal numbers."""
+        from ..io import _json_default
+
+        return json.dumps({"class": type(self).__name__, "config": self.config()}, sort_keys=True,
+                          default=_json_default)
+
+    # --- state --------------------------------------------------------------------------
     @property
     @abstractmethod
     def state_size(self) -> int:
         """Length of the flat state vector."""
-
-    @abstractmethod
-    def initial_state(self, theta0, **options) -> np.ndarray:
-        """Validated flat initial state from ``theta0`` and model-specific options."""
 
     def theta_of(self, y: np.ndarray) -> np.ndarray:
         """The average trajectory θ inside a state (the first P entries by convention)."""
@@ -69,20 +156,62 @@ class AbstractModel(ABC):
     def _theta0(self, theta0) -> np.ndarray:
         return as_vector(theta0, "theta0", self.dim)
 
-    # --- dynamics ---------------------------------------------------------------------
+    # --- start --------------------------------------------------------------------------
+    def new_run(self) -> RunState:
+        """A fresh run state for this model (counters at zero, no warm starts)."""
+        run = self.run_state_class().bind(self)
+        self.make_run(run)
+        return run
+
+    def make_run(self, run: RunState) -> None:
+        """Add what the model's run state starts with (default: an eigen-tracker of the
+        top eigenpair for the records; models override)."""
+        from ..spectrum import EigenTracker
+
+        run.tracker = EigenTracker(run.problem, 1)
+
+    def start(self, theta0, **initial):
+        """``(y0, run)``: the validated initial state and the run state that goes with it."""
+        _check_initial(self, initial)
+        run = self.new_run()
+        y0 = np.asarray(self._initial(run, theta0, **initial), dtype=np.float64)
+        return y0, run
+
+    def initial_state(self, theta0, **initial) -> np.ndarray:
+        """The validated initial state ``y0`` (see :meth:`start`)."""
+        return self.start(theta0, **initial)[0]
+
+    def _initial(self, run: RunState, theta0) -> np.ndarray:
+        """Initial state from θ0 (default: θ0 itself); keyword options are initial data."""
+        return self._theta0(theta0)
+
+    @classmethod
+    def initial_options(cls) -> tuple[str, ...]:
+        """Names of the model's initial-data options (keyword arguments of ``start``)."""
+        params = list(inspect.signature(cls._initial).parameters.values())[3:]
+        return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+    # --- dynamics -----------------------------------------------------------------------
+    def _run(self, run):
+        return self.new_run() if run is None else run
+
     @abstractmethod
-    def drift(self, k: float, y: np.ndarray) -> np.ndarray:
+    def drift(self, k: float, y: np.ndarray, run: RunState | None = None) -> np.ndarray:
         """dy/dk at time ``k`` (in GD steps)."""
 
-    def map_step(self, k: int, y: np.ndarray) -> np.ndarray:
+    def map_step(self, k: int, y: np.ndarray, run: RunState | None = None) -> np.ndarray:
         """State one GD step later (step-exact map); default: explicit Euler with dk = 1."""
-        return y + self.drift(k, y)
+        return y + self.drift(k, y, run)
 
     def jax_drift(self):
         raise MissingFeatureError(
             f"{type(self).__name__} has no JAX drift, so the diffrax backend cannot run it; "
             "use a scipy solver (e.g. solver=\"scipy:LSODA\") or solver=\"map\"."
         )
+
+    def jax_args(self):
+        """Arguments of the JAX drift (parameters as arrays)."""
+        return None
 
     def atol_weights(self, y0: np.ndarray):
         """Per-component multipliers of the adaptive solvers' ``atol`` (None: all ones).
@@ -102,14 +231,58 @@ class AbstractModel(ABC):
         """Cause string when ``y`` is not a valid state, else None."""
         return None if np.all(np.isfinite(y)) else "non-finite"
 
-    # --- output -----------------------------------------------------------------------
+    # --- output -------------------------------------------------------------------------
+    def record(self, k: float, y: np.ndarray, run: RunState) -> dict:
+        """Spectral quantities of one saved state (default: the sharpness λ₁(θ))."""
+        from ._shared import tracked_eigenpairs
+
+        vals, _ = tracked_eigenpairs(run, self.theta_of(y))
+        return {"sharpness": float(vals[0])}
+
+    def records_of(self, k, Y, run: RunState | None = None) -> dict:
+        """Records of saved states computed after the fact (for states that did not come
+        from a solve, or from a backend that cannot record during the run)."""
+        run = self._run(run)
+        rows = [self.record(float(kk), np.asarray(y, dtype=np.float64), run) for kk, y in zip(k, Y)]
+        return stack_records(rows)
+
     @abstractmethod
-    def observables(self, k: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
-        """Named arrays along saved states (see the module docstring for required keys)."""
+    def observables(self, k: np.ndarray, Y: np.ndarray, records: dict | None = None,
+                    run: RunState | None = None) -> dict[str, np.ndarray]:
+        """Named arrays along saved states (see the module docstring for required keys).
+        Without ``records`` (states not from a solve) they are computed first."""
 
-    def config(self) -> dict:
-        """Parameters that reproduce this model (saved as metadata)."""
-        return {"model": self.name, "eta": self.eta, "problem": self.problem.config()}
+    def check_observables(self, k, obs: dict) -> dict:
+        """Raise a clear error when a required observable is missing or misshapen."""
+        n = len(k)
+        missing = [name for name in REQUIRED_OBSERVABLES if name not in obs]
+        if missing:
+            raise KeyError(
+                f"{type(self).__name__}.observables does not return the required observable(s) {missing}; "
+                f"every model returns {list(REQUIRED_OBSERVABLES)} (see effdyn.models.base)."
+            )
+        for name, tail in REQUIRED_OBSERVABLES.items():
+            want = (n,) + tuple(self.dim if t == "P" else t for t in tail)
+            if np.shape(obs[name]) != want:
+                raise ValueError(
+                    f"{type(self).__name__}.observables returns `{name}` of shape {np.shape(obs[name])}; "
+                    f"expected {want} (one row per saved state)."
+                )
+        return obs
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(problem={self.problem!r}, eta={self.eta})"
+
+def stack_records(rows: list[dict]) -> dict:
+    """Records of consecutive saved states stacked along a first axis."""
+    if not rows:
+        return {}
+    return {name: np.stack([np.asarray(r[name], dtype=np.float64) for r in rows]) for name in rows[0]}
+
+
+def _check_initial(model, options: dict) -> None:
+    allowed = model.initial_options()
+    unknown = [name for name in options if name not in allowed]
+    if unknown:
+        raise TypeError(
+            f"`{unknown[0]}` is not an initial-data option of {type(model).__name__} "
+            f"(its options: {list(allowed) or 'none'})."
+        )

@@ -15,18 +15,31 @@ where Ḣ = dH/dk along the flow, T(θ)[Σ] = ∇_θ⟨H(θ), Σ⟩ (theory §1)
 from __future__ import annotations
 
 import warnings
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
 from .._validation import positive_float, positive_int, real_float
 from ..errors import IntegrationError
-from ..sdcp import SDCPError, _solve_svec, smat, svec
+from ..problems.base import Problem
+from ._shared import losses, tracked_eigenpairs
 from .base import AbstractModel
-from .gradient_flow import losses, require_third
+from .run_state import RunState
+from .sdcp import SDCPError, smat, solve_sdcp_svec, svec
 
 __all__ = ["CentralFlow"]
 
 
+@dataclass(eq=False)
+class CentralFlowRun(RunState):
+    """Run state of :class:`CentralFlow`: the last SDCP solution (the solver's warm start)
+    and whether the "all computed eigenvalues are critical" warning was given."""
+
+    last_X: object = None
+    warned_rank: bool = False
+
+
+@dataclass(frozen=True)
 class CentralFlow(AbstractModel):
     """Central flow: gradient flow plus the SDCP-determined curvature penalty.
 
@@ -52,7 +65,7 @@ class CentralFlow(AbstractModel):
         literal SDCP on every eigenvalue in the window (which then also freezes
         eigenvalues slightly below 2/η).
     sdcp_tol : float, default 1e-10
-        Relative KKT tolerance of the SDCP solver (:mod:`effdyn.sdcp`).
+        Relative KKT tolerance of the SDCP solver (:mod:`effdyn.models.sdcp`).
 
     Notes
     -----
@@ -76,46 +89,49 @@ class CentralFlow(AbstractModel):
     B (e.g. r(r+1)/2 > P), Σ is not unique; the drift is.
 
     Observables: ``theta``, ``loss``, ``time_avg_loss`` = E + tr(Σ)/η, ``sharpness``,
-    ``amplitude`` = √(v₁ᵀΣv₁), ``sigma`` (n, P, P), ``n_critical``, ``sigma_rank``.
+    ``amplitude`` = √(v₁ᵀΣv₁), ``amplitude_subspace`` = √tr Σ, ``sigma_factor`` (n, P,
+    max_rank) with Σ = FFᵀ (Σ itself is never expanded to (n, P, P)), ``n_critical``,
+    ``sigma_rank``.
     """
+
+    problem: Problem
+    eta: float
+    _: KW_ONLY
+    max_rank: int = 5
+    window: float = 0.05
+    restoring: float = 1.0
+    sdcp_tol: float = 1e-10
 
     name = "central_flow"
     supports = ("scipy", "map")
+    requires = ("third",)
+    run_state_class = CentralFlowRun
 
-    def __init__(self, problem, eta: float, *, max_rank: int = 5, window: float = 0.05, restoring: float = 1.0,
-                 sdcp_tol: float = 1e-10):
-        super().__init__(problem, eta)
-        require_third(problem, "CentralFlow")
-        self.max_rank = min(positive_int(max_rank, "max_rank"), problem.dim)
-        self.window = real_float(window, "window")
-        if not 0.0 <= self.window < 1.0:
+    def _check(self):
+        self._set("max_rank", min(positive_int(self.max_rank, "max_rank"), self.problem.dim))
+        window = real_float(self.window, "window")
+        if not 0.0 <= window < 1.0:
             raise ValueError(f"`window` must be in [0, 1) (a relative distance below 2/η); got {window}.")
-        self.restoring = real_float(restoring, "restoring")
-        if self.restoring < 0:
+        self._set("window", window)
+        restoring = real_float(self.restoring, "restoring")
+        if restoring < 0:
             raise ValueError(f"`restoring` must be >= 0 (a rate per GD step); got {restoring}.")
-        self.sdcp_tol = positive_float(sdcp_tol, "sdcp_tol")
-        self._tracker = None
-        self._last_X = None
-        self._warned_rank = False
+        self._set("restoring", restoring)
+        self._set("sdcp_tol", positive_float(self.sdcp_tol, "sdcp_tol"))
+
+    def make_run(self, run):
+        from ..spectrum import EigenTracker
+
+        run.tracker = EigenTracker(run.problem, self.max_rank)
 
     @property
     def state_size(self) -> int:
         return self.dim
 
-    def initial_state(self, theta0) -> np.ndarray:
-        return self._theta0(theta0)
-
     # --- the SDCP ---------------------------------------------------------------------
-    def _eigs(self, theta):
-        from ..spectrum import EigenTracker
-
-        if self._tracker is None:
-            self._tracker = EigenTracker(self.problem, self.max_rank)
-        return self._tracker.update(theta)
-
-    def _curvature_gradients(self, theta, U):
+    def _curvature_gradients(self, problem, theta, U):
         """C (P, r(r+1)/2): columns ∇(u_iᵀHu_j), √2-scaled off the diagonal (svec order)."""
-        p = self.problem
+        p = problem
         r = U.shape[1]
         cols = []
         for i in range(r):
@@ -127,8 +143,8 @@ class CentralFlow(AbstractModel):
                     cols.append(np.sqrt(2.0) * p._third(theta, W, np.array([0.25, -0.25])))
         return np.column_stack(cols)
 
-    def solve_sigma(self, theta, k: float | None = None, *, warm: bool = True):
-        """The SDCP at θ.
+    def solve_sigma(self, theta, k: float | None = None, run=None, *, warm: bool = True):
+        """The SDCP at θ (memoised in ``run`` by the exact point).
 
         Returns
         -------
@@ -137,30 +153,41 @@ class CentralFlow(AbstractModel):
             ``C`` (P, r(r+1)/2), ``grad`` (P,), ``A`` (r, r), ``M`` (svec matrix of B),
             ``residual``. r = 0 when no eigenvalue is critical.
         """
+        run = self._run(run)
         theta = np.ascontiguousarray(theta, dtype=np.float64)
-        g = self.problem._grad(theta)
-        vals, vecs = self._eigs(theta)
+        hit = run.memo_get("sdcp", theta)
+        if hit is not None:
+            return hit
+        out = self._solve_sigma(theta, k, run, warm)
+        run.memo_put("sdcp", theta, out)
+        return out
+
+    def _solve_sigma(self, theta, k, run, warm):
+        problem = run.problem
+        g = problem._grad(theta)
+        vals, vecs = tracked_eigenpairs(run, theta)
         threshold = (2.0 / self.eta) * (1.0 - self.window)
         crit = vals >= threshold
         r = int(np.sum(crit))
-        if r == self.max_rank and self.max_rank < self.dim and not self._warned_rank:
+        if r == self.max_rank and self.max_rank < self.dim and not run.warned_rank:
             warnings.warn(
                 f"CentralFlow: all {self.max_rank} computed eigenvalues are critical (>= {threshold:.6g}); "
-                "more may be. Increase `max_rank`.", RuntimeWarning, stacklevel=3)
-            self._warned_rank = True
-        out = {"grad": g, "eigenvalues": vals[crit], "U": vecs[:, crit], "residual": 0.0}
+                "more may be. Increase `max_rank`.", RuntimeWarning, stacklevel=4)
+            run.warned_rank = True
+        out = {"grad": g, "eigenvalues": vals[crit], "U": vecs[:, crit], "residual": 0.0, "top_value": vals[0],
+               "top_vector": vecs[:, 0]}
         if r == 0:
             out.update(X=np.zeros((0, 0)), C=np.zeros((self.dim, 0)), A=np.zeros((0, 0)), M=np.zeros((0, 0)))
-            self._last_X = None
+            run.last_X = None
             return out
         U = vecs[:, crit]
-        C = self._curvature_gradients(theta, U)
+        C = self._curvature_gradients(problem, theta, U)
         a = C.T @ g
         A = smat(a, r) + (self.restoring / self.eta) * np.diag(2.0 / self.eta - vals[crit])
         M = 0.5 * (C.T @ C)
-        X0 = self._last_X if (warm and self._last_X is not None and self._last_X.shape == (r, r)) else None
+        X0 = run.last_X if (warm and run.last_X is not None and run.last_X.shape == (r, r)) else None
         try:
-            res = _solve_svec(A, M, tol=self.sdcp_tol, X0=X0)
+            res = solve_sdcp_svec(A, M, tol=self.sdcp_tol, X0=X0)
         except SDCPError as exc:
             when = "" if k is None else f" at k = {k:.6g} (GD step {int(k)})"
             raise IntegrationError(
@@ -168,53 +195,50 @@ class CentralFlow(AbstractModel):
                 f"θ = {np.array2string(theta, precision=6, threshold=20)}, critical eigenvalues "
                 f"{np.array2string(vals[crit], precision=6)} (2/η = {2.0 / self.eta:.6g}).",
                 step=None if k is None else int(k), time=k, cause="sdcp failed") from exc
-        self._last_X = res.X
+        run.last_X = res.X
         out.update(U=U, X=res.X, C=C, A=A, M=M, residual=res.residual)
         return out
 
     # --- dynamics ---------------------------------------------------------------------
-    def drift(self, k, y):
-        sol = self.solve_sigma(y, k)
+    def drift(self, k, y, run=None):
+        sol = self.solve_sigma(y, k, run)
         g = sol["grad"]
         if sol["X"].size == 0:
             return -self.eta * g
         return -self.eta * (g + 0.5 * sol["C"] @ svec(sol["X"]))
 
-    def observables(self, k, Y):
+    def record(self, k, y, run):
+        """Σ of the saved state as a factor F (P, max_rank), Σ = FFᵀ, and its summaries."""
+        sol = self.solve_sigma(y, k, run)
+        F = np.zeros((self.dim, self.max_rank))
+        out = {"sharpness": float(sol["top_value"]), "amplitude": 0.0, "sigma_trace": 0.0, "n_critical": 0.0,
+               "sigma_rank": 0.0}
+        X = sol["X"]
+        if X.size:
+            w, Q = np.linalg.eigh(0.5 * (X + X.T))
+            r = X.shape[0]
+            F[:, :r] = sol["U"] @ (Q * np.sqrt(np.maximum(w, 0.0)))
+            out["n_critical"] = float(r)
+            out["sigma_rank"] = float(np.sum(w > 1e-12 * max(1.0, np.abs(X).max())))
+            out["sigma_trace"] = float(np.trace(X))
+            out["amplitude"] = float(np.sqrt(max(float(np.sum((sol["top_vector"] @ F) ** 2)), 0.0)))
+        out["sigma_factor"] = F
+        return out
+
+    def observables(self, k, Y, records=None, run=None):
         Y = np.asarray(Y)
-        n, P = len(Y), self.dim
-        Theta = Y[:, :P]
-        sigma = np.zeros((n, P, P))
-        sharp = np.empty(n)
-        n_crit = np.zeros(n, dtype=int)
-        rank = np.zeros(n, dtype=int)
-        amp = np.zeros(n)
-        self._tracker = None
-        self._last_X = None
-        for i, th in enumerate(Theta):
-            sol = self.solve_sigma(th, float(k[i]))
-            vals, vecs = self._tracker.vals, self._tracker.vecs
-            sharp[i] = vals[0]
-            if sol["X"].size:
-                U = sol["U"]
-                sigma[i] = U @ sol["X"] @ U.T
-                n_crit[i] = U.shape[1]
-                rank[i] = int(np.sum(np.linalg.eigvalsh(sol["X"]) > 1e-12 * max(1.0, np.abs(sol["X"]).max())))
-                v1 = vecs[:, 0]
-                amp[i] = np.sqrt(max(float(v1 @ sigma[i] @ v1), 0.0))
+        records = self.records_of(k, Y, run) if records is None else records
+        Theta = Y[:, : self.dim]
         E = losses(self.problem, Theta)
+        trace = records["sigma_trace"]
         return {
             "theta": Theta,
             "loss": E,
-            "time_avg_loss": E + np.trace(sigma, axis1=1, axis2=2) / self.eta,
-            "sharpness": sharp,
-            "amplitude": amp,
-            "sigma": sigma,
-            "n_critical": n_crit,
-            "sigma_rank": rank,
+            "time_avg_loss": E + trace / self.eta,
+            "sharpness": records["sharpness"],
+            "amplitude": records["amplitude"],
+            "amplitude_subspace": np.sqrt(np.maximum(trace, 0.0)),
+            "sigma_factor": records["sigma_factor"],
+            "n_critical": records["n_critical"].astype(int),
+            "sigma_rank": records["sigma_rank"].astype(int),
         }
-
-    def config(self) -> dict:
-        cfg = super().config()
-        cfg.update(max_rank=self.max_rank, window=self.window, restoring=self.restoring, sdcp_tol=self.sdcp_tol)
-        return cfg

@@ -11,11 +11,14 @@ matches that description. Do not cite its numbers as Edge Flow's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .._validation import as_vector, positive_float
+from ..problems.base import Problem
+from ._shared import cached_jax_drift, jax_loss_of, losses, top_eig, tracked_eigenpairs, two_point_gradients
 from .base import AbstractModel
-from .gradient_flow import cached_jax_drift, jax_loss_of, losses, top_eig, top_spectrum, two_point_gradients
 
 __all__ = ["EdgeFlow"]
 
@@ -23,6 +26,7 @@ __all__ = ["EdgeFlow"]
 _MULTIPLIER_FLOOR = 1e-8
 
 
+@dataclass(frozen=True)
 class EdgeFlow(AbstractModel):
     """Rank-one oscillation model: centre θ, unit direction u, magnitude ρ (reconstruction).
 
@@ -64,21 +68,26 @@ class EdgeFlow(AbstractModel):
     to the sign of ρ, i.e. GD's own linear multiplier.
 
     Observables: ``theta``, ``loss`` = E(θ), ``time_avg_loss`` = ½[E(θ+ρu) + E(θ−ρu)],
-    ``sharpness`` = λ_max(H(θ)), ``amplitude`` = ρ|u·v₁|, and ``rho``, ``u``,
-    ``rayleigh`` = uᵀH(θ)u.
+    ``sharpness`` = λ_max(H(θ)), ``amplitude`` = ρ|u·v₁|, ``amplitude_subspace`` = ρ, and
+    ``rho``, ``u``, ``rayleigh`` = uᵀH(θ)u.
     """
+
+    problem: Problem
+    eta: float
+    rho_floor: object = "roundoff"
 
     name = "edge_flow"
     supports = ("scipy", "diffrax", "map")
+    requires = ("hvp",)
 
-    def __init__(self, problem, eta: float, rho_floor="roundoff"):
-        super().__init__(problem, eta)
+    def _check(self):
+        rho_floor = self.rho_floor
         if rho_floor is None or (isinstance(rho_floor, str) and rho_floor == "roundoff"):
-            self.rho_floor = rho_floor
+            pass
         elif isinstance(rho_floor, str):
             raise ValueError(f"`rho_floor` must be 'roundoff', a positive float or None; got {rho_floor!r}.")
         else:
-            self.rho_floor = positive_float(rho_floor, "rho_floor")
+            self._set("rho_floor", positive_float(rho_floor, "rho_floor"))
 
     def _log_floor(self, theta) -> float:
         """log of the magnitude floor at θ (−inf without a floor)."""
@@ -92,10 +101,10 @@ class EdgeFlow(AbstractModel):
     def state_size(self) -> int:
         return 2 * self.dim + 1
 
-    def initial_state(self, theta0, u0=None, rho0=None) -> np.ndarray:
+    def _initial(self, run, theta0, u0=None, rho0=None) -> np.ndarray:
         theta0 = self._theta0(theta0)
         if u0 is None:
-            u0 = top_eig(self.problem, theta0)[1][:, 0]
+            u0 = top_eig(run.problem, theta0)[1][:, 0]
         else:
             u0 = as_vector(u0, "u0", self.dim)
             norm = np.linalg.norm(u0)
@@ -103,7 +112,7 @@ class EdgeFlow(AbstractModel):
                 raise ValueError("`u0` must be a non-zero direction (it is normalised); pass None for the top eigenvector.")
             u0 = u0 / norm
         if rho0 is None:
-            rho0 = 0.5 * self.eta * abs(float(u0 @ self.problem._grad(theta0)))
+            rho0 = 0.5 * self.eta * abs(float(u0 @ run.problem._grad(theta0)))
             if rho0 == 0.0:
                 rho0 = 1e-12
         else:
@@ -123,23 +132,24 @@ class EdgeFlow(AbstractModel):
             rate *= max(0.0, 1.0 - np.exp(self._log_floor(theta) - log_rho))
         return rate
 
-    def _evaluate(self, y):
+    def _evaluate(self, y, run):
         """What both the drift and the map need: θ, u, log ρ, ∇E(θ ± ρu), Hu and uᵀHu."""
+        problem = self._run(run).problem
         theta, u, log_rho = self._split(y)
-        g_plus, g_minus = two_point_gradients(self.problem, theta, np.exp(log_rho) * u)
-        Hu = self.problem._hvp(theta, u)
+        g_plus, g_minus = two_point_gradients(problem, theta, np.exp(log_rho) * u)
+        Hu = problem._hvp(theta, u)
         return theta, u, log_rho, g_plus, g_minus, Hu, float(u @ Hu)
 
-    def drift(self, k, y):
-        theta, u, log_rho, g_plus, g_minus, Hu, rayleigh = self._evaluate(y)
+    def drift(self, k, y, run=None):
+        theta, u, log_rho, g_plus, g_minus, Hu, rayleigh = self._evaluate(y, run)
         out = np.empty(self.state_size)
         out[: self.dim] = -0.5 * self.eta * (g_plus + g_minus)
         out[self.dim: 2 * self.dim] = self.eta * (Hu - rayleigh * u)
         out[-1] = self._log_rho_rate(rayleigh, log_rho, theta)
         return out
 
-    def map_step(self, k, y):
-        theta, u, log_rho, g_plus, g_minus, Hu, rayleigh = self._evaluate(y)
+    def map_step(self, k, y, run=None):
+        theta, u, log_rho, g_plus, g_minus, Hu, rayleigh = self._evaluate(y, run)
         u_new = u + self.eta * (Hu - rayleigh * u)
         factor = max(abs(1.0 - self.eta * rayleigh), _MULTIPLIER_FLOOR)
         log_new = log_rho + np.log(factor)
@@ -187,13 +197,18 @@ class EdgeFlow(AbstractModel):
                 "log_rho_floor": jnp.asarray(floor, dtype=jnp.float64),
                 "roundoff": jnp.asarray(1.0 if self.rho_floor == "roundoff" else 0.0, dtype=jnp.float64)}
 
-    def observables(self, k, Y):
+    def record(self, k, y, run):
+        theta, u, log_rho = self._split(y)
+        vals, vecs = tracked_eigenpairs(run, theta)
+        return {"sharpness": float(vals[0]), "amplitude": float(np.exp(log_rho) * abs(u @ vecs[:, 0]))}
+
+    def observables(self, k, Y, records=None, run=None):
         P = self.dim
         Y = np.asarray(Y)
+        records = self.records_of(k, Y, run) if records is None else records
         Theta = Y[:, :P]
         U = Y[:, P: 2 * P] / np.linalg.norm(Y[:, P: 2 * P], axis=1, keepdims=True)
         rho = np.exp(Y[:, -1])
-        vals, vecs = top_spectrum(self.problem, Theta)
         E = losses(self.problem, Theta)
         avg = 0.5 * (losses(self.problem, Theta + rho[:, None] * U) + losses(self.problem, Theta - rho[:, None] * U))
         rayleigh = np.array([u @ self.problem._hvp(np.ascontiguousarray(th), np.ascontiguousarray(u))
@@ -202,14 +217,10 @@ class EdgeFlow(AbstractModel):
             "theta": Theta,
             "loss": E,
             "time_avg_loss": avg,
-            "sharpness": vals[:, 0],
-            "amplitude": rho * np.abs(np.einsum("np,np->n", U, vecs[:, :, 0])),
+            "sharpness": records["sharpness"],
+            "amplitude": records["amplitude"],
+            "amplitude_subspace": rho.copy(),
             "rho": rho,
             "u": U,
             "rayleigh": rayleigh,
         }
-
-    def config(self) -> dict:
-        cfg = super().config()
-        cfg["rho_floor"] = self.rho_floor
-        return cfg

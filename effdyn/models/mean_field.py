@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
@@ -35,9 +36,11 @@ from .._validation import as_vector, choice, positive_float, positive_int
 from ..errors import MissingFeatureError
 from ..kernels import two_layer as _k
 from ..problems.two_layer import TwoLayerNet
+from ._shared import count_eigensolve, tracked_eigenpairs
 from .base import AbstractModel
 
 
+@dataclass(frozen=True)
 class MeanFieldKinetic(AbstractModel):
     """Kinetic (θ̄, u) flow of mean-field GD on a finite-width two-layer network.
 
@@ -86,31 +89,57 @@ class MeanFieldKinetic(AbstractModel):
     25.0
     """
 
-    name = "mean-field kinetic"
+    problem: TwoLayerNet
+    eta_mf: float
+    rank: int = 1
+    _: KW_ONLY
+    form: str = "linear"
+    krylov_dim: int = 12
+    clip: float = 0.25
+    map_substeps: int = 2
+    dense_max: int = 64
+    eig_tol: float = 1e-9
 
-    def __init__(self, problem, eta_mf, rank: int = 1, *, form: str = "linear", krylov_dim: int = 12,
-                 clip: float = 0.25, map_substeps: int = 2, dense_max: int = 64, eig_tol: float = 1e-9):
-        if not isinstance(problem, TwoLayerNet):
+    name = "mean-field kinetic"
+    requires = ("hvp", "third")
+
+    def _check(self):
+        if not isinstance(self.problem, TwoLayerNet):
             raise TypeError(
                 "`problem` must be an effdyn.problems.TwoLayerNet (the particles are its neurons); "
-                f"got {type(problem).__name__}. For other losses use effdyn.models.FreeEnergyFlow."
+                f"got {type(self.problem).__name__}. For other losses use effdyn.models.FreeEnergyFlow."
             )
-        self.eta_mf = positive_float(eta_mf, "eta_mf")
-        self.rank = positive_int(rank, "rank")
-        if self.rank > problem.dim:
-            raise ValueError(f"`rank` must be <= the problem dimension P = {problem.dim}; got {rank}.")
-        self.form = choice(form, "form", ("linear", "log"))
-        self.krylov_dim = positive_int(krylov_dim, "krylov_dim")
-        self.clip = positive_float(clip, "clip")
-        if self.clip >= 1:
-            raise ValueError(f"`clip` must lie in (0, 1); got {clip}.")
-        self.map_substeps = positive_int(map_substeps, "map_substeps")
+        self._set("eta_mf", positive_float(self.eta_mf, "eta_mf"))
+        rank = positive_int(self.rank, "rank")
+        if rank > self.problem.dim:
+            raise ValueError(f"`rank` must be <= the problem dimension P = {self.problem.dim}; got {self.rank}.")
+        self._set("rank", rank)
+        choice(self.form, "form", ("linear", "log"))
+        self._set("krylov_dim", positive_int(self.krylov_dim, "krylov_dim"))
+        clip = positive_float(self.clip, "clip")
+        if clip >= 1:
+            raise ValueError(f"`clip` must lie in (0, 1); got {self.clip}.")
+        self._set("clip", clip)
+        self._set("map_substeps", positive_int(self.map_substeps, "map_substeps"))
+        dense_max = self.dense_max
         if isinstance(dense_max, bool) or not isinstance(dense_max, numbers.Integral) or dense_max < 0:
             raise ValueError(f"`dense_max` must be an integer >= 0; got {dense_max!r}.")
-        self.dense_max = int(dense_max)
-        self.eig_tol = positive_float(eig_tol, "eig_tol")
-        super().__init__(problem, problem.width * self.eta_mf)
-        self.supports = ("scipy", "diffrax", "map") if self.form == "linear" else ("scipy", "map")
+        self._set("dense_max", int(dense_max))
+        self._set("eig_tol", positive_float(self.eig_tol, "eig_tol"))
+
+    @property
+    def eta(self) -> float:
+        """The GD step of the finite-width loss, η = N·η_MF."""
+        return self.problem.width * self.eta_mf
+
+    @property
+    def supports(self) -> tuple:
+        return ("scipy", "diffrax", "map") if self.form == "linear" else ("scipy", "map")
+
+    def make_run(self, run):
+        from ..spectrum import EigenTracker
+
+        run.tracker = EigenTracker(run.problem, k=1, dense_max=self.dense_max, tol=self.eig_tol)
 
     # --- state layout -----------------------------------------------------------------
     @property
@@ -136,8 +165,8 @@ class MeanFieldKinetic(AbstractModel):
         return np.concatenate([theta, np.asarray(U).ravel()])
 
     # --- initial state ----------------------------------------------------------------
-    def initial_state(self, theta0, u0=None, *, seed_from=None, at=None, filter_order=None, q=None,
-                      project: bool = True):
+    def _initial(self, run, theta0, u0=None, *, seed_from=None, at=None, filter_order=None, q=None,
+                 project: bool = True):
         """Initial (θ̄, u): u given, from GD's oscillation, or a seed floor.
 
         Parameters
@@ -196,10 +225,10 @@ class MeanFieldKinetic(AbstractModel):
                 if r != 1:
                     raise ValueError("`project=False` (u = δ) needs rank 1; project on the top eigenvectors for rank > 1.")
                 return self.pack(theta, delta[:, None])
-            V = self._top_vectors(theta, r)
+            V = self._top_vectors(run, theta, r)
             return self.pack(theta, V * (V.T @ delta))
         q = 1e-3 if q is None else positive_float(q, "q")
-        return self.pack(theta, q * self._top_vectors(theta, r))
+        return self.pack(theta, q * self._top_vectors(run, theta, r))
 
     def _gd_oscillation(self, seed_from, at, order):
         """The alternating-filter estimate δ of u (see :meth:`initial_state`)."""
@@ -244,23 +273,35 @@ class MeanFieldKinetic(AbstractModel):
         weights = np.array([(-1.0) ** (j0 + j) * math.comb(order, j) for j in range(order + 1)]) / 2.0**order
         return np.tensordot(weights, np.array(rows), axes=1)
 
-    def _top_vectors(self, theta, k):
+    def _top_vectors(self, run, theta, k):
         from ..spectrum import top_eigenpairs
 
-        _, V = top_eigenpairs(self.problem, theta, k=k, dense_max=self.dense_max, tol=self.eig_tol)
+        count_eigensolve(run.problem)
+        _, V = top_eigenpairs(run.problem, theta, k=k, dense_max=self.dense_max, tol=self.eig_tol)
         return V
 
     # --- dynamics ---------------------------------------------------------------------
-    def drift(self, k, y):
+    def _count_fused(self, run, hvps: bool = True):
+        """One fused kernel call: a gradient, r third contractions and (drift) r HVPs."""
+        c = run.counters
+        c.gradients += 1
+        c.thirds += self.rank
+        if hvps:
+            c.hvps += self.rank
+
+    def drift(self, k, y, run=None):
+        run = self._run(run)
         theta, U = self.split(np.asarray(y, dtype=np.float64))
         U = np.ascontiguousarray(U)
         if self.form == "linear":
+            self._count_fused(run)
             return self.problem.run_kernel(_k._kinetic_drift, theta, U, self.eta)
+        self._count_fused(run, hvps=False)
         G, _ = self.problem.run_kernel(_k._contractions, theta, U, -self.eta, -0.5 * self.eta, 0.0)
-        dU = np.column_stack([self._krylov_apply(theta, U[:, q], self._log_rate) for q in range(self.rank)])
+        dU = np.column_stack([self._krylov_apply(run, theta, U[:, q], self._log_rate) for q in range(self.rank)])
         return np.concatenate([G, dU.ravel()])
 
-    def map_step(self, k, y):
+    def map_step(self, k, y, run=None):
         """One GD step: u by GD's one-step map of a small oscillation, θ̄ by sub-steps.
 
         u: for the linearised form u + (ηH − 2)u = (ηH − I)u, exactly GD's linear map of a
@@ -272,19 +313,24 @@ class MeanFieldKinetic(AbstractModel):
         F itself: at η·λ_max > 2 the average trajectory then grows its own period-two
         oscillation, which is what u is there to carry.
         """
+        run = self._run(run)
         theta, U = self.split(np.asarray(y, dtype=np.float64))
         theta = theta.copy()
         U = np.ascontiguousarray(U)
         s = self.map_substeps
         if self.form == "linear":
+            self._count_fused(run)
             dy = self.problem.run_kernel(_k._kinetic_drift, theta, U, self.eta)
             step = dy[: self.dim] / s
             U1 = U + dy[self.dim:].reshape(U.shape)
         else:
+            self._count_fused(run, hvps=False)
             step, _ = self.problem.run_kernel(_k._contractions, theta, U, -self.eta / s, -0.5 * self.eta / s, 0.0)
-            U1 = np.column_stack([self._krylov_apply(theta, U[:, q], self._growth_factor) for q in range(self.rank)])
+            U1 = np.column_stack([self._krylov_apply(run, theta, U[:, q], self._growth_factor)
+                                  for q in range(self.rank)])
         theta += step
         for _ in range(s - 1):
+            self._count_fused(run, hvps=False)
             step, _ = self.problem.run_kernel(_k._contractions, theta, U, -self.eta / s, -0.5 * self.eta / s, 0.0)
             theta += step
         return np.concatenate([theta, U1.ravel()])
@@ -297,7 +343,7 @@ class MeanFieldKinetic(AbstractModel):
         x = self.eta * np.asarray(lam)
         return np.where(x > 1.0, np.maximum(np.abs(1.0 - x), self.clip), self.clip)
 
-    def _krylov_apply(self, theta, u, fun):
+    def _krylov_apply(self, run, theta, u, fun):
         """fun(H)u by m-step Lanczos with full reorthogonalisation (start vector u)."""
         beta0 = float(np.linalg.norm(u))
         if beta0 == 0.0:
@@ -309,7 +355,7 @@ class MeanFieldKinetic(AbstractModel):
         Q[:, 0] = u / beta0
         j_end = m
         for j in range(m):
-            w = self.problem._hvp(theta, np.ascontiguousarray(Q[:, j]))
+            w = run.problem._hvp(theta, np.ascontiguousarray(Q[:, j]))
             alpha[j] = Q[:, j] @ w
             w -= Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
             w -= Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
@@ -350,31 +396,33 @@ class MeanFieldKinetic(AbstractModel):
         return f
 
     # --- output -----------------------------------------------------------------------
-    def observables(self, k, Y):
-        """theta, u, loss, curvature (u_qᵀHu_q), free_energy = time_avg_loss, sharpness,
-        sharpness_mf = N·sharpness, amplitude = ‖Uᵀv_1‖, sigma_trace = tr Σ, t = k·η_MF."""
-        from ..spectrum import EigenTracker
+    def record(self, k, y, run):
+        theta, U = self.split(np.asarray(y, dtype=np.float64))
+        vals, vecs = tracked_eigenpairs(run, theta)
+        return {"sharpness": float(vals[0]), "amplitude": float(np.linalg.norm(U.T @ vecs[:, 0]))}
 
+    def observables(self, k, Y, records=None, run=None):
+        """theta, u, loss, curvature (u_qᵀHu_q), free_energy = time_avg_loss, sharpness,
+        sharpness_mf = N·sharpness, amplitude = ‖Uᵀv_1‖, amplitude_subspace = ‖U‖_F,
+        sigma_trace = tr Σ, t = k·η_MF."""
         k = np.asarray(k, dtype=float)
         Y = np.atleast_2d(np.asarray(Y, dtype=np.float64))
+        records = self.records_of(k, Y, run) if records is None else records
         thetas, Us = self.split(Y)
         n = len(Y)
         loss = np.empty(n)
         curv = np.empty((n, self.rank))
-        sharp = np.empty(n)
-        amp = np.empty(n)
-        tracker = EigenTracker(self.problem, k=1, dense_max=self.dense_max, tol=self.eig_tol)
         for j in range(n):
             theta, U = np.ascontiguousarray(thetas[j]), np.ascontiguousarray(Us[j])
             loss[j], curv[j] = self.problem.run_kernel(_k._quadratic_forms, theta, U)
-            vals, vecs = tracker.update(theta)
-            sharp[j] = vals[0]
-            amp[j] = np.linalg.norm(U.T @ vecs[:, 0])
         free = loss + 0.5 * curv.sum(axis=1)
+        sharp = records["sharpness"]
+        trace = np.sum(Us**2, axis=(1, 2))
         return {
             "theta": thetas, "u": Us, "loss": loss, "curvature": curv, "free_energy": free,
             "time_avg_loss": free, "sharpness": sharp, "sharpness_mf": self.width * sharp,
-            "amplitude": amp, "sigma_trace": np.sum(Us**2, axis=(1, 2)), "t": k * self.eta_mf,
+            "amplitude": records["amplitude"], "amplitude_subspace": np.sqrt(trace), "sigma_trace": trace,
+            "t": k * self.eta_mf,
         }
 
     def free_energy(self, y) -> float:
@@ -383,10 +431,3 @@ class MeanFieldKinetic(AbstractModel):
         theta, U = self.split(y)
         loss, curv = self.problem.run_kernel(_k._quadratic_forms, theta, np.ascontiguousarray(U))
         return float(loss + 0.5 * curv.sum())
-
-    def config(self) -> dict:
-        return {"model": self.name, "eta": self.eta, "eta_mf": self.eta_mf, "rank": self.rank, "form": self.form,
-                "krylov_dim": self.krylov_dim, "clip": self.clip, "map_substeps": self.map_substeps, "problem": self.problem.config()}
-
-    def __repr__(self) -> str:
-        return f"MeanFieldKinetic(width={self.width}, eta_mf={self.eta_mf}, rank={self.rank}, form={self.form!r})"

@@ -14,15 +14,19 @@ is checked on the quartic E = (S/2)w² − (Q/4)w⁴, whose rod fixed point is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .._validation import as_vector, choice
+from ..problems.base import Problem
+from ._shared import cached_jax_drift, jax_loss_of, losses, tracked_eigenpairs
 from .base import AbstractModel
-from .gradient_flow import cached_jax_drift, jax_loss_of, losses, top_spectrum
 
 __all__ = ["RodFlow"]
 
 
+@dataclass(frozen=True)
 class RodFlow(AbstractModel):
     """Rod flow: centre w̄ and half-step δ of GD's two-step rod (public restatement).
 
@@ -74,31 +78,40 @@ class RodFlow(AbstractModel):
     form does not have this problem.
 
     Observables: ``theta`` = w̄, ``loss`` = E(w̄), ``time_avg_loss`` = ½(L₊ + L₋),
-    ``sharpness`` = λ_max(H(w̄)), ``amplitude`` = |v₁·δ|, ``delta`` (n, P) and
-    ``sigma`` (n, P, P).
+    ``sharpness`` = λ_max(H(w̄)), ``amplitude`` = |v₁·δ|, ``amplitude_subspace`` = ‖δ‖ and
+    ``delta`` (n, P) (Σ = δδᵀ is not expanded).
     """
+
+    problem: Problem
+    eta: float
+    sigma: str = "rank1"
 
     name = "rod_flow"
     # No step-exact map: the η² term already is the first correction of a continuous flow
     # towards GD (backward error analysis), so an Euler step of length 1 adds GD's
     # discretisation a second time; on a quadratic it is unstable once ηλ > √5 − 1 ≈ 1.24.
     supports = ("scipy", "diffrax")
+    requires = ("hvp",)
 
-    def __init__(self, problem, eta: float, sigma: str = "rank1"):
-        super().__init__(problem, eta)
-        self.sigma_form = choice(sigma, "sigma", ("rank1", "dense"))
-        if self.sigma_form == "dense" and problem.dim > 200:
+    def _check(self):
+        choice(self.sigma, "sigma", ("rank1", "dense"))
+        if self.sigma == "dense" and self.problem.dim > 200:
             raise ValueError(
-                f"`sigma`='dense' stores a {problem.dim}x{problem.dim} matrix in the state; use sigma='rank1' "
-                "for problems with more than 200 parameters."
+                f"`sigma`='dense' stores a {self.problem.dim}x{self.problem.dim} matrix in the state; use "
+                "sigma='rank1' for problems with more than 200 parameters."
             )
+
+    @property
+    def sigma_form(self) -> str:
+        """How Σ is carried: "rank1" (δ) or "dense" (the ``sigma`` parameter)."""
+        return self.sigma
 
     @property
     def state_size(self) -> int:
         P = self.dim
         return 2 * P if self.sigma_form == "rank1" else P + P * P
 
-    def initial_state(self, theta0, delta0=None, sigma0=None) -> np.ndarray:
+    def _initial(self, run, theta0, delta0=None, sigma0=None) -> np.ndarray:
         theta0 = self._theta0(theta0)
         P = self.dim
         if sigma0 is not None and self.sigma_form == "rank1":
@@ -113,7 +126,7 @@ class RodFlow(AbstractModel):
                 raise ValueError("`sigma0` must be symmetric positive semidefinite (a covariance).")
             return np.concatenate([theta0, (0.5 * (S0 + S0.T)).ravel()])
         if delta0 is None:
-            delta0 = 0.5 * self.eta * self.problem._grad(theta0)
+            delta0 = 0.5 * self.eta * run.problem._grad(theta0)
             if not np.any(delta0):
                 delta0 = np.zeros(P)
                 delta0[0] = 1e-12
@@ -134,8 +147,8 @@ class RodFlow(AbstractModel):
         w, V = np.linalg.eigh(0.5 * (S + S.T))
         return np.ascontiguousarray(np.sqrt(max(w[-1], 0.0)) * V[:, -1])
 
-    def drift(self, k, y):
-        p = self.problem
+    def drift(self, k, y, run=None):
+        p = self._run(run).problem
         P = self.dim
         w = np.ascontiguousarray(y[:P])
         delta = self._delta(y)
@@ -215,28 +228,24 @@ class RodFlow(AbstractModel):
         _, jnp = import_jax()
         return {"eta": jnp.asarray(self.eta, dtype=jnp.float64)}
 
-    def observables(self, k, Y):
+    def record(self, k, y, run):
+        w = self.theta_of(y)
+        vals, vecs = tracked_eigenpairs(run, w)
+        return {"sharpness": float(vals[0]), "amplitude": float(abs(self._delta(y) @ vecs[:, 0]))}
+
+    def observables(self, k, Y, records=None, run=None):
         P = self.dim
         Y = np.asarray(Y)
+        records = self.records_of(k, Y, run) if records is None else records
         W = Y[:, :P]
         D = np.array([self._delta(y) for y in Y])
-        if self.sigma_form == "rank1":
-            Sig = np.einsum("ni,nj->nij", D, D)
-        else:
-            Sig = Y[:, P:].reshape(len(Y), P, P)
-        vals, vecs = top_spectrum(self.problem, W)
         avg = 0.5 * (losses(self.problem, W + D) + losses(self.problem, W - D))
         return {
             "theta": W,
             "loss": losses(self.problem, W),
             "time_avg_loss": avg,
-            "sharpness": vals[:, 0],
-            "amplitude": np.abs(np.einsum("np,np->n", D, vecs[:, :, 0])),
+            "sharpness": records["sharpness"],
+            "amplitude": records["amplitude"],
+            "amplitude_subspace": np.linalg.norm(D, axis=1),
             "delta": D,
-            "sigma": Sig,
         }
-
-    def config(self) -> dict:
-        cfg = super().config()
-        cfg["sigma"] = self.sigma_form
-        return cfg

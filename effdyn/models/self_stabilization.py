@@ -21,12 +21,16 @@ Four modes share one class (:class:`SelfStabilization`):
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass
+
 import numpy as np
 
 from .._validation import choice, positive_float, positive_int, real_float
 from ..errors import IntegrationError
+from ..problems.base import Problem
+from ._shared import cached_jax_drift, losses, top_eig
 from .base import AbstractModel
-from .gradient_flow import cached_jax_drift, losses, require_third, top_eig
+from .run_state import RunState
 
 __all__ = ["SelfStabilization", "reduced_energy"]
 
@@ -55,6 +59,22 @@ def reduced_energy(x, y, alpha, beta):
     return 0.5 * y**2 + 0.25 * beta * x**2 - 0.5 * alpha * np.log(x**2)
 
 
+@dataclass(eq=False)
+class SelfStabilizationRun(RunState):
+    """Run state of :class:`SelfStabilization`.
+
+    ``prev_v`` is the previous top eigenvector (its sign keeps x = v·w continuous along a
+    run); ``ref_point``, ``ref_grad_s_perp``, ``alpha`` and ``beta`` are the reduced model's
+    reference θ†₀, ∇S⊥ there and the α, β fixed at the start (given or computed)."""
+
+    prev_v: object = None
+    ref_point: object = None
+    ref_grad_s_perp: object = None
+    alpha: object = None
+    beta: object = None
+
+
+@dataclass(frozen=True)
 class SelfStabilization(AbstractModel):
     """Damian–Nichani–Lee self-stabilisation: constrained trajectory, predicted dynamics,
     and the reduced (x, y) cycle.
@@ -116,26 +136,41 @@ class SelfStabilization(AbstractModel):
       amplitude = |x|, time_avg_loss = E(θ) + x²/η.
     """
 
-    name = "self_stabilization"
+    problem: Problem
+    eta: float
+    mode: str = "predicted"
+    _: KW_ONLY
+    projection_steps: int = 3
+    alpha: float | None = None
+    beta: float | None = None
 
-    def __init__(self, problem, eta: float, mode: str = "predicted", *, projection_steps: int = 3,
-                 alpha: float | None = None, beta: float | None = None):
-        super().__init__(problem, eta)
-        self.mode = choice(mode, "mode", _MODES)
-        require_third(problem, f"SelfStabilization(mode={mode!r})")
-        self.projection_steps = positive_int(projection_steps, "projection_steps")
-        if (alpha is not None or beta is not None) and self.mode != "reduced":
+    requires = ("third",)
+    run_state_class = SelfStabilizationRun
+
+    def _check(self):
+        choice(self.mode, "mode", _MODES)
+        self._set("projection_steps", positive_int(self.projection_steps, "projection_steps"))
+        if (self.alpha is not None or self.beta is not None) and self.mode != "reduced":
             raise ValueError("`alpha` and `beta` are parameters of mode='reduced' only.")
-        self.alpha = None if alpha is None else real_float(alpha, "alpha")
-        self.beta = None if beta is None else positive_float(beta, "beta")
-        self.supports = ("scipy", "diffrax", "map") if self.mode == "reduced" else ("map",)
-        self.name = f"self_stabilization_{self.mode}"
-        self._ref = None  # reduced mode: (θ†0, ∇S⊥ at θ†0)
-        self._prev_v = None
+        if self.alpha is not None:
+            self._set("alpha", real_float(self.alpha, "alpha"))
+        if self.beta is not None:
+            self._set("beta", positive_float(self.beta, "beta"))
+
+    @property
+    def name(self) -> str:
+        return f"self_stabilization_{self.mode}"
+
+    @property
+    def supports(self) -> tuple:
+        return ("scipy", "diffrax", "map") if self.mode == "reduced" else ("map",)
+
+    def make_run(self, run):
+        run.alpha, run.beta = self.alpha, self.beta
 
     # --- geometry of the stable set ------------------------------------------------------
-    def geometry(self, theta):
-        """Quantities of the stable set at θ.
+    def geometry(self, theta, run=None):
+        """Quantities of the stable set at θ (``run`` keeps the eigenvector's sign continuous).
 
         Returns
         -------
@@ -143,19 +178,21 @@ class SelfStabilization(AbstractModel):
             ``S`` sharpness, ``v`` top eigenvector, ``grad`` ∇E, ``grad_S`` ∇S = ∇³E[v, v],
             ``grad_S_perp`` ∇S⊥ = ∇S − v(v·∇S), ``alpha`` = −∇E·∇S⊥, ``beta`` = ‖∇S⊥‖².
         """
+        run = self._run(run)
+        problem = run.problem
         theta = np.ascontiguousarray(theta, dtype=np.float64)
-        vals, vecs = top_eig(self.problem, theta)
+        vals, vecs = top_eig(problem, theta)
         S, v = float(vals[0]), np.ascontiguousarray(vecs[:, 0])
-        if self._prev_v is not None and self._prev_v.shape == v.shape and v @ self._prev_v < 0:
+        if run.prev_v is not None and run.prev_v.shape == v.shape and v @ run.prev_v < 0:
             v = -v  # keep the eigenvector's sign continuous along a run (x keeps its meaning)
-        self._prev_v = v
-        g = self.problem._grad(theta)
-        dS = self.problem._third(theta, v[:, None].copy(), np.ones(1))
+        run.prev_v = v
+        g = problem._grad(theta)
+        dS = problem._third(theta, v[:, None].copy(), np.ones(1))
         dS_perp = dS - v * (v @ dS)
         return {"S": S, "v": v, "grad": g, "grad_S": dS, "grad_S_perp": dS_perp,
                 "alpha": float(-(g @ dS_perp)), "beta": float(dS_perp @ dS_perp)}
 
-    def project(self, theta):
+    def project(self, theta, run=None):
         """Projection onto M with ``projection_steps`` linearised steps.
 
         Returns
@@ -165,10 +202,11 @@ class SelfStabilization(AbstractModel):
         active : bool
             Whether the sharpness constraint S ≤ 2/η acted in the first step.
         """
+        run = self._run(run)
         theta = np.array(theta, dtype=np.float64)
         active = False
         for step in range(self.projection_steps):
-            geo = self.geometry(theta)
+            geo = self.geometry(theta, run)
             excess = geo["S"] - 2.0 / self.eta
             if step == 0:
                 active = excess > 0
@@ -191,22 +229,21 @@ class SelfStabilization(AbstractModel):
     def state_size(self) -> int:
         return {"constrained": self.dim, "reduced": 2}.get(self.mode, 2 * self.dim)
 
-    def initial_state(self, theta0, x0=None, y0=None) -> np.ndarray:
+    def _initial(self, run, theta0, x0=None, y0=None) -> np.ndarray:
         theta0 = self._theta0(theta0)
-        self._prev_v = None
         if self.mode != "reduced" and (x0 is not None or y0 is not None):
             raise ValueError("`x0` and `y0` are initial data of mode='reduced' only.")
-        dagger, _ = self.project(theta0)
+        dagger, _ = self.project(theta0, run)
         if self.mode == "constrained":
             return dagger
         if self.mode in ("predicted", "generalized"):
             return np.concatenate([dagger, theta0 - dagger])
-        geo = self.geometry(dagger)
+        geo = self.geometry(dagger, run)
         if self.beta is None:
             if geo["beta"] == 0.0:
                 raise ValueError("∇S⊥ vanishes at the projection of `theta0`; pass `alpha` and `beta` explicitly.")
-            self.alpha, self.beta = geo["alpha"], geo["beta"]
-        self._ref = (dagger, geo["grad_S_perp"])
+            run.alpha, run.beta = geo["alpha"], geo["beta"]
+        run.ref_point, run.ref_grad_s_perp = dagger, geo["grad_S_perp"]
         w = theta0 - dagger
         x0 = float(geo["v"] @ w) if x0 is None else real_float(x0, "x0")
         y0 = float(geo["grad_S_perp"] @ w) if y0 is None else real_float(y0, "y0")
@@ -215,12 +252,21 @@ class SelfStabilization(AbstractModel):
                              "pass a non-zero `x0`.")
         return np.array([x0, y0])
 
+    def _reduced_params(self, run):
+        if run is None or run.beta is None:
+            raise ValueError(
+                "mode='reduced' needs α and β: pass `alpha` and `beta` to the model, or use the run state "
+                "made by start(theta0) (which computes them at the projection of θ0)."
+            )
+        return run.alpha, run.beta
+
     # --- dynamics --------------------------------------------------------------------------
-    def drift(self, k, y):
+    def drift(self, k, y, run=None):
         if self.mode != "reduced":
             raise NotImplementedError(f"mode={self.mode!r} is a discrete map; use solver='map'.")
+        alpha, beta = self._reduced_params(self._run(run))
         x, s = y
-        return np.array([self.eta * s * x, self.eta * (self.alpha - 0.5 * self.beta * x * x)])
+        return np.array([self.eta * s * x, self.eta * (alpha - 0.5 * beta * x * x)])
 
     def jax_drift(self):
         if self.mode != "reduced":
@@ -239,105 +285,106 @@ class SelfStabilization(AbstractModel):
 
         return cached_jax_drift(self.problem, "self_stabilization_reduced", build)
 
-    def jax_args(self):
+    def jax_args(self, run=None):
         from .._jax import import_jax
 
         _, jnp = import_jax()
+        alpha, beta = self._reduced_params(run if run is not None else self.new_run())
         return {name: jnp.asarray(value, dtype=jnp.float64)
-                for name, value in (("eta", self.eta), ("alpha", self.alpha), ("beta", self.beta))}
+                for name, value in (("eta", self.eta), ("alpha", alpha), ("beta", beta))}
 
-    def map_step(self, k, y):
+    def map_step(self, k, y, run=None):
+        run = self._run(run)
+        problem = run.problem
         eta, P = self.eta, self.dim
         if self.mode == "reduced":
+            alpha, beta = self._reduced_params(run)
             x, s = y
-            return np.array([-(1.0 + eta * s) * x, s + eta * (self.alpha - 0.5 * self.beta * x * x)])
+            return np.array([-(1.0 + eta * s) * x, s + eta * (alpha - 0.5 * beta * x * x)])
         if self.mode == "constrained":
             theta = np.ascontiguousarray(y)
-            return self.project(theta - eta * self.problem._grad(theta))[0]
+            return self.project(theta - eta * problem._grad(theta), run)[0]
         dagger = np.ascontiguousarray(y[:P])
         w = y[P:]
-        geo = self.geometry(dagger)
+        geo = self.geometry(dagger, run)
         v, dS_perp = geo["v"], geo["grad_S_perp"]
         x, s = float(v @ w), float(dS_perp @ w)
-        new_dagger, active = self.project(dagger - eta * geo["grad"])
+        new_dagger, active = self.project(dagger - eta * geo["grad"], run)
         delta2 = 2.0 * geo["alpha"] / geo["beta"] if (active and geo["beta"] > 0) else 0.0
         if self.mode == "predicted":
-            force = self.problem._hvp(dagger, np.ascontiguousarray(w)) + 0.5 * (x * x - delta2) * dS_perp + v * x * s
+            force = problem._hvp(dagger, np.ascontiguousarray(w)) + 0.5 * (x * x - delta2) * dS_perp + v * x * s
         else:
             w_perp = np.ascontiguousarray(w - x * v)
-            along = self.problem._grad(np.ascontiguousarray(dagger + x * v)) - geo["grad"]
-            force = along + self.problem._hvp(dagger, w_perp) + v * x * s - 0.5 * delta2 * dS_perp
+            along = problem._grad(np.ascontiguousarray(dagger + x * v)) - geo["grad"]
+            force = along + problem._hvp(dagger, w_perp) + v * x * s - 0.5 * delta2 * dS_perp
         return np.concatenate([new_dagger, w - eta * force])
 
     # --- output ----------------------------------------------------------------------------
-    def _average_from_state(self, Y):
-        """θ̄, θ†, w, x, y, v along saved states of the predicted modes."""
+    def record(self, k, y, run):
+        """Everything the observables need from the spectrum at one saved state."""
+        y = np.asarray(y, dtype=np.float64)
+        if self.mode == "reduced":
+            return {}
+        if self.mode == "constrained":
+            geo = self.geometry(y, run)
+            return {"sharpness": geo["S"], "delta2": 2.0 * geo["alpha"] / geo["beta"] if geo["beta"] > 0 else 0.0}
         P = self.dim
-        D, W = Y[:, :P], Y[:, P:]
-        self._prev_v = None
-        geos = [self.geometry(d) for d in D]
-        V = np.array([g["v"] for g in geos])
-        X = np.einsum("np,np->n", V, W)
-        Ys = np.array([g["grad_S_perp"] @ w for g, w in zip(geos, W)])
-        return D + W - X[:, None] * V, D, W, X, Ys, V
+        dagger, w = y[:P], y[P:]
+        geo = self.geometry(dagger, run)
+        v = geo["v"]
+        x = float(v @ w)
+        bar = dagger + w - x * v
+        return {"theta": bar, "v": v, "x": x, "y_excess": float(geo["grad_S_perp"] @ w),
+                "sharpness": float(top_eig(run.problem, bar)[0][0])}
 
-    def theta_of(self, y):
+    def theta_of(self, y, run=None):
         Y = np.atleast_2d(np.asarray(y, dtype=np.float64))
         if self.mode == "constrained":
             out = Y[:, : self.dim]
         elif self.mode == "reduced":
-            out = self._reduced_theta(Y)
+            out = self._reduced_theta(Y, run)
         else:
-            out = self._average_from_state(Y)[0]
+            out = self.records_of(np.zeros(len(Y)), Y, run)["theta"]
         return out if np.ndim(y) == 2 else out[0]
 
-    def _reduced_theta(self, Y):
-        if self._ref is None:
-            raise RuntimeError("mode='reduced' has no reference point yet; build the state with initial_state(theta0).")
-        dagger, dS_perp = self._ref
-        return dagger[None, :] + (Y[:, 1] / self.beta)[:, None] * dS_perp[None, :]
+    def _reduced_theta(self, Y, run):
+        if run is None or run.ref_point is None:
+            raise ValueError("mode='reduced' has no reference point: use the run state made by start(theta0).")
+        alpha, beta = self._reduced_params(run)
+        return run.ref_point[None, :] + (Y[:, 1] / beta)[:, None] * run.ref_grad_s_perp[None, :]
 
-    def observables(self, k, Y):
+    def observables(self, k, Y, records=None, run=None):
         Y = np.asarray(Y)
-        n = len(Y)
         eta = self.eta
         if self.mode == "reduced":
-            Theta = self._reduced_theta(Y)
+            alpha, beta = self._reduced_params(run)
+            Theta = self._reduced_theta(Y, run)
             x, s = Y[:, 0], Y[:, 1]
             E = losses(self.problem, Theta)
             return {
                 "theta": Theta, "loss": E, "time_avg_loss": E + x**2 / eta,
-                "sharpness": 2.0 / eta + s, "amplitude": np.abs(x),
-                "x": x, "y_excess": s, "energy": reduced_energy(x, s, self.alpha, self.beta),
+                "sharpness": 2.0 / eta + s, "amplitude": np.abs(x), "amplitude_subspace": np.abs(x),
+                "x": x, "y_excess": s, "energy": reduced_energy(x, s, alpha, beta),
             }
+        if records is None:
+            records = self.records_of(k, Y, None)  # a fresh sign reference, as along a run
         if self.mode == "constrained":
             Theta = Y[:, : self.dim]
-            self._prev_v = None
-            geos = [self.geometry(th) for th in Theta]
-            S = np.array([g["S"] for g in geos])
+            S = records["sharpness"]
             active = S >= (2.0 / eta) * (1.0 - 1e-4)
-            delta2 = np.array([2.0 * g["alpha"] / g["beta"] if g["beta"] > 0 else 0.0 for g in geos])
-            delta2 = np.where(active, np.maximum(delta2, 0.0), 0.0)
+            delta2 = np.where(active, np.maximum(records["delta2"], 0.0), 0.0)
             E = losses(self.problem, Theta)
             return {
                 "theta": Theta, "loss": E, "time_avg_loss": E + delta2 / eta,
-                "sharpness": S, "amplitude": np.sqrt(delta2), "delta": np.sqrt(delta2),
+                "sharpness": S, "amplitude": np.sqrt(delta2), "amplitude_subspace": np.sqrt(delta2),
+                "delta": np.sqrt(delta2),
             }
-        Bar, D, W, X, Ys, V = self._average_from_state(Y)
-        S = np.array([top_eig(self.problem, th)[0][0] for th in Bar])
+        P = self.dim
+        Bar, V, X = records["theta"], records["v"], records["x"]
+        D, W = Y[:, :P], Y[:, P:]
         avg = 0.5 * (losses(self.problem, Bar + X[:, None] * V) + losses(self.problem, Bar - X[:, None] * V))
         return {
             "theta": Bar, "loss": losses(self.problem, Bar), "time_avg_loss": avg,
-            "sharpness": S, "amplitude": np.abs(X),
-            "theta_dagger": D, "gd_prediction": D + W, "x": X, "y_excess": Ys,
+            "sharpness": records["sharpness"], "amplitude": np.abs(X), "amplitude_subspace": np.abs(X),
+            "theta_dagger": D, "gd_prediction": D + W, "x": X, "y_excess": records["y_excess"],
         }
-
-    def config(self) -> dict:
-        cfg = super().config()
-        cfg.update(mode=self.mode, projection_steps=self.projection_steps)
-        if self.mode == "reduced":
-            cfg.update(alpha=self.alpha, beta=self.beta)
-        return cfg
-
-    def __repr__(self) -> str:
-        return f"SelfStabilization(problem={self.problem!r}, eta={self.eta}, mode={self.mode!r})"

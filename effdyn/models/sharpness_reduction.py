@@ -14,14 +14,17 @@ with ∂Φ(X) the projection onto the tangent space of Γ at X.
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass
+
 import numpy as np
 import scipy.integrate as si
 
 from .._validation import choice, positive_float
 from ..errors import IntegrationError
-from ..problems.base import MAX_DENSE_DIM
+from ..problems.base import MAX_DENSE_DIM, Problem
+from ._shared import count_eigensolve, losses
 from .base import AbstractModel
-from .gradient_flow import losses, require_loss_min, require_third
+from .run_state import RunState
 
 __all__ = ["SharpnessReductionFlow"]
 
@@ -29,6 +32,15 @@ __all__ = ["SharpnessReductionFlow"]
 COEFFICIENTS = {"normalized": 0.25, "sqrt": 0.125}
 
 
+@dataclass(eq=False)
+class SharpnessReductionRun(RunState):
+    """Run state of :class:`SharpnessReductionFlow`: the codimension m of Γ, fixed at the
+    first drift evaluation (on Γ)."""
+
+    codim: object = None
+
+
+@dataclass(frozen=True)
 class SharpnessReductionFlow(AbstractModel):
     """Arora–Li–Panigrahi flow of NGD / √E-GD along the minimiser manifold Γ.
 
@@ -71,31 +83,44 @@ class SharpnessReductionFlow(AbstractModel):
     ``amplitude``, ``tau`` = η²k.
     """
 
-    name = "sharpness_reduction"
-    supports = ("scipy", "map")
+    problem: Problem
+    eta: float
+    variant: str = "normalized"
+    _: KW_ONLY
+    rank_tol: float = 1e-8
 
-    def __init__(self, problem, eta: float, variant: str = "normalized", *, rank_tol: float = 1e-8):
-        super().__init__(problem, eta)
-        self.variant = choice(variant, "variant", tuple(COEFFICIENTS))
-        require_third(problem, "SharpnessReductionFlow")
-        self.loss_min = require_loss_min(problem, "SharpnessReductionFlow")
-        if problem.dim > MAX_DENSE_DIM:
+    supports = ("scipy", "map")
+    requires = ("third", "loss_min")
+    run_state_class = SharpnessReductionRun
+
+    def _check(self):
+        choice(self.variant, "variant", tuple(COEFFICIENTS))
+        if self.problem.dim > MAX_DENSE_DIM:
             raise ValueError(
                 f"SharpnessReductionFlow needs dense Hessians (the tangent space of Γ is the Hessian "
-                f"kernel); P = {problem.dim} exceeds {MAX_DENSE_DIM}."
+                f"kernel); P = {self.problem.dim} exceeds {MAX_DENSE_DIM}."
             )
-        self.rank_tol = positive_float(rank_tol, "rank_tol")
-        self.name = f"sharpness_reduction_{self.variant}"
-        self._codim = None
+        self._set("rank_tol", positive_float(self.rank_tol, "rank_tol"))
+
+    @property
+    def name(self) -> str:
+        return f"sharpness_reduction_{self.variant}"
+
+    @property
+    def loss_min(self) -> float:
+        return float(self.problem.loss_min)
+
+    def make_run(self, run):
+        pass  # dense spectra only: no tracker
 
     @property
     def state_size(self) -> int:
         return self.dim
 
     # --- the manifold -------------------------------------------------------------------
-    def project_to_manifold(self, theta0, *, gtol: float = 1e-12, max_time: float = 1e7) -> np.ndarray:
+    def project_to_manifold(self, theta0, *, gtol: float = 1e-12, max_time: float = 1e7, run=None) -> np.ndarray:
         """Φ(θ0): the limit of gradient flow from θ0, refined by Newton steps onto Γ."""
-        p = self.problem
+        p = self._run(run).problem
         theta = np.array(theta0, dtype=np.float64)
         scale = max(1.0, float(np.linalg.norm(p._grad(theta))))
         t, span = 0.0, 10.0
@@ -120,47 +145,52 @@ class SharpnessReductionFlow(AbstractModel):
             )
         return theta
 
-    def initial_state(self, theta0, project: bool = True) -> np.ndarray:
+    def _initial(self, run, theta0, project: bool = True) -> np.ndarray:
         theta0 = self._theta0(theta0)
         if not isinstance(project, bool):
             raise TypeError(f"`project` must be True or False; got {project!r}.")
-        self._codim = None
         if project:
-            return self.project_to_manifold(theta0)
-        gap = self.problem._loss(theta0) - self.loss_min
+            return self.project_to_manifold(theta0, run=run)
+        gap = run.problem._loss(theta0) - self.loss_min
         if gap > 1e-8 * max(1.0, abs(self.loss_min)):
             raise ValueError(
                 f"`theta0` is not on the minimiser manifold (E − E_min = {gap:.3g}); use project=True."
             )
         return theta0
 
-    def _tangent_drift(self, X):
-        p = self.problem
+    def _tangent_drift(self, X, run):
+        p = run.problem
         X = np.ascontiguousarray(X)
+        count_eigensolve(p)
         w, V = np.linalg.eigh(p._hessian(X))
         lam1, v1 = float(w[-1]), np.ascontiguousarray(V[:, -1])
         if lam1 <= 0:
             raise IntegrationError(
                 f"SharpnessReductionFlow: the top Hessian eigenvalue {lam1:.3g} at X = {X} is not positive; "
                 "X is not at a (non-degenerate) minimiser.", cause="non-finite")
-        if self._codim is None:
-            self._codim = int(np.sum(w > self.rank_tol * lam1))
+        if run.codim is None:
+            run.codim = int(np.sum(w > self.rank_tol * lam1))
         # The codimension of Γ is fixed once (at the start, on Γ): thresholding the spectrum
         # at every call would flicker for eigenvalues that vanish on Γ but not at the
         # integrator's trial points, and make the drift discontinuous.
-        normal = V[:, w.size - self._codim:]
+        normal = V[:, w.size - run.codim:]
         grad_lam = p._third(X, v1[:, None].copy(), np.ones(1))
         tangent = grad_lam - normal @ (normal.T @ grad_lam)
         if self.variant == "normalized":
             tangent = tangent / lam1
         return -COEFFICIENTS[self.variant] * self.eta**2 * tangent, lam1
 
-    def drift(self, k, y):
-        return self._tangent_drift(y)[0]
+    def drift(self, k, y, run=None):
+        return self._tangent_drift(y, self._run(run))[0]
 
-    def observables(self, k, Y):
+    def record(self, k, y, run):
+        count_eigensolve(run.problem)
+        return {"sharpness": float(np.linalg.eigvalsh(run.problem._hessian(np.ascontiguousarray(y)))[-1])}
+
+    def observables(self, k, Y, records=None, run=None):
         Y = np.asarray(Y)
-        lam = np.array([np.linalg.eigvalsh(self.problem._hessian(np.ascontiguousarray(x)))[-1] for x in Y])
+        records = self.records_of(k, Y, run) if records is None else records
+        lam = records["sharpness"]
         if self.variant == "normalized":
             amp = np.full(len(Y), 0.5 * self.eta)
         else:
@@ -171,10 +201,6 @@ class SharpnessReductionFlow(AbstractModel):
             "time_avg_loss": self.loss_min + 0.5 * lam * amp**2,
             "sharpness": lam,
             "amplitude": amp,
+            "amplitude_subspace": amp.copy(),
             "tau": self.eta**2 * np.asarray(k, dtype=float),
         }
-
-    def config(self) -> dict:
-        cfg = super().config()
-        cfg.update(variant=self.variant, rank_tol=self.rank_tol)
-        return cfg

@@ -55,6 +55,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..problems.builders import mlp_problem
+
 __all__ = ["Case", "ModelSpec", "Setup", "CASES", "case_names", "get_case", "mlp_problem", "default_models",
            "UnknownCaseError"]
 
@@ -79,10 +81,11 @@ class ModelSpec:
         Keyword arguments of ``model.initial_state`` (passed through ``effdyn.solve``).
     solver, rtol, atol, save_every :
         Passed to :func:`effdyn.solve`.
-    pass_eta : bool
-        Construct as ``cls(problem, eta, **options)`` (default) or, for models whose
-        learning rate is given in other units (MeanFieldKinetic's ``eta_mf``),
-        ``cls(problem, **options)``; the model's ``eta`` must then equal the case's.
+    pass_eta : bool, optional
+        Construct as ``cls(problem, eta, **options)`` or, for models whose learning rate is
+        given in other units (MeanFieldKinetic's ``eta_mf``), ``cls(problem, **options)``;
+        the model's ``eta`` must then equal the case's. Default: what the model's
+        registration says (:mod:`effdyn.registry`).
     budget : float, optional
         Wall-time limit in seconds for this model's run, overriding the run's default
         (see :func:`effdyn.validation.validate`); the run stops there with status "failed"
@@ -97,8 +100,18 @@ class ModelSpec:
     rtol: float = 1e-7
     atol: float = 1e-10
     save_every: float = 1.0
-    pass_eta: bool = True
+    pass_eta: bool | None = None
     budget: float | None = None
+
+    def __post_init__(self):
+        if self.pass_eta is None:
+            from ..registry import UnknownNameError, model_entry
+
+            try:
+                takes = model_entry(self.cls).takes_eta
+            except UnknownNameError:
+                takes = True
+            object.__setattr__(self, "pass_eta", takes)
 
     def config(self) -> dict:
         return {"label": self.label, "cls": self.cls, "options": dict(self.options), "initial": dict(self.initial),
@@ -200,47 +213,6 @@ def default_models(theta0, *, small: bool = True, save_every: float = 1.0, rod: 
         *((ModelSpec("rod flow", "RodFlow", **rk),) if rod else ()),
         ModelSpec("edge flow [map]", "EdgeFlow", {"rho_floor": rho_floor}, solver="map", save_every=se),
     ) + tuple(extra)
-
-
-# --- problems built here -----------------------------------------------------------------
-
-def mlp_problem(X, Y, width: int, *, init_scale: float = 1.0, seed: int = 0, name: str = "mlp"):
-    """Two-layer tanh MLP with squared loss on vector targets, as a JAX-autodiff problem.
-
-    ``f(x) = W2 tanh(W1 x + b1)``, ``E = (1/2n) Σ_k ‖f(x_k) − y_k‖²``, θ = (W1 row-major,
-    b1, W2 row-major). :class:`effdyn.problems.TwoLayerNet` has scalar outputs only, so the
-    multi-class MLP goes through :func:`effdyn.problems.from_jax` (exact derivatives by
-    autodiff, including the third-derivative contraction).
-
-    Returns
-    -------
-    problem : effdyn.problems.JaxProblem
-    theta0 : ndarray
-        W1 ~ init_scale·N(0, 1/d), b1 = 0, W2 ~ init_scale·N(0, 1/width), from ``seed``.
-    """
-    from ..problems import from_jax
-    from .._jax import import_jax
-
-    jax, jnp = import_jax()
-    X = np.asarray(X, dtype=np.float64)
-    Y = np.asarray(Y, dtype=np.float64)
-    n, d = X.shape
-    c = Y.shape[1]
-    h = int(width)
-    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
-
-    def loss(theta):
-        W1 = theta[: d * h].reshape(h, d)
-        b1 = theta[d * h: d * h + h]
-        W2 = theta[d * h + h:].reshape(c, h)
-        out = jnp.tanh(Xj @ W1.T + b1) @ W2.T
-        return 0.5 * jnp.mean(jnp.sum((out - Yj) ** 2, axis=1))
-
-    problem = from_jax(loss, dim=d * h + h + h * c, name=name, loss_min=0.0)
-    rng = np.random.default_rng(seed)
-    theta0 = np.concatenate([init_scale * rng.standard_normal(d * h) / np.sqrt(d), np.zeros(h),
-                             init_scale * rng.standard_normal(h * c) / np.sqrt(h)])
-    return problem, theta0
 
 
 # --- case builders -----------------------------------------------------------------------
@@ -380,15 +352,18 @@ CASES: dict[str, Case] = {
 
 
 def case_names() -> list[str]:
-    """Names of all registered cases, in run order."""
-    return list(CASES)
+    """Names of all cases (built-in, then registered), in run order."""
+    from ..registry import case_names as names
+
+    return list(names())
 
 
 def get_case(name: str) -> Case:
-    """The registered case ``name``; an unknown name raises with the list of valid ones."""
-    if name not in CASES:
-        raise UnknownCaseError(f"unknown case {name!r}; valid cases: {', '.join(CASES)}.")
-    return CASES[name]
+    """The case ``name`` (built-in or registered); an unknown name raises with the list of
+    valid ones."""
+    from ..registry import get_case as lookup
+
+    return lookup(name)
 
 
 def cifar_folder(path=None) -> Path | None:

@@ -30,44 +30,56 @@ to compare with GD. ``validation/example.toml`` is a commented example. Layout::
     dir = "effdyn-run"              # optional (the CLI's --out wins)
     figures = true
 
-Problem builders besides the classes: ``TeacherStudent`` (width, n, d, data_seed,
-activation, scaling), ``DigitsMLP`` (n, width, init_scale, data_seed),
-``Cifar10MLP`` (path, n, width, init_scale, data_seed); ``DeepMatrixFactorization`` also
-accepts ``sigma1`` (and ``target_seed``) instead of ``target``.
+Problem types are the names in :mod:`effdyn.registry`: the classes of effdyn.problems, the
+builders ``TeacherStudent`` (width, n, d, data_seed, activation, scaling), ``DigitsMLP``
+(n, width, init_scale, data_seed), ``Cifar10MLP`` (path, n, width, init_scale, data_seed),
+``DeepMatrixFactorization`` (also with ``sigma1``, ``target_seed`` instead of ``target``),
+and whatever a plugin registered. Model types likewise (the classes of effdyn.models and
+registered ones).
+
+A validation case is a configuration with a ``[case]`` table (``title``, ``quick_steps``,
+``full_steps``, ``notes``, ``needs_cifar``) and optional ``[quick]`` / ``[full]`` tables of
+overrides keyed by dotted paths (``"problem.width" = 200``, ``"gd.eta" = 100.0``); a model
+with ``only = "full"`` (or ``"quick"``) runs in that mode only.
 
 Every mistake raises :class:`ConfigError` naming the file, the table and the key, and
-saying how to fix it, before anything runs.
+saying how to fix it, before anything runs: every model is built and its solver and
+initial data are checked (its initial state is computed) before GD starts.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import numbers
+import re
 import tomllib
 from pathlib import Path
 
 import numpy as np
 
-from .cases import ModelSpec, Setup, mlp_problem
+from .. import registry
+from .cases import ModelSpec, Setup
 
-__all__ = ["ConfigError", "load_config", "RunConfig", "PROBLEM_TYPES", "MODEL_TYPES"]
+__all__ = ["ConfigError", "load_config", "config_from_document", "RunConfig", "PROBLEM_TYPES", "MODEL_TYPES",
+           "apply_overrides", "check_name"]
 
 _TOP_KEYS = {"name": "a name for the output files", "problem": "a table", "start": "a table", "gd": "a table",
-             "models": "an array of tables ([[models]])", "output": "a table"}
+             "models": "an array of tables ([[models]])", "output": "a table", "case": "a table",
+             "quick": "a table of overrides", "full": "a table of overrides"}
 _GD_KEYS = ("eta", "steps", "n_eigs", "eig_every", "theta_every", "variant", "eig_tol", "dense_max", "loss_bound")
-_MODEL_KEYS = ("type", "label", "solver", "rtol", "atol", "save_every", "budget", "options", "initial")
+_MODEL_KEYS = ("type", "label", "solver", "rtol", "atol", "save_every", "budget", "options", "initial", "only")
 _OUTPUT_KEYS = ("dir", "figures")
-_BUILDERS = {
-    "TeacherStudent": ("width", "n", "d", "data_seed", "activation", "scaling"),
-    "DigitsMLP": ("n", "width", "init_scale", "data_seed"),
-    "Cifar10MLP": ("path", "n", "width", "init_scale", "data_seed"),
-}
-#: Problem types a configuration can name.
-PROBLEM_TYPES = ("MinimalValley", "DeepMatrixFactorization", "MinimalistTwoLayer", "Quadratic", "ScalarProduct",
-                 "TwoLayerNet", *_BUILDERS)
-#: Model types a configuration can name (the classes of effdyn.models).
-MODEL_TYPES = ("GradientFlow", "FreeEnergyFlow", "CentralFlow", "SelfStabilization", "SharpnessReductionFlow",
-               "RodFlow", "EdgeFlow", "MeanFieldKinetic")
+_CASE_KEYS = ("title", "quick_steps", "full_steps", "notes", "needs_cifar")
+
+
+def __getattr__(name):
+    # the registered names, as of now (plugins may add more)
+    if name == "PROBLEM_TYPES":
+        return registry.problem_names()
+    if name == "MODEL_TYPES":
+        return registry.model_names()
+    raise AttributeError(name)
 
 
 class ConfigError(ValueError):
@@ -75,10 +87,13 @@ class ConfigError(ValueError):
 
 
 class RunConfig:
-    """A parsed configuration: ``name``, ``setup`` (a :class:`Setup`), ``out_dir``, ``figures``."""
+    """A parsed configuration: ``name``, ``setup`` (a :class:`Setup`), ``out_dir``,
+    ``figures``, ``path`` (the file, or the source label of a document) and ``case`` (the
+    ``[case]`` table, empty for a plain run)."""
 
-    def __init__(self, name, setup, out_dir, figures, path):
+    def __init__(self, name, setup, out_dir, figures, path, case=None):
         self.name, self.setup, self.out_dir, self.figures, self.path = name, setup, out_dir, figures, path
+        self.case = dict(case or {})
 
 
 def _err(path, where, msg) -> ConfigError:
@@ -127,67 +142,36 @@ def _signature_check(path, where, cls, kwargs, skip=("self", "problem", "eta")):
 
 
 def _build_problem(path, spec):
-    import effdyn.problems as problems
-
     where = "[problem]"
     spec = dict(spec)
     kind = spec.pop("type", None)
+    names = registry.problem_names()
     if kind is None:
-        raise _err(path, where, f"missing `type`; set e.g. `type = \"MinimalValley\"` (one of {', '.join(PROBLEM_TYPES)}).")
-    if kind not in PROBLEM_TYPES:
-        raise _err(path, where, f"unknown problem type {kind!r}; valid types: {', '.join(PROBLEM_TYPES)}.")
-    if kind in _BUILDERS:
-        _check_keys(path, where, spec, ("type", *_BUILDERS[kind]))
-        return _build_special(path, kind, spec)
-    cls = getattr(problems, kind)
-    if kind == "DeepMatrixFactorization" and "target" not in spec:
-        if "sigma1" not in spec:
-            raise _err(path, where, "DeepMatrixFactorization needs `target` (a d×d matrix) or `sigma1` "
-                                    "(target diag(σ1, 1, ...) rotated by `target_seed` if given).")
-        sigma1 = spec.pop("sigma1")
-        tseed = spec.pop("target_seed", None)
-        try:
-            spec["target"] = cls.spectral_target(sigma1, d=spec.get("d"), seed=tseed)
-        except (TypeError, ValueError) as exc:
-            raise _err(path, where, f"`sigma1`/`target_seed`: {exc}") from None
+        raise _err(path, where, f"missing `type`; set e.g. `type = \"MinimalValley\"` (one of {', '.join(names)}).")
+    try:
+        entry = registry.problem_entry(kind)
+    except registry.UnknownNameError:
+        raise _err(path, where, f"unknown problem type {kind!r}; valid types: {', '.join(names)}.") from None
     if kind == "TwoLayerNet":
         raise _err(path, where, "TwoLayerNet needs data arrays, which TOML cannot hold; use "
                                 "`type = \"TeacherStudent\"` (the mean-field benchmark) or build it in Python.")
-    _signature_check(path, where, cls, spec, skip=("self",))
+    if not entry.accepts_any():
+        valid = entry.parameters()
+        for key in spec:
+            if key not in valid:
+                raise _err(path, where, f"`{key}` is not a parameter of {kind}; valid: {', '.join(valid) or 'none'}.")
     try:
-        return cls(**spec), None
-    except (TypeError, ValueError) as exc:
-        raise _err(path, where, f"{kind}: {exc}") from None
-
-
-def _build_special(path, kind, spec):
-    where = "[problem]"
-    try:
-        if kind == "TeacherStudent":
-            from ..problems.two_layer import teacher_student
-
-            width = spec.get("width")
-            if width is None:
-                raise _err(path, where, "TeacherStudent needs `width` (number of neurons N), e.g. `width = 200`.")
-            prob = teacher_student(width, n=spec.get("n", 100), d=spec.get("d", 5), seed=spec.get("data_seed", 0),
-                                   activation=spec.get("activation", "tanh"), scaling=spec.get("scaling", "mean-field"))
-            return prob, None
-        from ..data import load_cifar10_subset, load_digits_subset, one_hot
-
-        n = spec.get("n", 500)
-        if kind == "DigitsMLP":
-            X, labels = load_digits_subset(n, seed=spec.get("data_seed", 0))
-        else:
-            if "path" not in spec:
-                raise _err(path, where, "Cifar10MLP needs `path` = a local `cifar-10-batches-py` folder.")
-            X, labels = load_cifar10_subset(spec["path"], n=n, seed=spec.get("data_seed", 0))
-        prob, theta0 = mlp_problem(X, one_hot(labels), spec.get("width", 32), init_scale=spec.get("init_scale", 1.0),
-                                   seed=spec.get("data_seed", 0), name=kind)
-        return prob, theta0
+        built = entry.build(**spec)
     except ConfigError:
         raise
     except (TypeError, ValueError, FileNotFoundError) as exc:
         raise _err(path, where, f"{kind}: {exc}") from None
+    problem, theta0 = built if isinstance(built, tuple) else (built, None)
+    from ..problems.base import Problem
+
+    if not isinstance(problem, Problem):
+        raise _err(path, where, f"the builder of {kind!r} returned a {type(problem).__name__}, not an effdyn Problem.")
+    return problem, theta0
 
 
 def _theta0(path, problem, default, start):
@@ -216,7 +200,7 @@ def _theta0(path, problem, default, start):
                                 f"({problem.dim} numbers).") from None
 
 
-def _models(path, entries):
+def _models(path, entries, mode=None):
     from ..solvers import SOLVER_NAMES
 
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
@@ -226,10 +210,16 @@ def _models(path, entries):
         where = f"[[models]] #{i}"
         _check_keys(path, where, entry, _MODEL_KEYS)
         kind = entry.get("type")
+        names = registry.model_names()
         if kind is None:
-            raise _err(path, where, f"missing `type`; one of {', '.join(MODEL_TYPES)}.")
-        if kind not in MODEL_TYPES:
-            raise _err(path, where, f"unknown model type {kind!r}; valid types: {', '.join(MODEL_TYPES)}.")
+            raise _err(path, where, f"missing `type`; one of {', '.join(names)}.")
+        try:
+            reg = registry.model_entry(kind)
+        except registry.UnknownNameError:
+            raise _err(path, where, f"unknown model type {kind!r}; valid types: {', '.join(names)}.") from None
+        only = entry.get("only")
+        if only is not None and only not in ("quick", "full"):
+            raise _err(path, where, f"`only` must be \"quick\" or \"full\"; got {only!r}.")
         label = entry.get("label", kind)
         if not isinstance(label, str) or not label or label in labels:
             raise _err(path, where, f"`label` must be a non-empty string unique among the models; got {label!r}.")
@@ -246,20 +236,114 @@ def _models(path, entries):
             if not isinstance(value, dict):
                 raise _err(path, where, f"`{key}` must be an inline table, e.g. `{key} = {{ rank = 1 }}`.")
         try:
-            import effdyn.models as models
-
-            cls = getattr(models, kind)
+            cls = reg.cls
         except (ImportError, AttributeError):
             cls = None  # not in this installation: the run reports it as unavailable
         if cls is not None:
-            _signature_check(path, f"{where} options", cls, options)
-            _signature_check(path, f"{where} initial", cls.initial_state, initial, skip=("self", "theta0"))
-        specs.append(ModelSpec(label, kind, dict(options), dict(initial), solver=solver, **kw))
+            skip = ("self", "problem", "eta") if reg.takes_eta else ("self", "problem")
+            _signature_check(path, f"{where} options", cls, options, skip=skip)
+            allowed = cls.initial_options()
+            for key in initial:
+                if key not in allowed:
+                    raise _err(path, f"{where} initial", f"`{key}` is not an initial-data option of {kind}; valid: "
+                                                         f"{', '.join(allowed) or 'none'}.")
+        if only is not None and mode is not None and only != mode:
+            continue
+        specs.append(ModelSpec(label, kind, dict(options), dict(initial), solver=solver, pass_eta=reg.takes_eta,
+                               **kw))
     return tuple(specs)
 
 
-def load_config(path) -> RunConfig:
+def _check_models_build(path, setup):
+    """Build every model on the problem, check its solver and initial data (computing its
+    initial state) — so that nothing runs when a model's configuration is wrong."""
+    for i, spec in enumerate(setup.models, 1):
+        where = f"[[models]] {spec.label!r}"
+        try:
+            cls = registry.model_entry(spec.cls).cls
+        except (ImportError, AttributeError):
+            continue
+        try:
+            model = build_model(cls, spec, setup)
+        except Exception as exc:
+            raise _err(path, f"{where} options", f"{type(exc).__name__}: {exc}") from None
+        family = spec.solver.split(":")[0]
+        if family not in model.supports:
+            raise _err(path, where, f"`solver` {spec.solver!r} is not available for {spec.cls}; it supports "
+                                    f"{', '.join(model.supports)} (e.g. solver = \"map\").")
+        if family == "diffrax":
+            try:
+                model.jax_drift()
+            except Exception as exc:
+                raise _err(path, where, f"`solver` {spec.solver!r}: {exc}") from None
+        try:
+            model.start(setup.theta0, **spec.initial)
+        except Exception as exc:
+            raise _err(path, f"{where} initial", f"{type(exc).__name__}: {exc}") from None
+
+
+def build_model(cls, spec, setup):
+    """``cls(problem, eta, **options)``, or for a model whose learning rate comes in other
+    units, ``cls(problem, **options)`` with its ``eta`` checked against the run's."""
+    if spec.pass_eta:
+        return cls(setup.problem, setup.eta, **spec.options)
+    model = cls(setup.problem, **spec.options)
+    if not np.isclose(model.eta, setup.eta, rtol=1e-12, atol=0.0):
+        raise ValueError(f"the model's GD step η = {model.eta:g} differs from the run's η = {setup.eta:g}")
+    return model
+
+
+def check_name(name, where="name") -> str:
+    """An output name: a non-empty slug of letters, digits, '-', '_', '.' — no path
+    separators and no '..', so every file stays inside the output folder."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"`{where}` must be a non-empty string; got {name!r}.")
+    name = name.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
+        raise ValueError(f"`{where}` = {name!r} must be a plain file-name prefix (letters, digits, '-', '_', '.'; no "
+                         f"'/', '\\' or '..'), e.g. {re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('.-') or 'run'!r}.")
+    return name
+
+
+def apply_overrides(doc: dict, overrides: dict, source: str = "overrides") -> dict:
+    """A copy of ``doc`` with values replaced at dotted paths (``"problem.width"``,
+    ``"models.0.options.rank"``). The parent table (or array) must exist."""
+    out = copy.deepcopy(doc)
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = out
+        for j, part in enumerate(parts[:-1]):
+            node = _child(node, part, ".".join(parts[: j + 1]), source, key)
+        last = parts[-1]
+        if isinstance(node, list):
+            idx = _index(node, last, key, source)
+            node[idx] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"{source}: `{key}`: {'.'.join(parts[:-1])} is not a table.")
+    return out
+
+
+def _child(node, part, where, source, key):
+    if isinstance(node, list):
+        return node[_index(node, part, key, source)]
+    if not isinstance(node, dict) or part not in node:
+        raise ConfigError(f"{source}: `{key}`: the configuration has no `{where}`.")
+    return node[part]
+
+
+def _index(node, part, key, source):
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"{source}: `{key}`: `{part}` is not an index of an array of length {len(node)}.")
+    return int(part)
+
+
+def load_config(path, *, mode: str | None = None) -> RunConfig:
     """Parse and check a run configuration (see the module docstring for the layout).
+
+    ``mode`` ("quick" or "full") applies the file's ``[quick]``/``[full]`` overrides and
+    model filters (validation cases); None applies none.
 
     Raises
     ------
@@ -276,10 +360,32 @@ def load_config(path) -> RunConfig:
             doc = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return config_from_document(doc, path, mode=mode)
+
+
+def config_from_document(doc: dict, source, *, mode: str | None = None, cifar=None) -> RunConfig:
+    """Parse and check an already loaded configuration document (``source`` names it in
+    messages; a path's stem is the default name). ``cifar`` fills ``problem.path`` of a case
+    that needs CIFAR-10."""
+    path = source if isinstance(source, Path) else Path(str(source))
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a configuration is a table of tables; got {type(doc).__name__}.")
     _check_keys(path, "top level", doc, tuple(_TOP_KEYS))
+    case = _table(path, doc, "case")
+    _check_keys(path, "[case]", case, _CASE_KEYS)
+    if mode is not None:
+        if mode not in ("quick", "full"):
+            raise ValueError(f"`mode` must be 'quick', 'full' or None; got {mode!r}.")
+        overrides = _table(path, doc, mode)
+        doc = apply_overrides({k: v for k, v in doc.items() if k not in ("quick", "full")}, overrides,
+                              f"{path}: [{mode}]")
+    if cifar is not None and case.get("needs_cifar"):
+        doc = apply_overrides(doc, {"problem.path": str(cifar)}, f"{path}")
     name = doc.get("name", path.stem)
-    if not isinstance(name, str) or not name.strip():
-        raise _err(path, "name", f"`name` must be a non-empty string; got {name!r}.")
+    try:
+        name = check_name(name)
+    except ValueError as exc:
+        raise _err(path, "name", str(exc)) from None
     problem, default = _build_problem(path, _table(path, doc, "problem", required=True))
     theta0, seed = _theta0(path, problem, default, _table(path, doc, "start"))
     gd = _table(path, doc, "gd", required=True)
@@ -293,6 +399,11 @@ def load_config(path) -> RunConfig:
     for key in ("n_eigs", "eig_every", "theta_every"):
         if key in gd:
             gd_options[key] = int(_number(path, "[gd]", key, gd[key], integer=True))
+    if gd_options["n_eigs"] > problem.dim:
+        if "n_eigs" in gd:
+            raise _err(path, "[gd]", f"`n_eigs` = {gd_options['n_eigs']} exceeds the problem dimension "
+                                     f"P = {problem.dim}; use n_eigs <= {problem.dim}.")
+        gd_options["n_eigs"] = problem.dim  # the default adapts to small problems
     for key in ("eig_tol", "loss_bound"):
         if key in gd:
             gd_options[key] = float(_number(path, "[gd]", key, gd[key]))
@@ -304,7 +415,7 @@ def load_config(path) -> RunConfig:
         if gd["variant"] not in VARIANTS:
             raise _err(path, "[gd]", f"`variant` must be one of {', '.join(VARIANTS)}; got {gd['variant']!r}.")
         gd_options["variant"] = gd["variant"]
-    models = _models(path, doc.get("models", []))
+    models = _models(path, doc.get("models", []), mode)
     output = _table(path, doc, "output")
     _check_keys(path, "[output]", output, _OUTPUT_KEYS)
     out_dir = output.get("dir")
@@ -312,6 +423,7 @@ def load_config(path) -> RunConfig:
     if not isinstance(figures, bool):
         raise _err(path, "[output]", f"`figures` must be true or false; got {figures!r}.")
     cfg = {"file": str(path), "document": doc}
-    setup = Setup(problem, theta0, eta, steps, models, seed=seed, gd_options=gd_options,
-                  notes=f"Configuration {path.name}: {type(problem).__name__} (P = {problem.dim}).", config=cfg)
-    return RunConfig(name.strip(), setup, out_dir, figures, path)
+    notes = case.get("notes", f"Configuration {path.name}: {type(problem).__name__} (P = {problem.dim}).")
+    setup = Setup(problem, theta0, eta, steps, models, seed=seed, gd_options=gd_options, notes=str(notes), config=cfg)
+    _check_models_build(path, setup)
+    return RunConfig(name, setup, out_dir, figures, path, case)

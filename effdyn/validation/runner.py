@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IntegrationError
-from .cases import CASES, Case, ModelSpec, Setup, get_case
+from ..outcomes import Cause, Status
+from ..registry import get_case
+from .cases import CASES, Case, ModelSpec, Setup
 
 __all__ = ["validate", "run_case", "run_setup", "ModelResult", "CaseResult", "ValidationResult",
            "ValidationInterrupted", "CaseInterrupted", "case_dataset", "distance_series", "slug"]
@@ -111,12 +113,12 @@ def _log_default(msg: str) -> None:
 # --- running -----------------------------------------------------------------------------
 
 def _model_class(name: str):
-    """The model class ``name`` from effdyn.models, or the reason it is unavailable."""
-    import effdyn.models as models
+    """The registered model class ``name``, or the reason it is unavailable."""
+    from .. import registry
 
     try:
-        return getattr(models, name), None
-    except (ImportError, AttributeError) as exc:
+        return registry.model_entry(name).cls, None
+    except (ImportError, AttributeError, ValueError) as exc:
         return None, f"{name} is not available in this installation ({type(exc).__name__}: {exc})"
 
 
@@ -140,58 +142,34 @@ def _run_gd(setup: Setup, progress):
     return traj, time.perf_counter() - t0
 
 
-def _with_budget(model, seconds):
-    """Make the solvers stop ``model`` after ``seconds`` of wall time.
-
-    Every backend asks ``model.check_state`` after each accepted step and stops with the
-    partial solution when it returns a cause, so the budget is enforced there (on this
-    instance only)."""
-    original = model.check_state
-    deadline = time.perf_counter() + seconds
-
-    def check_state(y):
-        if time.perf_counter() > deadline:
-            return f"time budget of {seconds:g} s exceeded"
-        return original(y)
-
-    model.check_state = check_state
-    return model
-
-
 def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log, budget=None) -> ModelResult:
     from .. import compare, solve
 
-    row = ModelResult(spec.label, spec.cls, spec.solver, "error")
+    from .config import build_model
+
+    row = ModelResult(spec.label, spec.cls, spec.solver, Status.ERROR)
     cls, why = _model_class(spec.cls)
     if cls is None:
-        row.status, row.message = "unavailable", why
+        row.status, row.message = Status.UNAVAILABLE, why
         log(f"    {spec.label}: skipped, {why}")
         return row
     try:
-        if spec.pass_eta:
-            model = cls(setup.problem, setup.eta, **spec.options)
-        else:
-            model = cls(setup.problem, **spec.options)
-            if not np.isclose(model.eta, setup.eta, rtol=1e-12, atol=0.0):
-                raise ValueError(f"the model's GD step η = {model.eta:g} differs from the case's η = {setup.eta:g}")
+        model = build_model(cls, spec, setup)
     except Exception as exc:  # a model that cannot handle this problem is a result, not a crash
-        row.status, row.message = "not applicable", f"{type(exc).__name__}: {exc}"
+        row.status, row.message = Status.NOT_APPLICABLE, f"{type(exc).__name__}: {exc}"
         log(f"    {spec.label}: not applicable ({row.message})")
         return row
     budget = spec.budget if spec.budget is not None else budget
-    if budget is not None:
-        _with_budget(model, float(budget))
     t0 = time.perf_counter()
     try:
-        # The initial state is built here so that model options can never collide with
-        # solve()'s own keywords (solve's `seed` once swallowed FreeEnergyFlow's).
-        y0 = model.initial_state(setup.theta0, **spec.initial)
-        sol = solve(model, state0=y0, steps=setup.steps, solver=spec.solver, rtol=spec.rtol, atol=spec.atol,
-                    save_every=spec.save_every, throw=False, progress=progress, seed=setup.seed)
+        sol = solve(model, setup.theta0, steps=setup.steps, solver=spec.solver, rtol=spec.rtol, atol=spec.atol,
+                    save_every=spec.save_every, throw=False, progress=progress, seed=setup.seed,
+                    initial=spec.initial, time_limit=None if budget is None else float(budget))
     except IntegrationError as exc:
         sol = exc.partial
-        row.status, row.message = ("interrupted" if exc.cause == "interrupted" else "failed"), str(exc)
-        if exc.cause == "interrupted":
+        row.status = Status.INTERRUPTED if exc.cause == Cause.INTERRUPTED else Status.FAILED
+        row.message = str(exc)
+        if exc.cause == Cause.INTERRUPTED:
             row.solution, row.wall_time = _finite_prefix(sol), time.perf_counter() - t0
             row.nfev = int(sol.stats.nfev) if sol is not None else 0
             _attach_metrics(row, traj, compare)
@@ -202,10 +180,9 @@ def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log, budget=None) 
         log(f"    {spec.label}: error, {row.message}")
         return row
     else:
-        row.status = sol.stats.status
+        row.status = Status(sol.stats.status)
         row.message = sol.stats.message
-        if "time budget" in row.message:
-            row.status = "budget"
+        if row.status == Status.BUDGET:
             row.message = (f"stopped at k = {sol.k[-1]:g} of {setup.steps}: time budget of {budget:g} s exceeded "
                            "(raise it with --model-budget)")
     row.wall_time = time.perf_counter() - t0
@@ -227,9 +204,7 @@ def _finite_prefix(sol):
     finite = np.all(np.isfinite(sol.y), axis=1)
     if finite.all():
         return sol
-    n = int(np.argmin(finite))
-    return type(sol)(sol.model, sol.k[:n], sol.y[:n], sol.stats, rtol=sol.rtol, atol=sol.atol, seed=sol.seed,
-                     extra=sol.extra)
+    return sol.head(int(np.argmin(finite)))
 
 
 class CaseInterrupted(KeyboardInterrupt):
@@ -533,7 +508,7 @@ def case_dataset(result: CaseResult):
                 d = row.metrics.as_dict()
                 M[i] = [float(d[f]) for f in _METRIC_FIELDS]
         data["metrics"] = (("model", "metric"), M)
-        for name, values in (("status", [r.status for r in rows]), ("message", [r.message for r in rows]),
+        for name, values in (("status", [str(r.status) for r in rows]), ("message", [r.message for r in rows]),
                              ("solver", [r.solver for r in rows]), ("model_class", [r.model for r in rows])):
             data[name] = (("model",), np.array(values, dtype=object))
         data["nfev"] = (("model",), np.array([r.nfev for r in rows], dtype=np.int64))

@@ -1,4 +1,5 @@
-"""Small semidefinite complementarity problems (SDCPs), in plain NumPy.
+"""Small semidefinite complementarity problems (SDCPs), in plain NumPy: the inner solver of
+the central flow (:class:`effdyn.models.CentralFlow`).
 
 The central flow (Cohen et al., ICLR 2025; theory §3) needs, at every evaluation of its
 drift, the solution of
@@ -57,7 +58,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["solve_sdcp", "SDCPResult", "SDCPError", "svec", "smat", "operator_matrix", "kkt_residuals"]
+__all__ = ["solve_sdcp", "solve_sdcp_svec", "SDCPResult", "SDCPError", "svec", "smat", "operator_matrix",
+           "kkt_residuals"]
 
 _SQRT2 = np.sqrt(2.0)
 #: Results whose KKT residual is above ``tol`` but within this factor of it are returned
@@ -94,9 +96,12 @@ class SDCPResult:
     residual : float
         Largest relative KKT violation (see the module docstring).
     iterations : int
-        Projected-gradient iterations used (0 for the closed-form cases).
+        Interior-point iterations used (0 when the closed forms or the polish from the warm
+        start sufficed).
     method : str
-        ``"zero"``, ``"scalar"``, ``"polish"`` (face from the warm start) or ``"fista+polish"``.
+        ``"zero"`` (A ⪰ 0, so X = 0), ``"scalar"`` (r = 1), ``"polish"`` (face guess from the
+        warm start or X = 0, then semismooth Newton), ``"interior point"`` or
+        ``"interior point+polish"``.
     """
 
     X: np.ndarray
@@ -298,9 +303,15 @@ def _polish(X: np.ndarray, a: np.ndarray, M: np.ndarray, r: int, norm_a: float, 
     return best
 
 
-def _solve_svec(a_mat: np.ndarray, M: np.ndarray, *, tol: float = 1e-10, max_iter: int = 200,
-                X0: np.ndarray | None = None) -> SDCPResult:
-    """Hot-path solver: ``a_mat`` is A (r×r), ``M`` is B in svec coordinates. No validation."""
+def solve_sdcp_svec(a_mat: np.ndarray, M: np.ndarray, *, tol: float = 1e-10, max_iter: int = 200,
+                    X0: np.ndarray | None = None) -> SDCPResult:
+    """The SDCP with B given in svec coordinates, without argument checks (the central
+    flow's hot path; :func:`solve_sdcp` is the checked entry point).
+
+    ``a_mat`` is A (r×r, symmetrised here), ``M`` the symmetric PSD matrix of B in svec
+    coordinates (:func:`operator_matrix`), ``X0`` an optional warm start (r×r), ``max_iter``
+    the interior-point iteration budget.
+    """
     r = a_mat.shape[0]
     if r == 0:
         return SDCPResult(np.zeros((0, 0)), np.zeros((0, 0)), 0.0, 0, "zero")
@@ -473,7 +484,7 @@ def solve_sdcp(A, B, *, tol: float = 1e-10, max_iter: int = 200, X0=None) -> SDC
     tol : float
         Relative KKT tolerance (module docstring).
     max_iter : int
-        Projected-gradient iteration budget.
+        Iteration budget of the interior-point fallback.
     X0 : array_like, shape (r, r), optional
         Warm start (e.g. the solution at the previous time); its face is tried first.
 
@@ -495,7 +506,7 @@ def solve_sdcp(A, B, *, tol: float = 1e-10, max_iter: int = 200, X0=None) -> SDC
     array([[1., 0.],
            [0., 0.]])
     """
-    from ._validation import as_matrix, positive_float, positive_int
+    from .._validation import as_matrix, positive_float, positive_int
 
     A = as_matrix(A, "A")
     r = A.shape[0]
@@ -519,4 +530,4 @@ def solve_sdcp(A, B, *, tol: float = 1e-10, max_iter: int = 200, X0=None) -> SDC
                 f"{wm[0]:.3g}); the SDCP is then not a convex problem.")
     if X0 is not None:
         X0 = as_matrix(X0, "X0", (r, r))
-    return _solve_svec(A, M, tol=tol, max_iter=max_iter, X0=X0)
+    return solve_sdcp_svec(A, M, tol=tol, max_iter=max_iter, X0=X0)

@@ -1,0 +1,441 @@
+"""The free-energy θ/Σ flow (theory §2): the average trajectory θ of GD coupled with the
+time-averaged covariance Σ of its fast period-two oscillation.
+
+    dθ/dk = −η ∇_θ F(θ, Σ),    F(θ, Σ) = E(θ) + ½⟨H(θ), Σ⟩
+    log form  : dΣ/dk = GΣ + ΣG,  G = log|I − ηH(θ)|   (Σ = VVᵀ, dV/dk = G V)
+    rate form : dΣ/dk = MΣM − Σ,  M = I − ηH(θ)        (= −η(HΣ+ΣH) + η²HΣH)
+
+Both Σ equations act only on the *oscillating* part of the spectrum: the tracked top
+eigenpairs of H with λ above ``threshold`` (default 1/η, where 1 − ηλ changes sign and an
+oscillation can alternate). Everything else is not an oscillation but part of the mean,
+so Σ is damped there at the rate of the clip, ``log(clip)`` per step. The same clip bounds
+|1 − ηλ| from below, so the log form stays finite at ηλ = 1.
+
+Σ = 0 is invariant: a model started without fluctuations follows gradient flow past 2/η and
+never self-stabilises. Two seeds are offered (see :meth:`FreeEnergyFlow.initial_state`):
+Σ from GD's first half-step displacement, or a floor q along the top eigenvectors. With
+``floor=q > 0`` the floor also persists in time: a decaying top mode relaxes towards
+amplitude² q instead of towards 0. This stands in for the round-off and forcing that keep
+GD's own oscillation alive before the onset; the sharpness overshoot after the onset grows
+like √log(1/q) (measured in the tests).
+
+``closure="chord"`` (rank 1; effdyn's own extension, not from the seed paper) replaces the
+second-order averages by the two points of the cycle θ± = θ ± V: dθ/dk = −η(∇E(θ+) +
+∇E(θ−))/2 (the centre update the edge-flow reconstruction also uses), and the top rate
+uses the chord curvature Vᵀ(∇E(θ+) − ∇E(θ−))/(2‖V‖²) in place of the curvature at θ. An
+exact period-two orbit of GD satisfies both conditions exactly (∇E(θ+) + ∇E(θ−) = 0 and
+chord curvature 2/η), so it is a rest point of this closure; the second-order closure agrees
+with it to O(‖V‖⁴) in the drift and O(‖V‖²) in the rate (theory §6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass
+
+import numpy as np
+
+from ..._validation import as_matrix, choice, nonneg_int, positive_float, positive_int
+from ...problems.base import Problem
+from .._shared import cached_jax_drift, top_eig
+from ..base import AbstractModel
+from . import dynamics as _dyn
+from .layouts import layout_for
+
+__all__ = ["FreeEnergyFlow"]
+
+
+@dataclass(frozen=True)
+class FreeEnergyFlow(AbstractModel):
+    """Free-energy θ/Σ flow of GD at the Edge of Stability.
+
+    Parameters
+    ----------
+    problem : effdyn.problems.Problem
+        Must provide ``third`` (closed-form kernels for built-ins, autodiff for ``from_jax``).
+    eta : float
+        GD learning rate η; time is in GD steps.
+    rank : int
+        Rank r of Σ = VVᵀ (number of oscillating modes carried), 1 <= r <= P.
+    sigma_form : {"log", "rate"}
+        Covariance equation. "log" (default) is exact every two GD steps for frozen H and
+        keeps the rank of Σ; "rate" is the small-step form and needs ``storage="dense"``.
+    storage : {"factor", "log-factor", "dense"}
+        Σ stored as its factor V (P × r, default), as the same factor in log-amplitude
+        coordinates, or as a dense P × P matrix (small P). "log-factor" keeps each column as
+        V_j = e^{ρ_j} v̂_j (state: θ, ρ (r), v̂ (P × r)), the same vector field written for
+        log-amplitudes: the oscillation amplitude spans ~15 decades between its round-off
+        seed and the Edge of Stability, and in these coordinates an adaptive integrator
+        controls its error relatively at every size, so loose tolerances stay accurate
+        through the onset (see :meth:`atol_weights`). Log form only; every column of the
+        initial factor must be nonzero.
+    n_track : int, optional
+        Number of top eigenpairs of H computed per drift evaluation (default r + 1).
+    threshold : float, optional
+        Eigenvalues above it count as oscillating (default 1/η).
+    clip : float
+        Lower bound on |1 − ηλ| in the log form, and the per-step damping factor of the
+        non-oscillating directions (rate log(clip)). Default 0.25.
+    floor : "roundoff", float or None
+        Persistent seed q >= 0: a decaying top-r mode relaxes towards amplitude² q instead of
+        towards 0. The default "roundoff" uses q = (ε_mach·max(1, ‖θ‖))², the size of the
+        round-off that seeds GD's own oscillation; 0 gives the pure model (Σ = 0 invariant).
+        None means "roundoff" for the log form and 0 for the rate form (no floor there).
+    dense_max : int
+        Dense eigendecomposition of H up to this P, Lanczos (warm-started) above.
+    relative_sigma_tol : bool
+        Control the integration error of Σ relatively (its ``atol`` scaled by 1e-20). Σ
+        seeded at round-off size lies far below any ``atol`` until the onset, so without
+        this the first cycles after the onset depend on the tolerance (see
+        :meth:`atol_weights`); with it they converge, at a higher cost. Default False.
+    closure : {"second-order", "chord"}
+        How the oscillation enters the mean and its rate. "second-order" (default): F = E +
+        ½⟨H, Σ⟩ and the rates from the Hessian at θ, as derived in theory §1–2. "chord"
+        (rank 1, factor storage): the two-point form of the module docstring, whose rest
+        points are GD's exact period-two orbits; ``time_avg_loss`` and ``sharpness`` are then
+        the averages over θ± (½(E(θ+) + E(θ−)), ½(λ₁(θ+) + λ₁(θ−)), GD's two-step averages
+        at a rest point), and ``sharpness_centre`` is λ₁(θ).
+        Uses two gradients and one Hessian-vector product per evaluation instead of a
+        gradient and a third-derivative contraction.
+    """
+
+    problem: Problem
+    eta: float
+    rank: int = 1
+    _: KW_ONLY
+    sigma_form: str = "log"
+    storage: str | None = None
+    n_track: int | None = None
+    threshold: float | None = None
+    clip: float = 0.25
+    floor: object = None
+    dense_max: int = 64
+    relative_sigma_tol: bool = False
+    closure: str = "second-order"
+
+    name = "free-energy flow"
+    requires = ("hvp", "third")
+
+    #: kept for readers of the old attribute; the value lives in the dynamics module
+    CHORD_MIN_AMPLITUDE = _dyn.CHORD_MIN_AMPLITUDE
+
+    def _check(self):
+        P = self.dim
+        rank = positive_int(self.rank, "rank")
+        if rank > P:
+            raise ValueError(f"`rank` must be <= the problem dimension P = {P}; got {self.rank}.")
+        self._set("rank", rank)
+        choice(self.sigma_form, "sigma_form", ("log", "rate"))
+        storage = self.storage
+        if storage is None:
+            storage = "dense" if self.sigma_form == "rate" else "factor"
+        self._set("storage", choice(storage, "storage", ("factor", "log-factor", "dense")))
+        if self.sigma_form == "rate" and self.storage != "dense":
+            raise ValueError(
+                "`sigma_form='rate'` fills in the rank of Σ and cannot be stored as a factor; "
+                "pass `storage='dense'` (small P) or use `sigma_form='log'`."
+            )
+        n_track = min(P, rank + 1) if self.n_track is None else positive_int(self.n_track, "n_track")
+        if not rank <= n_track <= P:
+            raise ValueError(f"`n_track` must lie in [rank, P] = [{rank}, {P}]; got {self.n_track}.")
+        self._set("n_track", n_track)
+        self._set("threshold", 1.0 / self.eta if self.threshold is None else positive_float(self.threshold, "threshold"))
+        clip = positive_float(self.clip, "clip")
+        if clip >= 1:
+            raise ValueError(f"`clip` must lie in (0, 1) (a per-step damping factor); got {self.clip}.")
+        self._set("clip", clip)
+        floor = self.floor
+        if floor is None:  # the floor is implemented for the log form only
+            floor = "roundoff" if self.sigma_form == "log" else 0.0
+        if isinstance(floor, str):
+            choice(floor, "floor", ("roundoff",))
+        else:
+            if isinstance(floor, bool) or not isinstance(floor, (int, float, np.integer, np.floating)):
+                raise TypeError(f"`floor` must be 'roundoff' or a number >= 0; got {floor!r}.")
+            floor = float(floor)
+            if not (np.isfinite(floor) and floor >= 0):
+                raise ValueError(f"`floor` must be 'roundoff' or a finite number >= 0; got {self.floor!r}.")
+        if floor != 0 and self.sigma_form == "rate":
+            raise ValueError("`floor` is implemented for the log form only; use `sigma_form='log'` or floor=0.")
+        self._set("floor", floor)
+        self._set("dense_max", nonneg_int(self.dense_max, "dense_max"))
+        if not isinstance(self.relative_sigma_tol, bool):
+            raise TypeError(f"`relative_sigma_tol` must be True or False; got {self.relative_sigma_tol!r}.")
+        if self.relative_sigma_tol and self.storage == "log-factor":
+            raise ValueError("`relative_sigma_tol` is not needed with `storage='log-factor'` (its amplitude "
+                             "coordinates are already controlled relatively); drop it.")
+        choice(self.closure, "closure", tuple(_dyn.CLOSURES))
+        if self.closure == "chord" and (self.rank != 1 or self.storage == "dense"):
+            raise ValueError(
+                "`closure='chord'` is implemented for rank 1 with the log form and factor storage "
+                f"(got rank={self.rank}, sigma_form={self.sigma_form!r}, storage={self.storage!r}); use "
+                "rank=1 with storage='factor' or 'log-factor', or closure='second-order'."
+            )
+        self._set("_layout", layout_for(self.storage, P, self.rank))
+
+    def make_run(self, run):
+        from ...spectrum import EigenTracker
+
+        # above dense_max the tracked eigenpairs come from a warm-started tracker
+        run.tracker = EigenTracker(run.problem, self.n_track, dense_max=self.dense_max)
+
+    @property
+    def _factored(self) -> bool:
+        return self._layout.factored
+
+    def _params(self) -> dict:
+        return {"eta": self.eta, "clip": self.clip, "threshold": self.threshold,
+                "floor": -1.0 if self.floor == "roundoff" else self.floor}
+
+    def _oracle(self, run):
+        return _dyn.NumpyOracle(run.problem, lambda theta: _dyn.numpy_eigenpairs(run, theta, self.n_track,
+                                                                                 self.dense_max))
+
+    # --- state layout -----------------------------------------------------------------
+    @property
+    def sigma_size(self) -> int:
+        return self._layout.sigma_size
+
+    @property
+    def state_size(self) -> int:
+        return self.dim + self.sigma_size
+
+    def split(self, y):
+        """(θ, S) with S the factor V (P, r) or the dense Σ (P, P)."""
+        return self._layout.unpack(np, y)
+
+    def log_parts(self, y):
+        """(θ, ρ, v̂) of a ``storage="log-factor"`` state: V = v̂·diag(e^ρ)."""
+        return self._layout.parts(y)
+
+    def to_log_factor(self, V) -> np.ndarray:
+        """[ρ, v̂] of a factor V (P, r): ρ_j = log‖V_j‖, v̂_j = V_j/‖V_j‖ (a zero column gives
+        ρ = −inf, which the solvers stop on as non-finite)."""
+        return layout_for("log-factor", self.dim, self.rank).pack(np, np.empty(0), np.asarray(V, dtype=np.float64))
+
+    def sigma_of(self, y) -> np.ndarray:
+        """Dense Σ (P, P) of a state."""
+        return self._layout.sigma(np, self.split(y)[1])
+
+    def factor_of(self, y) -> np.ndarray:
+        """A factor U with Σ = UUᵀ (P, r'), for the third-derivative contraction."""
+        return self._layout.factor(np, self.split(y)[1])
+
+    # --- spectrum and rates (for readers and tests; the dynamics module has the equations)
+    def eigenpairs(self, theta, run=None):
+        """Top ``n_track`` eigenpairs (descending) of H(θ)."""
+        return _dyn.numpy_eigenpairs(self._run(run), np.asarray(theta, dtype=np.float64), self.n_track,
+                                     self.dense_max)
+
+    def rates(self, lam):
+        """Per-step log-amplitude rates g_i of the tracked modes and g_off of the rest."""
+        return _dyn.rates(np, np.asarray(lam), self._params())
+
+    def floor_at(self, theta) -> float:
+        """Floor q at θ: the number given, or (ε_mach·max(1, ‖θ‖))² for "roundoff"."""
+        return float(_dyn.floor_value(np, np.asarray(theta), self._params()["floor"]))
+
+    def theta_drift(self, theta, S, run=None) -> np.ndarray:
+        """dθ/dk = −η(∇E + ½∇_θ⟨H, Σ⟩) of the second-order closure (S as in :meth:`split`)."""
+        oracle = self._oracle(self._run(run))
+        return _dyn.second_order(np, oracle, theta, self._layout.factor(np, S), None, self._params())[0]
+
+    # --- dynamics ---------------------------------------------------------------------
+    def drift(self, k, y, run=None):
+        run = self._run(run)
+        return _dyn.drift(np, self._oracle(run), self._layout, _dyn.CLOSURES[self.closure], self.sigma_form,
+                          self.rank, y, self._params())
+
+    def map_step(self, k, y, run=None):
+        """One GD step: θ by an explicit Euler step of length 1; Σ by GD's own covariance
+        recursion on the oscillating modes, Σ ← |I − ηH| Σ |I − ηH| (the exact one-step
+        solution of the log form for frozen H, and explicit Euler of the rate form)."""
+        run = self._run(run)
+        return _dyn.map_step(np, self._oracle(run), self._layout, _dyn.CLOSURES[self.closure], self.sigma_form,
+                             self.rank, y, self._params())
+
+    def atol_weights(self, y0):
+        """With ``relative_sigma_tol=True``, relative error control for Σ (``atol · 1e-20``).
+
+        Before the EoS onset Σ sits at the size of its seed (round-off, ~1e-30 for the
+        default floor), far below any useful ``atol``. With a plain ``atol`` the integrator
+        would not resolve its growth and the first cycles after the onset would depend on
+        the tolerance (measured: sharpness off by 1.2 on the minimal valley at rtol 1e-7);
+        with this weight rtol = 1e-7 agrees with rtol = 1e-10 to 2e-5. It is off by default
+        because on large period-two orbits (matrix factorisation, σ₁ = 5.5) it makes the
+        integrator crawl through every eigenvalue crossing.
+        """
+        if not self.relative_sigma_tol:
+            return None
+        w = np.ones(self.state_size)
+        w[self.dim:] = 1e-20
+        return w
+
+    def check_state(self, y):
+        if not np.all(np.isfinite(y)):
+            return "non-finite"
+        if self.storage == "dense":
+            _, S = self.split(y)
+            if np.max(np.abs(S - S.T), initial=0.0) > 1e-8 * max(1.0, np.max(np.abs(S))):
+                return "sigma not symmetric"
+            if np.linalg.eigvalsh(0.5 * (S + S.T))[0] < -1e-8 * max(1.0, np.max(np.abs(S))):
+                return "sigma not PSD"
+        return None
+
+    # --- initial state ------------------------------------------------------------------
+    def _initial(self, run, theta0, sigma0=None, *, sigma_seed: str = "gd", seed_scale: float | None = None):
+        """Initial (θ, Σ).
+
+        Parameters
+        ----------
+        theta0 : array_like (P,)
+        sigma0 : array_like, optional
+            Σ0 given explicitly: a factor V0 of shape (P, r) or a symmetric PSD (P, P)
+            matrix (rank <= r for factor storage).
+        sigma_seed : {"gd", "floor", "zero"}
+            Used when ``sigma0`` is None. "gd": V0 = the projection of GD's first half-step
+            displacement −η∇E(θ0)/2 on the top-r eigenvectors (falls back to "floor" where
+            that projection vanishes). "floor": V0 = √q·v_i along the top-r eigenvectors with
+            q = ``seed_scale`` or the model's ``floor``. "zero": Σ0 = 0 (gradient flow).
+        """
+        theta0 = self._theta0(theta0)
+        P, r = self.dim, self.rank
+        if sigma0 is not None:
+            S0 = self._validate_sigma0(sigma0)
+        else:
+            seed = choice(sigma_seed, "sigma_seed", ("gd", "floor", "zero"))
+            q = self.floor_at(theta0) if seed_scale is None else positive_float(seed_scale, "seed_scale")
+            V = np.zeros((P, r))
+            if seed != "zero":
+                lam, Q = self.eigenpairs(theta0, run)
+                Q = Q[:, :r]
+                if seed == "gd":
+                    half_step = -0.5 * self.eta * run.problem._grad(theta0)
+                    V = Q * (Q.T @ half_step)
+                if q > 0:
+                    weak = np.sum(V**2, axis=0) < q
+                    V[:, weak] = np.sqrt(q) * Q[:, weak]
+                elif seed == "floor":
+                    raise ValueError(
+                        "`sigma_seed='floor'` needs a floor size: pass `seed_scale=q` (q > 0) or build the "
+                        "model with `floor=q`."
+                    )
+            S0 = V if self._factored else V @ V.T
+        if self.storage == "log-factor":
+            zero = np.flatnonzero(np.linalg.norm(S0, axis=0) == 0)
+            if zero.size:
+                raise ValueError(
+                    f"`storage='log-factor'` needs every column of the initial factor nonzero (column(s) "
+                    f"{zero.tolist()} are zero); seed with sigma_seed='gd' or 'floor', or pass a sigma0 of "
+                    f"rank {self.rank}."
+                )
+        return self._layout.pack(np, theta0, S0)
+
+    def _validate_sigma0(self, sigma0):
+        P, r = self.dim, self.rank
+        arr = np.asarray(sigma0, dtype=np.float64)
+        if arr.ndim == 2 and arr.shape == (P, r) and r != P:
+            V = as_matrix(arr, "sigma0", (P, r))
+            return V if self._factored else V @ V.T
+        S = as_matrix(arr, "sigma0", (P, P))
+        scale = max(1.0, float(np.max(np.abs(S))))
+        if np.max(np.abs(S - S.T)) > 1e-12 * scale:
+            raise ValueError("`sigma0` must be symmetric (Σ is a covariance); symmetrise it with (S + S.T)/2.")
+        w, Q = np.linalg.eigh(S)
+        if w[0] < -1e-12 * scale:
+            raise ValueError(f"`sigma0` must be positive semi-definite; its smallest eigenvalue is {w[0]:.3g}.")
+        if self.storage == "dense":
+            return 0.5 * (S + S.T)
+        if np.sum(w > 1e-12 * scale) > r:
+            raise ValueError(
+                f"`sigma0` has rank {int(np.sum(w > 1e-12 * scale))} > `rank` = {r}; raise the model's rank or "
+                "pass a factor of shape (P, rank)."
+            )
+        w, Q = w[::-1][:r], Q[:, ::-1][:, :r]
+        return Q * np.sqrt(np.maximum(w, 0.0))
+
+    # --- JAX drift (diffrax backend) ------------------------------------------------------
+    def jax_args(self):
+        _, jnp = _jax()
+        return {name: jnp.asarray(value, dtype=jnp.float64) for name, value in self._params().items()}
+
+    def jax_drift(self):
+        """Pure-JAX drift: the same equations (:mod:`.dynamics`) with autodiff of the problem's
+        JAX loss and a dense eigendecomposition of H (small P).
+
+        Built once per problem and structural configuration (η, clip, floor, threshold are
+        arguments), so a sweep over models does not retrace or recompile it.
+        """
+        key = f"free_energy:{self.rank}:{self.n_track}:{self.storage}:{self.sigma_form}:{self.closure}"
+        return cached_jax_drift(self.problem, key, self._build_jax_drift)
+
+    def _build_jax_drift(self):
+        _, jnp = _jax()
+        oracle = _dyn.JaxOracle(self.problem.jax_loss(), self.n_track)
+        layout, closure, form, rank = self._layout, _dyn.CLOSURES[self.closure], self.sigma_form, self.rank
+
+        def drift(k, y, args):
+            return _dyn.drift(jnp, oracle, layout, closure, form, rank, y, args)
+
+        return drift
+
+    # --- records and observables --------------------------------------------------------
+    def record(self, k, y, run):
+        """Spectrum at a saved state and what depends on it: sharpness, tracked eigenvalues,
+        amplitude along v₁ and the predicted loss envelope E(θ ± √s v₁)."""
+        problem = run.problem
+        theta, S = self.split(np.asarray(y, dtype=np.float64))
+        U = self._layout.factor(np, S)
+        lam, Q = self.eigenpairs(theta, run)
+        v = Q[:, 0]
+        s = float(np.sum((v @ U) ** 2))
+        out = {"sharpness": float(lam[0]), "eigs": np.asarray(lam, dtype=np.float64), "amplitude": np.sqrt(s),
+               "envelope_plus": problem._loss(theta + np.sqrt(s) * v),
+               "envelope_minus": problem._loss(theta - np.sqrt(s) * v)}
+        if self.closure == "chord":
+            # the model's cycle is θ± = θ ± V: its prediction of GD's two-step averaged
+            # sharpness is the average over the two points (on a wide orbit λ(θ) is not)
+            V = S[:, 0]
+            out["sharpness_centre"] = out["sharpness"]
+            out["sharpness"] = 0.5 * (self._top_value(problem, theta + V) + self._top_value(problem, theta - V))
+        return out
+
+    def _top_value(self, problem, theta):
+        theta = np.ascontiguousarray(theta)
+        if self.dim <= self.dense_max:
+            return float(np.linalg.eigh(problem._hessian(theta))[0][-1])
+        return float(top_eig(problem, theta, 1)[0][0])
+
+    def observables(self, k, Y, records=None, run=None):
+        P = self.dim
+        Y = np.asarray(Y, dtype=np.float64)
+        records = self.records_of(k, Y, run) if records is None else records
+        prob = self.problem
+        n = len(Y)
+        loss, free, trace = np.empty(n), np.empty(n), np.empty(n)
+        Theta, S = self.split(Y)
+        for i in range(n):
+            theta = Theta[i]
+            U = self._layout.factor(np, S[i])
+            E = prob._loss(theta)
+            curv = sum(float(U[:, j] @ prob._hvp(theta, np.ascontiguousarray(U[:, j]))) for j in range(U.shape[1]))
+            loss[i], free[i], trace[i] = E, E + 0.5 * curv, float(np.sum(U**2))
+        out = {"theta": np.array(Theta), "loss": loss, "free_energy": free, "lagrangian": free - trace / self.eta,
+               "sigma_trace": trace, "amplitude_subspace": np.sqrt(trace), "time_avg_loss": free}
+        out.update({name: records[name] for name in ("sharpness", "eigs", "amplitude", "envelope_plus",
+                                                      "envelope_minus")})
+        if self.closure == "chord":
+            out["sharpness_centre"] = records["sharpness_centre"]
+            V = S[:, :, 0]
+            out["time_avg_loss"] = np.array([0.5 * (prob._loss(t + v) + prob._loss(t - v))
+                                             for t, v in zip(out["theta"], V)])
+        if self._factored:
+            out["sigma_factor"] = S
+        elif P <= 64:
+            out["sigma"] = S
+        return out
+
+
+def _jax():
+    from ..._jax import import_jax
+
+    return import_jax()
