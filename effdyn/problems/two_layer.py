@@ -135,7 +135,8 @@ class TwoLayerNet(CompiledProblem):
     -----
     θ is particle-major: ``theta.reshape(N, d + 1)[i] = (w_i, a_i)``, P = N(d + 1).
     Mean-field relations (theory §4): GD on L with step η = N·η_MF is mean-field GD with
-    step η_MF, the mean-field sharpness is S_MF = N·λ_max(∇²L), and EoS is at
+    step η_MF, the mean-field sharpness is S_MF = N·λ_max(∇²L) (``width`` times
+    :func:`effdyn.spectrum.sharpness`), and EoS is at
     η_MF·S_MF ≈ 2. Every derivative costs O(N·n·d) (see :mod:`effdyn.kernels.two_layer`).
 
     Examples
@@ -240,12 +241,6 @@ class TwoLayerNet(CompiledProblem):
         """
         theta = as_vector(theta, "theta", self.dim)
         return _k._ntk_gram(theta, self._params)
-
-    def sharpness_mf(self, theta, **kwargs) -> float:
-        """Mean-field sharpness S_MF = N·λ_max(∇²L) (Lanczos through ``effdyn.spectrum``)."""
-        from ..spectrum import sharpness
-
-        return self.width * sharpness(self, theta, **kwargs)
 
     # --- JAX and metadata -------------------------------------------------------------
     def jax_loss(self):
