@@ -307,9 +307,9 @@ def _grad_third(theta, U, s, a, b, params):
     """a·∇L + b·Σ_q s_q ∇(u_qᵀHu_q) (the free-energy θ-drift up to −η) in one call.
 
     The same single forward and backward pass as the kinetic model's
-    :func:`effdyn.kernels.kinetic._contractions`, with the
-    per-direction weights w_q = b·s_q that :func:`_backward` accepts (so any s, not only
-    s ∝ 1), and no Hessian-vector products. The separate ``_grad`` and ``_third`` make two
+    :func:`effdyn.kernels.kinetic._contractions`, with the per-direction weights
+    w_q = b·s_q that :func:`_backward` accepts (so any s, not only s ∝ 1), and no
+    Hessian-vector products. The separate ``_grad`` and ``_third`` make two
     forward and two backward passes, recomputing the activations in each. With every
     b·s_q = 0 the directions are dropped and this is the gradient pass alone.
     """
