@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-explore bench install clean
+.PHONY: run test test-explore bench notebooks install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,16 @@ test-explore: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# The notebooks are pairs: notebooks/<story>.py (percent format, the source to edit) and the
+# executed .ipynb. Sync each pair (the newer file wins), execute the .ipynb in place in a
+# fresh kernel so that it carries current outputs, then sync again so the scripts are not
+# older than their notebooks. jupyter-execute is nbclient's; it is run through $(PY) so the
+# venv's own interpreter executes it.
+notebooks: $(STAMP)
+	$(PY) -m jupytext --sync notebooks/*.py
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) $(VENV)/bin/jupyter-execute --inplace --timeout=1200 notebooks/*.ipynb
+	$(PY) -m jupytext --sync notebooks/*.py
 
 clean:
 	rm -rf $(VENV) effdyn-output build *.egg-info

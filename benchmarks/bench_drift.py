@@ -129,7 +129,7 @@ def numpy_theta_drift(problem):
         M = problem.target
         return lambda th, U, eta: -eta * (dmf_numpy_grad(th, M) + 0.5 * dmf_numpy_third(th, U, np.ones(U.shape[1]), M))
     if name == "TwoLayerNet":
-        from effdyn.kernels import two_layer as k
+        from effdyn.kernels import two_layer_reference as k
 
         X, y, c, code = problem.X, problem.y, problem.c, problem.act.code
         return lambda th, U, eta: -eta * (k.reference_grad(th, X, y, c, code)

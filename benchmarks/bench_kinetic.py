@@ -61,7 +61,7 @@ def kinetic_drift_fn(problem, rank, eta_mf=ETA_MF):
         model = MeanFieldKinetic(problem, eta_mf=eta_mf, rank=rank)
         fn, source = (lambda y: model.drift(0.0, y)), "MeanFieldKinetic.drift"
     except (ImportError, AttributeError):  # pragma: no cover - written by another helper
-        from effdyn.kernels import two_layer as k
+        from effdyn.kernels import kinetic as k
 
         eta = problem.width * eta_mf
         P = problem.dim
@@ -70,7 +70,7 @@ def kinetic_drift_fn(problem, rank, eta_mf=ETA_MF):
             U = np.ascontiguousarray(y[P:].reshape(P, rank))
             return k._kinetic_drift(y[:P], U, eta, problem.params)
 
-        source = "kernels.two_layer._kinetic_drift"
+        source = "kernels.kinetic._kinetic_drift"
     rng = np.random.default_rng(1)
     theta = problem.init(0)
     U = 1e-3 * rng.standard_normal((problem.dim, rank))

@@ -48,6 +48,7 @@ def _load():
 
 
 def drift(N=100_000, n=500, d=64, repeats=3):
+    from effdyn.kernels import kinetic
     from effdyn.kernels import two_layer as K
     from effdyn.problems.two_layer import TwoLayerNet
 
@@ -59,10 +60,10 @@ def drift(N=100_000, n=500, d=64, repeats=3):
     U = np.ascontiguousarray(1e-3 * rng.standard_normal((p.dim, 1)))
     eta = 0.5 * N
     t0 = time.perf_counter()
-    dy = p.run_kernel(K._kinetic_drift, theta, U, eta)  # first call: compile or load from cache
+    dy = p.run_kernel(kinetic._kinetic_drift, theta, U, eta)  # first call: compile or load from cache
     first = time.perf_counter() - t0
     assert dy.shape == (2 * p.dim,) and np.all(np.isfinite(dy))
-    tmin, tmed, tcpu = best_time(lambda: p.run_kernel(K._kinetic_drift, theta, U, eta), repeats)
+    tmin, tmed, tcpu = best_time(lambda: p.run_kernel(kinetic._kinetic_drift, theta, U, eta), repeats)
 
     # The same dense products with NumPy/BLAS, block by block as in the kernel.
     B = max(1, K._BLOCK_ELEMS // n)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import effdyn as ed
 from effdyn import compile_count
 from effdyn._jax import import_jax
-from effdyn.kernels import two_layer as K
+from effdyn.kernels import two_layer_reference as K
 from effdyn.models import MeanFieldKinetic
 from effdyn.problems import MinimalValley, TwoLayerNet
 from effdyn.problems.two_layer import teacher_student

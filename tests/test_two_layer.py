@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 
 from effdyn import compile_count
 from effdyn._jax import import_jax
+from effdyn.kernels import kinetic
 from effdyn.kernels import two_layer as K
+from effdyn.kernels import two_layer_reference as R
 from effdyn.problems import MinimalistTwoLayer, TwoLayerNet
 from effdyn.problems.two_layer import ACTIVATIONS, teacher_student, teacher_student_data
-from effdyn.spectrum import top_eigenpairs
+from effdyn.spectrum import sharpness, top_eigenpairs
 
 jax, jnp = import_jax()
 
@@ -94,10 +96,10 @@ def test_kernels_match_jax_autodiff(act, scaling, shape, seed):
     # the uncached HVP kernel (used above CACHE_MAX_PAIRS) and the NumPy references
     assert rel_err(K._hvp(theta, v, p.params), hv) <= 1e-9
     c, code = p.c, p.act.code
-    assert abs(K.reference_loss(theta, p.X, p.y, c, code) - L) <= 1e-9 * abs(L)
-    assert rel_err(K.reference_grad(theta, p.X, p.y, c, code), g) <= 1e-9
-    assert rel_err(K.reference_hvp(theta, v, p.X, p.y, c, code), hv) <= 1e-9
-    assert rel_err(K.reference_third(theta, U, s, p.X, p.y, c, code), t) <= 1e-9
+    assert abs(R.reference_loss(theta, p.X, p.y, c, code) - L) <= 1e-9 * abs(L)
+    assert rel_err(R.reference_grad(theta, p.X, p.y, c, code), g) <= 1e-9
+    assert rel_err(R.reference_hvp(theta, v, p.X, p.y, c, code), hv) <= 1e-9
+    assert rel_err(R.reference_third(theta, U, s, p.X, p.y, c, code), t) <= 1e-9
 
 
 @settings(max_examples=20, deadline=None)
@@ -109,10 +111,10 @@ def test_kernels_match_numpy_reference_any_shape(act, scaling, N, n, d, r, seed)
     U = rng.standard_normal((p.dim, r))
     s = rng.uniform(-1.0, 1.0, r)
     c, code = p.c, p.act.code
-    assert abs(p.loss(theta) - K.reference_loss(theta, p.X, p.y, c, code)) <= 1e-12 * p.loss(theta)
-    assert rel_err(p.grad(theta), K.reference_grad(theta, p.X, p.y, c, code)) <= 1e-12
-    assert rel_err(p.hvp(theta, v), K.reference_hvp(theta, v, p.X, p.y, c, code)) <= 1e-12
-    assert rel_err(p.third(theta, U, s), K.reference_third(theta, U, s, p.X, p.y, c, code)) <= 1e-12
+    assert abs(p.loss(theta) - R.reference_loss(theta, p.X, p.y, c, code)) <= 1e-12 * p.loss(theta)
+    assert rel_err(p.grad(theta), R.reference_grad(theta, p.X, p.y, c, code)) <= 1e-12
+    assert rel_err(p.hvp(theta, v), R.reference_hvp(theta, v, p.X, p.y, c, code)) <= 1e-12
+    assert rel_err(p.third(theta, U, s), R.reference_third(theta, U, s, p.X, p.y, c, code)) <= 1e-12
     H = p.hessian(theta)
     assert np.array_equal(H, H.T)
     assert rel_err(H @ v, p.hvp(theta, v)) <= 1e-12
@@ -130,13 +132,27 @@ def test_activation_kernel_matches_reference_on_extreme_inputs():
     act = K._act
     for name in SMOOTH:
         code = ACTIVATIONS[name].code
-        ref = K.reference_activation(z, code)
+        ref = R.reference_activation(z, code)
         got = np.array([act(float(x), code) for x in z]).T
         for m in range(4):
             # absolute error relative to the derivative's scale on the grid
             scale = max(1.0, float(np.max(np.abs(ref[m][np.abs(z) < 50]))))
             err = np.abs(got[m] - ref[m])[np.isfinite(ref[m])]
             assert np.max(err) <= 4e-15 * scale, (name, m, np.max(err))
+
+
+@pytest.mark.parametrize("act", SMOOTH)
+def test_predict_matches_reference_outputs_and_the_loss(act):
+    """``predict`` evaluates σ with NumPy (``Activation.__call__``), apart from the kernels:
+    at new inputs it gives the NumPy reference's outputs, on the training inputs the
+    residual whose mean square is the kernels' loss."""
+    p, theta, rng = random_net(act, "standard", 7, 9, 3, 5)
+    X_new = 3.0 * rng.standard_normal((4, p.input_dim))
+    assert rel_err(p.predict(theta, X_new), R.reference_outputs(theta, X_new, p.c, p.act.code)) <= 1e-15
+    r = p.predict(theta) - p.y
+    assert abs(0.5 * np.mean(r**2) - p.loss(theta)) <= 1e-13 * p.loss(theta)
+    with pytest.raises(ValueError, match="X"):
+        p.predict(theta, X_new[:, :2])
 
 
 def test_multiblock_kernels_match_reference():
@@ -149,12 +165,12 @@ def test_multiblock_kernels_match_reference():
     U = 0.1 * rng.standard_normal((p.dim, 2))
     v = rng.standard_normal(p.dim)
     c, code = p.c, p.act.code
-    assert rel_err(p.grad(theta), K.reference_grad(theta, X, y, c, code)) <= 1e-12
-    assert rel_err(K._hvp(theta, v, p.params), K.reference_hvp(theta, v, X, y, c, code)) <= 1e-12
-    assert rel_err(p.hvp(theta, v), K.reference_hvp(theta, v, X, y, c, code)) <= 1e-12
-    assert rel_err(p.third(theta, U), K.reference_third(theta, U, np.ones(2), X, y, c, code)) <= 1e-12
-    assert rel_err(p.run_kernel(K._kinetic_drift, theta, U, 7.0),
-                   K.reference_kinetic_drift(theta, U, 7.0, X, y, c, code)) <= 1e-12
+    assert rel_err(p.grad(theta), R.reference_grad(theta, X, y, c, code)) <= 1e-12
+    assert rel_err(K._hvp(theta, v, p.params), R.reference_hvp(theta, v, X, y, c, code)) <= 1e-12
+    assert rel_err(p.hvp(theta, v), R.reference_hvp(theta, v, X, y, c, code)) <= 1e-12
+    assert rel_err(p.third(theta, U), R.reference_third(theta, U, np.ones(2), X, y, c, code)) <= 1e-12
+    assert rel_err(p.run_kernel(kinetic._kinetic_drift, theta, U, 7.0),
+                   R.reference_kinetic_drift(theta, U, 7.0, X, y, c, code)) <= 1e-12
 
 
 def test_cached_hvp_follows_theta():
@@ -204,7 +220,7 @@ def test_ntk_gram_against_jacobian_and_sharpness():
     R = H - J.T @ J / n
     S = N * np.linalg.eigvalsh(H)[-1]
     assert abs(S - np.linalg.eigvalsh(Kmat)[-1]) <= N * np.linalg.norm(R, 2) + 1e-12
-    assert abs(p.sharpness_mf(theta) - S) <= 1e-9 * abs(S)
+    assert abs(N * sharpness(p, theta) - S) <= 1e-9 * abs(S)
 
 
 def _jax_outputs(p, t):
@@ -338,8 +354,8 @@ def test_grad_third_matches_jax_and_is_the_free_energy_drift():
     # the free-energy θ-drift goes through the fused kernel: −η(∇E + ½ Σ_q ∇(u_qᵀHu_q))
     eta = 0.3
     model = FreeEnergyFlow(p, eta, rank=2)
-    ref = -eta * (K.reference_grad(theta, p.X, p.y, p.c, p.act.code)
-                  + 0.5 * K.reference_third(theta, U, np.ones(2), p.X, p.y, p.c, p.act.code))
+    ref = -eta * (R.reference_grad(theta, p.X, p.y, p.c, p.act.code)
+                  + 0.5 * R.reference_third(theta, U, np.ones(2), p.X, p.y, p.c, p.act.code))
     assert rel_err(model.theta_drift(theta, U), ref) <= 1e-12
 
 

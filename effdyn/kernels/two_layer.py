@@ -1,4 +1,4 @@
-"""Kernels of the finite-width two-layer network and of its mean-field kinetic drift.
+"""Compiled kernels of the finite-width two-layer network (:class:`effdyn.problems.TwoLayerNet`).
 
 Network and loss (theory §4), parameters stored particle-major, θ.reshape(N, d + 1) with
 row i = (w_i, a_i)::
@@ -25,11 +25,12 @@ With ∇f_k, ∇Df_k, ∇D²f_k the θ-gradients of these output functionals,
 * H u = (1/n) Σ_k [Df_k ∇f_k + r_k ∇Df_k]  (Gauss–Newton part + residual part);
 * ∇(uᵀHu) = (1/n) Σ_k [2 Df_k ∇Df_k + D²f_k ∇f_k + r_k ∇D²f_k]  (theory §4, times N).
 
-Particles are processed in blocks of rows; inside a block the inner products w_i·x_k,
-v_i·x_k and the w-outputs are dense matrix products (BLAS through ``np.dot``) and the
-activation work is a compiled element-wise loop. Blocks keep the memory at O(block·n) for
-any N: the forward quantities are recomputed in the backward pass instead of being
-stored.
+The backward pass needs every residual, so it cannot start before the forward pass has
+summed over all particles: the two stay separate passes. Particles are processed in blocks
+of rows; inside a block the inner products w_i·x_k, v_i·x_k and the w-outputs are dense
+matrix products (BLAS through ``np.dot``) and the activation work is a compiled
+element-wise loop. Blocks keep the memory at O(block·n) for any N: the forward quantities
+are recomputed in the backward pass instead of being stored.
 
 Threads: the dense products run on BLAS's threads; the element-wise loops run on the
 calling thread. A ``prange`` version of those loops was measured and dropped: on this
@@ -45,8 +46,10 @@ Lanczos calls H(θ)v many times at one θ: :func:`_linearise` keeps σ, σ', σ'
 :func:`_hvp_linearised` then needs no transcendental function (``TwoLayerNet._hvp`` uses
 this pair up to ``CACHE_MAX_PAIRS``).
 
-Plain NumPy references of every kernel are at the end of this module (``reference_*``);
-the tests compare the two and both against JAX autodiff of the loss.
+Related modules: the mean-field kinetic model's kernels, built on the two passes here, are
+in :mod:`effdyn.kernels.kinetic`; plain NumPy references of every kernel, which the tests
+compare with these and both with JAX autodiff of the loss, are in
+:mod:`effdyn.kernels.two_layer_reference`.
 """
 
 from __future__ import annotations
@@ -297,6 +300,38 @@ def _third(theta, U, s, params):
     return G
 
 
+
+# --- the fused free-energy θ-drift -----------------------------------------------------
+@jit
+def _grad_third(theta, U, s, a, b, params):
+    """a·∇L + b·Σ_q s_q ∇(u_qᵀHu_q) (the free-energy θ-drift up to −η) in one call.
+
+    The same single forward and backward pass as the kinetic model's
+    :func:`effdyn.kernels.kinetic._contractions`, with the per-direction weights
+    w_q = b·s_q that :func:`_backward` accepts (so any s, not only s ∝ 1), and no
+    Hessian-vector products. The separate ``_grad`` and ``_third`` make two
+    forward and two backward passes, recomputing the activations in each. With every
+    b·s_q = 0 the directions are dropped and this is the gradient pass alone.
+    """
+    P = theta.shape[0]
+    r = U.shape[1]
+    wt = np.empty(r)
+    do_t = False
+    for q in range(r):
+        wt[q] = b * s[q]
+        if wt[q] != 0.0:
+            do_t = True
+    if do_t:
+        f, Df, D2f = _forward(theta, U, params, True)
+        G, HU = _backward(theta, U, params, f - params[2], Df, D2f, a, wt, 0.0)
+        return G
+    V = _no_directions(P)
+    f, Df, D2f = _forward(theta, V, params, False)
+    G, HU = _backward(theta, V, params, f - params[2], Df, D2f, a, np.zeros(0), 0.0)
+    return G
+
+
+# --- dense quantities for small problems (Hessian, NTK Gram) --------------------------------
 @jit
 def _hessian(theta, params):
     # H = (1/n) JᵀJ + (1/n) Σ_k r_k ∇²f_k; ∇²f_k is block diagonal over particles with
@@ -342,6 +377,29 @@ def _hessian(theta, params):
             H[base + d, base + j] = H[base + j, base + d]
     H += np.dot(J.T, J) / n
     return 0.5 * (H + H.T)  # exactly symmetric despite the rounding of the two halves
+
+
+@jit
+def _ntk_gram(theta, params):
+    """Mean-field NTK Gram K_kl = (1/n)·(1/N) Σ_i [σ_ik σ_il + a_i² σ'_ik σ'_il x_k·x_l]."""
+    X, XT, y, meta = params
+    code = int(meta[1])
+    n, d = X.shape
+    p = d + 1
+    N = theta.shape[0] // p
+    S0 = np.empty((N, n))
+    S1a = np.empty((N, n))
+    for i in range(N):
+        a = theta[i * p + d]
+        for k in range(n):
+            z = 0.0
+            for j in range(d):
+                z += theta[i * p + j] * X[k, j]
+            s0, s1, s2, s3 = _act(z, code)
+            S0[i, k] = s0
+            S1a[i, k] = a * s1
+    K = np.dot(S0.T, S0) + np.dot(S1a.T, S1a) * np.dot(X, XT)
+    return K / (n * N)
 
 
 # --- Hessian-vector products at a fixed θ (Lanczos) --------------------------------------
@@ -410,191 +468,3 @@ def _hvp_linearised(v, a, S0, S1, S2, res, params):
         for j in range(d):
             out[i * p + j] = scale * OW[i, j]
     return out
-
-
-# --- model kernels -----------------------------------------------------------------------
-@jit
-def _kinetic_drift(theta, U, eta, params):
-    """dθ̄/dk = −η[∇L + ½ Σ_q ∇(u_qᵀHu_q)] and dU/dk = ηHU − 2U (theory §4, GD steps)."""
-    f, Df, D2f = _forward(theta, U, params, True)
-    r = U.shape[1]
-    G, HU = _backward(theta, U, params, f - params[2], Df, D2f, -eta, np.full(r, -0.5 * eta), eta)
-    out = np.empty(theta.shape[0] * (1 + r))
-    P = theta.shape[0]
-    out[:P] = G
-    dU = HU - 2.0 * U
-    out[P:] = dU.ravel()
-    return out
-
-
-@jit
-def _contractions(theta, U, wg, wt, wh, params):
-    """(wg·∇L + wt·Σ_q ∇(u_qᵀHu_q), wh·HU) from one forward and one backward pass."""
-    f, Df, D2f = _forward(theta, U, params, True)
-    return _backward(theta, U, params, f - params[2], Df, D2f, wg, np.full(U.shape[1], wt), wh)
-
-
-@jit
-def _grad_third(theta, U, s, a, b, params):
-    """a·∇L + b·Σ_q s_q ∇(u_qᵀHu_q) (the free-energy θ-drift up to −η) in one call.
-
-    The same single forward and backward pass as :func:`_contractions`, with the
-    per-direction weights w_q = b·s_q that :func:`_backward` accepts (so any s, not only
-    s ∝ 1), and no Hessian-vector products. The separate ``_grad`` and ``_third`` make two
-    forward and two backward passes, recomputing the activations in each. With every
-    b·s_q = 0 the directions are dropped and this is the gradient pass alone.
-    """
-    P = theta.shape[0]
-    r = U.shape[1]
-    wt = np.empty(r)
-    do_t = False
-    for q in range(r):
-        wt[q] = b * s[q]
-        if wt[q] != 0.0:
-            do_t = True
-    if do_t:
-        f, Df, D2f = _forward(theta, U, params, True)
-        G, HU = _backward(theta, U, params, f - params[2], Df, D2f, a, wt, 0.0)
-        return G
-    V = _no_directions(P)
-    f, Df, D2f = _forward(theta, V, params, False)
-    G, HU = _backward(theta, V, params, f - params[2], Df, D2f, a, np.zeros(0), 0.0)
-    return G
-
-
-@jit
-def _quadratic_forms(theta, U, params):
-    """L(θ) and the curvatures u_qᵀ H u_q = (1/n) Σ_k (Df_k² + r_k D²f_k), one forward pass."""
-    f, Df, D2f = _forward(theta, U, params, True)
-    res = f - params[2]
-    n = res.shape[0]
-    r = U.shape[1]
-    curv = np.empty(r)
-    for q in range(r):
-        curv[q] = (np.dot(Df[q], Df[q]) + np.dot(res, D2f[q])) / n
-    return 0.5 * np.dot(res, res) / n, curv
-
-
-@jit
-def _ntk_gram(theta, params):
-    """Mean-field NTK Gram K_kl = (1/n)·(1/N) Σ_i [σ_ik σ_il + a_i² σ'_ik σ'_il x_k·x_l]."""
-    X, XT, y, meta = params
-    code = int(meta[1])
-    n, d = X.shape
-    p = d + 1
-    N = theta.shape[0] // p
-    S0 = np.empty((N, n))
-    S1a = np.empty((N, n))
-    for i in range(N):
-        a = theta[i * p + d]
-        for k in range(n):
-            z = 0.0
-            for j in range(d):
-                z += theta[i * p + j] * X[k, j]
-            s0, s1, s2, s3 = _act(z, code)
-            S0[i, k] = s0
-            S1a[i, k] = a * s1
-    K = np.dot(S0.T, S0) + np.dot(S1a.T, S1a) * np.dot(X, XT)
-    return K / (n * N)
-
-
-# --- plain NumPy references (independent of the kernels above; used by the tests) ------
-def reference_activation(z, code):
-    """σ, σ', σ'', σ''' element-wise with NumPy/SciPy."""
-    from scipy.special import erf, expit
-
-    z = np.asarray(z, dtype=np.float64)
-    if code == TANH:
-        t = np.tanh(z)
-        s1 = 1.0 - t**2
-        return t, s1, -2.0 * t * s1, -2.0 * s1**2 + 4.0 * t**2 * s1
-    if code == SOFTPLUS:
-        g = expit(z)
-        return np.logaddexp(0.0, z), g, g * (1 - g), g * (1 - g) * (1 - 2 * g)
-    if code == GELU:
-        Phi = 0.5 * (1 + erf(z / np.sqrt(2)))
-        phi = np.exp(-z**2 / 2) / np.sqrt(2 * np.pi)
-        return z * Phi, Phi + z * phi, (2 - z**2) * phi, (z**3 - 4 * z) * phi
-    return z, np.ones_like(z), np.zeros_like(z), np.zeros_like(z)
-
-
-def _ref_parts(theta, X, c, code):
-    n, d = X.shape
-    T = theta.reshape(-1, d + 1)
-    W, a = T[:, :d], T[:, d]
-    return W, a, reference_activation(W @ X.T, code)
-
-
-def reference_outputs(theta, X, c, code, U=None):
-    """f (n,), Df (r, n), D²f (r, n) by dense NumPy algebra."""
-    n, d = X.shape
-    W, a, (s0, s1, s2, _) = _ref_parts(theta, X, c, code)
-    f = c * a @ s0
-    if U is None:
-        return f
-    Df, D2f = [], []
-    for u in np.asarray(U).T:
-        Ur = u.reshape(-1, d + 1)
-        V, b = Ur[:, :d], Ur[:, d]
-        Pm = V @ X.T
-        Df.append(c * (b @ s0 + a @ (s1 * Pm)))
-        D2f.append(c * (2 * b @ (s1 * Pm) + a @ (s2 * Pm**2)))
-    return f, np.array(Df), np.array(D2f)
-
-
-def reference_loss(theta, X, y, c, code):
-    r = reference_outputs(theta, X, c, code) - y
-    return 0.5 * np.mean(r**2)
-
-
-def reference_grad(theta, X, y, c, code):
-    n, d = X.shape
-    W, a, (s0, s1, _, _) = _ref_parts(theta, X, c, code)
-    r = c * a @ s0 - y
-    gw = (c / n) * (a[:, None] * s1 * r) @ X
-    ga = (c / n) * s0 @ r
-    return np.column_stack([gw, ga]).ravel()
-
-
-def reference_hvp(theta, v, X, y, c, code):
-    n, d = X.shape
-    W, a, (s0, s1, s2, _) = _ref_parts(theta, X, c, code)
-    f, Df, _ = reference_outputs(theta, X, c, code, np.asarray(v)[:, None])
-    r, Df = f - y, Df[0]
-    Vr = np.asarray(v).reshape(-1, d + 1)
-    V, b = Vr[:, :d], Vr[:, d]
-    Pm = V @ X.T
-    ha = (c / n) * (s0 @ Df + (s1 * Pm) @ r)
-    Cw = Df * a[:, None] * s1 + r * (b[:, None] * s1 + a[:, None] * s2 * Pm)
-    hw = (c / n) * Cw @ X
-    return np.column_stack([hw, ha]).ravel()
-
-
-def reference_third(theta, U, s, X, y, c, code):
-    """∇_θ Σ_q s_q u_qᵀ H u_q from the closed forms of theory §4."""
-    n, d = X.shape
-    W, a, (s0, s1, s2, s3) = _ref_parts(theta, X, c, code)
-    U = np.asarray(U).reshape(theta.size, -1)
-    f, Df, D2f = reference_outputs(theta, X, c, code, U)
-    r = f - y
-    out = np.zeros((theta.size // (d + 1), d + 1))
-    for q in range(U.shape[1]):
-        Ur = U[:, q].reshape(-1, d + 1)
-        V, b = Ur[:, :d], Ur[:, d]
-        Pm = V @ X.T
-        ca = 2 * Df[q] * s1 * Pm + D2f[q] * s0 + r * s2 * Pm**2
-        cw = (2 * Df[q] * (b[:, None] * s1 + a[:, None] * s2 * Pm) + D2f[q] * a[:, None] * s1
-              + r * (2 * b[:, None] * s2 * Pm + a[:, None] * s3 * Pm**2))
-        out[:, d] += s[q] * (c / n) * ca.sum(axis=1)
-        out[:, :d] += s[q] * (c / n) * cw @ X
-    return out.ravel()
-
-
-def reference_kinetic_drift(theta, U, eta, X, y, c, code):
-    """NumPy version of :func:`_kinetic_drift`."""
-    U = np.asarray(U).reshape(theta.size, -1)
-    r = U.shape[1]
-    dtheta = -eta * (reference_grad(theta, X, y, c, code)
-                     + 0.5 * reference_third(theta, U, np.ones(r), X, y, c, code))
-    HU = np.column_stack([reference_hvp(theta, U[:, q], X, y, c, code) for q in range(r)])
-    return np.concatenate([dtheta, (eta * HU - 2.0 * U).ravel()])

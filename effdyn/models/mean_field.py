@@ -34,7 +34,7 @@ import numpy as np
 
 from .._validation import as_vector, choice, positive_float, positive_int
 from ..errors import MissingFeatureError
-from ..kernels import two_layer as _k
+from ..kernels import kinetic as _k
 from ..problems.two_layer import TwoLayerNet
 from ._shared import count_eigensolve, tracked_eigenpairs
 from .base import AbstractModel

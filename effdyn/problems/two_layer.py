@@ -32,6 +32,25 @@ class Activation:
     jax_name: str
     description: str
 
+    def __call__(self, z) -> np.ndarray:
+        """σ(z) element-wise, with NumPy, for the network's outputs at any inputs
+        (:meth:`TwoLayerNet.predict`); the compiled kernels evaluate σ themselves, and only
+        on the training inputs held in their ``params``."""
+        z = np.asarray(z, dtype=np.float64)
+        if self.name == "tanh":
+            return np.tanh(z)
+        if self.name == "softplus":
+            return np.logaddexp(0.0, z)
+        if self.name == "gelu":
+            from scipy.special import erf
+
+            return z * (0.5 * (1 + erf(z / np.sqrt(2))))
+        if self.name == "relu":
+            return np.maximum(z, 0.0)
+        if self.name == "identity":
+            return z
+        raise ValueError(f"no NumPy form for the activation {self.name!r}.")
+
 
 #: Registry of activations (name -> Activation). ``relu`` is listed to say why it is refused.
 ACTIVATIONS: dict[str, Activation] = {
@@ -116,7 +135,8 @@ class TwoLayerNet(CompiledProblem):
     -----
     θ is particle-major: ``theta.reshape(N, d + 1)[i] = (w_i, a_i)``, P = N(d + 1).
     Mean-field relations (theory §4): GD on L with step η = N·η_MF is mean-field GD with
-    step η_MF, the mean-field sharpness is S_MF = N·λ_max(∇²L), and EoS is at
+    step η_MF, the mean-field sharpness is S_MF = N·λ_max(∇²L) (``width`` times
+    :func:`effdyn.spectrum.sharpness`), and EoS is at
     η_MF·S_MF ≈ 2. Every derivative costs O(N·n·d) (see :mod:`effdyn.kernels.two_layer`).
 
     Examples
@@ -168,7 +188,8 @@ class TwoLayerNet(CompiledProblem):
         return self._kernels
 
     def run_kernel(self, kernel, *args):
-        """``kernel(*args, params)`` for a kernel of :mod:`effdyn.kernels.two_layer`."""
+        """``kernel(*args, params)`` for a kernel of :mod:`effdyn.kernels.two_layer` or
+        :mod:`effdyn.kernels.kinetic`."""
         return kernel(*args, self._params)
 
     def _hvp(self, theta, v):
@@ -206,8 +227,7 @@ class TwoLayerNet(CompiledProblem):
         else:
             X = as_matrix(X, "X", (None, self.input_dim))
         W = self.particles(theta)
-        s0 = _k.reference_activation(X @ W[:, :-1].T, self.act.code)[0]
-        return self.c * s0 @ W[:, -1]
+        return self.c * self.act(X @ W[:, :-1].T) @ W[:, -1]
 
     def ntk_gram(self, theta) -> np.ndarray:
         """Mean-field NTK Gram matrix K (n, n) of theory §4.
@@ -221,12 +241,6 @@ class TwoLayerNet(CompiledProblem):
         """
         theta = as_vector(theta, "theta", self.dim)
         return _k._ntk_gram(theta, self._params)
-
-    def sharpness_mf(self, theta, **kwargs) -> float:
-        """Mean-field sharpness S_MF = N·λ_max(∇²L) (Lanczos through ``effdyn.spectrum``)."""
-        from ..spectrum import sharpness
-
-        return self.width * sharpness(self, theta, **kwargs)
 
     # --- JAX and metadata -------------------------------------------------------------
     def jax_loss(self):
