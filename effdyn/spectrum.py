@@ -39,6 +39,11 @@ unseen). Two defences, both on by default:
   update is repeated cold; the cold answer is kept, and a disagreement of the top-k
   eigenvalues (beyond ``100·tol`` relative) is counted in ``n_corrections``.
 
+What remains: the probe is short, so an eigenvalue that crosses the tracked top by a small
+margin in a crowded spectrum can go unseen until a check; on a chaotic DLN trajectory
+(2100 updates) 2 updates kept an eigenvalue 0.4 % below the top, against 20 updates and
+1.7 % without these defences. On the period-two orbits tested, every update is exact.
+
 Convergence criterion (both paths): a Ritz pair (λ, v) is accepted when
 ``‖Hv − λv‖ <= tol · scale``, with ``scale`` the largest Ritz value magnitude in the
 tracker and ``|λ|`` in ARPACK. The eigenvalue error is bounded by the residual and is
@@ -350,8 +355,8 @@ class EigenTracker:
         between the two sides of a valley, it also contains the solution of two steps
         before, which is closer than the previous one.
     max_basis : int, optional
-        Largest subspace before a thick restart (default ``max(20, 3·(k + guard) + 8)``;
-        small projected problems also keep LAPACK single-threaded and fast).
+        Largest subspace before a thick restart (default ``max(20, 3·(k + guard) + 8)``
+        plus ``probe``; small projected problems also keep LAPACK single-threaded and fast).
     max_hvp : int, optional
         HVP budget of a warm update before it gives up and solves cold
         (default ``3 · max_basis``).
