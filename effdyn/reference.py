@@ -1,7 +1,8 @@
 """Discrete gradient descent: the reference every effective model is judged against.
 
 ``gd`` runs θ_{k+1} = θ_k − η∇E(θ_k) (or one of its variants) and records, per step k, the
-loss, the gradient norm and the half-step amplitude along the top Hessian eigenvector; θ
+loss, the gradient norm and the half-step amplitude (along the top Hessian eigenvector and in
+the span of the top ``n_eigs`` eigenvectors); θ
 every ``theta_every`` steps; and the top Hessian eigenvalues every ``eig_every`` steps
 (theory §1 for the conventions: time in GD steps, sharpness = λ_max(H)).
 
@@ -11,7 +12,8 @@ as plain Python. Eigenpairs come from an :class:`effdyn.spectrum.EigenTracker` (
 small P, warm-started Krylov otherwise).
 
 Divergence never passes silently: a non-finite loss or gradient, or ``|E| > loss_bound``,
-stops the run at that step. By default (``throw=True``, as for ``effdyn.solve``) this raises
+stops the run at that step (also when it is first met by an eigen-solve: the message names
+the loss or gradient, the first cause, rather than the Hessian). By default (``throw=True``, as for ``effdyn.solve``) this raises
 :class:`effdyn.IntegrationError` carrying the partial trajectory; with ``throw=False`` the
 partial trajectory is returned with ``status == "diverged"``. The partial record holds
 exactly what a run of ``diverged_at − 1`` steps would hold, so every value in it is finite.
@@ -65,6 +67,12 @@ class GDTrajectory:
     half_amp : ndarray, shape (K,)
         a_k = |v1ᵀ(θ_{k+1} − θ_k)|/2 for k = 0..K−1, v1 the most recent top eigenvector.
         Use :meth:`amplitude`.
+    half_amp_subspace : ndarray, shape (K,), or None
+        ‖P_k(θ_{k+1} − θ_k)‖/2 for k = 0..K−1, P_k the orthogonal projector on the most
+        recent top-``n_eigs`` eigenvectors (equal to ``half_amp`` when ``n_eigs = 1``).
+        Unlike ``half_amp`` it does not depend on which vector of a (near-)degenerate or
+        rotating top eigenspace is called v1. Use ``amplitude(subspace=True)``. None for
+        trajectories built without it.
     eta, variant : float, str
     status : str
         "success", "diverged", "failed" (an eigen-solve raised) or "interrupted" (Ctrl-C).
@@ -81,6 +89,14 @@ class GDTrajectory:
         Seconds.
     n_hvp : int
         Hessian-vector products used by the eigen-solves (0 on the dense path).
+    eig_checks, eig_corrections : int
+        Spot checks of the warm eigen-tracker against a cold solve, and how many of them
+        found a different top-``n_eigs`` spectrum (whose cold answer was recorded instead);
+        see :class:`effdyn.spectrum.EigenTracker` (``check_every``, ``check_jump``). 0 on the
+        dense path.
+    loss_min : float or None
+        The problem's infimum (``problem.loss_min``) when it declares one; ``compare`` uses
+        it as the zero of the loss scale.
     """
 
     k: np.ndarray
@@ -102,6 +118,10 @@ class GDTrajectory:
     config: dict = field(default_factory=dict)
     wall_time: float = 0.0
     n_hvp: int = 0
+    half_amp_subspace: np.ndarray | None = None
+    eig_checks: int = 0
+    eig_corrections: int = 0
+    loss_min: float | None = None
     _mid: np.ndarray | None = field(default=None, repr=False)
     _mid_k: np.ndarray | None = field(default=None, repr=False)
 
@@ -140,10 +160,22 @@ class GDTrajectory:
         """Two-step loss average ½(E_k + E_{k+1}) for k = 0..K−1, as (k, values)."""
         return self.k[:-1].copy(), 0.5 * (self.loss[:-1] + self.loss[1:])
 
-    def amplitude(self):
-        """Half-step amplitude a_k = |v1ᵀ(θ_{k+1} − θ_k)|/2 for k = 0..K−1, as (k, values)."""
+    def amplitude(self, subspace: bool = False):
+        """Half-step amplitude for k = 0..K−1, as (k, values).
+
+        ``subspace=False``: a_k = |v1ᵀ(θ_{k+1} − θ_k)|/2 along the top eigenvector.
+        ``subspace=True``: ‖P_k(θ_{k+1} − θ_k)‖/2 in the span of the top ``n_eigs``
+        eigenvectors (robust when v1 differs between the two iterates of a wide orbit).
+        """
+        if not isinstance(subspace, bool):
+            raise TypeError(f"`subspace` must be True or False; got {subspace!r}.")
         if len(self.eig_k) == 0 and len(self.half_amp):
             raise ValueError("this run computed no eigenvectors (`eig_every=None`), so it has no amplitude.")
+        if subspace:
+            if self.half_amp_subspace is None:
+                raise ValueError("this trajectory has no subspace amplitude (`half_amp_subspace` is None); "
+                                 "rerun `effdyn.gd` to record it, or use `amplitude()` (top eigenvector).")
+            return self.k[:-1].copy(), self.half_amp_subspace.copy()
         return self.k[:-1].copy(), self.half_amp.copy()
 
     def sharpness_at(self, k):
@@ -175,6 +207,8 @@ class GDTrajectory:
             "eigs": (("eig_k", "eig_index"), self.eigs),
             "sharpness": (("eig_k",), self.sharpness),
         }
+        if self.half_amp_subspace is not None:
+            data["half_amp_subspace"] = (("k_half",), self.half_amp_subspace)
         if self.top_eigvec is not None:
             data["top_eigvec"] = (("eig_k", "param"), self.top_eigvec)
         if self._mid is not None:
@@ -196,6 +230,9 @@ class GDTrajectory:
             "cause": self.cause or "",
             "wall_time": self.wall_time,
             "n_hvp": int(self.n_hvp),
+            "eig_checks": int(self.eig_checks),
+            "eig_corrections": int(self.eig_corrections),
+            "loss_min": np.nan if self.loss_min is None else float(self.loss_min),
             "problem_config": json.dumps(self.problem_config, default=_json_default),
             "gd_config": json.dumps(self.config, default=_json_default),
         })
@@ -204,6 +241,28 @@ class GDTrajectory:
     def __repr__(self) -> str:
         return (f"GDTrajectory(steps={self.steps}, eta={self.eta}, variant={self.variant!r}, "
                 f"status={self.status!r}, P={self.theta.shape[1]}, n_eig={len(self.eig_k)})")
+
+
+def _first_cause(problem, theta, loss_bound):
+    """(status, value, message) of the loss and gradient at θ: status 0 when both are finite
+    and |E| is within the bound, else the code and message the GD loop would report."""
+    with np.errstate(all="ignore"):
+        try:
+            E = float(problem._loss(theta))
+        except (ArithmeticError, ValueError):
+            E = float("nan")
+        if not np.isfinite(E):
+            what = "θ itself" if not np.all(np.isfinite(theta)) else "the loss"
+            return STATUS_NONFINITE, E, f"non-finite loss ({E!r}; {what} overflowed)"
+        try:
+            gn = float(np.linalg.norm(problem._grad(theta)))
+        except (ArithmeticError, ValueError):
+            gn = float("nan")
+    if not np.isfinite(gn):
+        return STATUS_NONFINITE, gn, f"non-finite gradient (‖∇E‖ = {gn!r}; the loss is {E!r})"
+    if abs(E) > loss_bound:
+        return STATUS_BLOWUP, E, ""
+    return 0, 0.0, ""
 
 
 def _json_default(obj):
@@ -217,6 +276,31 @@ def _json_default(obj):
 # --------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------
+def _step_count(steps) -> int:
+    """``steps`` as an int: integers, NumPy integer scalars, 0-d arrays and floats with an
+    integral value (``1e4``) are accepted, as ``effdyn.solve`` accepts them."""
+    if isinstance(steps, np.ndarray) and steps.ndim == 0:
+        steps = steps[()]
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, numbers.Real):
+        raise TypeError(f"`steps` must be a whole number of GD steps (an integer >= 0); got {steps!r} "
+                        f"of type {type(steps).__name__}.")
+    if isinstance(steps, numbers.Integral):
+        value = int(steps)
+    else:
+        x = float(steps)
+        if not np.isfinite(x) or x != np.floor(x):
+            raise ValueError(f"`steps` must be a whole number of GD steps; got {steps!r}. Round it, e.g. "
+                             f"`steps={int(np.floor(x)) if np.isfinite(x) else 1000}`.")
+        value = int(x)
+    if value < 0:
+        raise ValueError(f"`steps` must be >= 0; got {steps!r}.")
+    return value
+
+
+#: Options of :class:`effdyn.spectrum.EigenTracker` that ``gd(eig_options=...)`` passes on.
+EIG_OPTIONS = ("guard", "history", "probe", "check_every", "check_jump", "refresh_every", "seed")
+
+
 def _validate(problem, theta0, eta, steps, variant, eig_every, n_eigs, theta_every, loss_bound, throw,
               progress, compiled):
     if not isinstance(problem, Problem):
@@ -227,7 +311,7 @@ def _validate(problem, theta0, eta, steps, variant, eig_every, n_eigs, theta_eve
     P = problem.dim
     theta0 = as_vector(theta0, "theta0", P)
     eta = positive_float(eta, "eta")
-    steps = nonneg_int(steps, "steps")
+    steps = _step_count(steps)
     if not isinstance(variant, str):
         raise TypeError(f"`variant` must be a string, one of {list(VARIANTS)}; got {variant!r}.")
     variant = choice(variant, "variant", VARIANTS)
@@ -262,7 +346,7 @@ def _validate(problem, theta0, eta, steps, variant, eig_every, n_eigs, theta_eve
 def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | None = 1, n_eigs: int = 1,
        theta_every: int = 1, loss_bound: float = 1e10, throw: bool = True, progress: bool | None = None,
        record_eigvecs: bool = True, dense_max: int | None = None, eig_tol: float | None = None,
-       compiled: bool | None = None, seed: int | None = None) -> GDTrajectory:
+       compiled: bool | None = None, seed: int | None = None, eig_options: dict | None = None) -> GDTrajectory:
     """Run gradient descent and record what the effective models are compared with.
 
     Parameters
@@ -274,7 +358,8 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     eta : float
         Step size η > 0.
     steps : int
-        Number of GD steps (θ_0..θ_steps are visited).
+        Number of GD steps (θ_0..θ_steps are visited). A float with an integral value
+        (``1e4``) is accepted; ``1e4 + 0.5`` is refused.
     variant : {"gd", "normalized", "sqrt"}
         "gd": θ ← θ − η∇E. "normalized": θ ← θ − η∇E/‖∇E‖ (no step at a zero gradient).
         "sqrt": GD on √(E − E_min), θ ← θ − η∇E/(2√(E − E_min)) (needs
@@ -283,7 +368,8 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
         Compute the top ``n_eigs`` Hessian eigenpairs of E at steps 0, eig_every, ... .
         None skips all eigen-solves (then there is no sharpness and no amplitude).
     n_eigs : int, default 1
-        Number of eigenvalues recorded (1 <= n_eigs <= P).
+        Number of eigenvalues recorded (1 <= n_eigs <= P); their eigenvectors span the
+        subspace of ``amplitude(subspace=True)``.
     theta_every : int, default 1
         Record θ every this many steps (a stride for large P). With a stride the two-step
         midpoints at the recorded steps are computed during the run.
@@ -305,6 +391,13 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     seed : int, optional
         The seed that produced ``theta0`` (e.g. ``problem.init(seed)``); GD itself is
         deterministic, so it is only recorded (``config["seed"]`` and the saved attrs).
+    eig_options : dict, optional
+        Further :class:`effdyn.spectrum.EigenTracker` options for the Krylov path, among
+        ``guard``, ``history``, ``probe``, ``check_every``, ``check_jump``,
+        ``refresh_every`` and ``seed`` (the tracker's own seed). The defaults probe the
+        complement of the warm subspace at every update and spot-check against a cold solve
+        every 50 updates and on jumps of the top eigenvalue by more than 5 %; the checks
+        made and the corrections they forced are in ``eig_checks`` / ``eig_corrections``.
 
     Returns
     -------
@@ -331,6 +424,13 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
         eig_tol = positive_float(eig_tol, "eig_tol")
     if dense_max is not None:
         dense_max = nonneg_int(dense_max, "dense_max")
+    if eig_options is None:
+        eig_options = {}
+    elif not isinstance(eig_options, dict):
+        raise TypeError(f"`eig_options` must be a dict of EigenTracker options or None; got {type(eig_options).__name__}.")
+    unknown = sorted(set(eig_options) - set(EIG_OPTIONS))
+    if unknown:
+        raise ValueError(f"`eig_options` has unknown keys {unknown}; valid keys: {list(EIG_OPTIONS)}.")
     from scipy.sparse.linalg import ArpackError
 
     from .spectrum import DENSE_MAX, TOL, EigenTracker
@@ -338,10 +438,11 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     tracker = None
     if eig_every is not None:
         tracker = EigenTracker(problem, n_eigs, dense_max=DENSE_MAX if dense_max is None else dense_max,
-                               tol=TOL if eig_tol is None else eig_tol)
+                               tol=TOL if eig_tol is None else eig_tol, **eig_options)
     config = {"seed": seed, "eta": eta, "steps": steps, "variant": variant, "eig_every": eig_every, "n_eigs": n_eigs,
               "theta_every": theta_every, "loss_bound": loss_bound,
-              "dense_max": tracker.dense_max if tracker else None, "eig_tol": tracker.tol if tracker else None}
+              "dense_max": tracker.dense_max if tracker else None, "eig_tol": tracker.tol if tracker else None,
+              "eig_options": dict(eig_options)}
 
     kernels = problem.numba_kernels if compiled is not False else None
     if kernels is not None:
@@ -365,13 +466,15 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     loss = np.empty(steps + 1)
     gnorm = np.empty(steps + 1)
     amp = np.empty(steps)
+    amp_sub = np.empty(steps)
     theta_rec = np.empty((n_theta, P))
     theta_rec[0] = theta0
     record_mid = theta_every > 1
     mid = np.full((n_theta, P), np.nan) if record_mid else np.empty((1, P))
     eigs = np.empty((n_eig, n_eigs))
     eigvecs = np.empty((n_eig, P)) if (record_eigvecs and n_eig) else None
-    v1 = np.zeros(P)
+    # Columns: the most recent top-n_eigs eigenvectors (zeros before the first solve).
+    V = np.zeros((P, n_eigs))
 
     chunk = eig_every if eig_every is not None else _CHUNK_NO_EIGS
     show = progress if progress is not None else (steps >= PROGRESS_MIN_STEPS and sys.stderr.isatty())
@@ -399,21 +502,28 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
                 except (np.linalg.LinAlgError, ArpackError, ArithmeticError, ValueError) as exc:
                     ok, eig_fail = False, f"the eigen-solve failed ({type(exc).__name__}: {exc})"
                 if not ok:
-                    status, fail_step = STATUS_NONFINITE, k
-                    eig_fail = eig_fail or "non-finite Hessian eigenpairs"
+                    # The eigen-solve meets θ_k before the loop evaluates E(θ_k): when E or ∇E
+                    # is already non-finite or beyond the bound, that is the cause to report.
+                    status, fail_value, first = _first_cause(problem, theta, loss_bound)
+                    fail_step = k
+                    if status == 0:
+                        status = STATUS_NONFINITE
+                        eig_fail = eig_fail or "non-finite Hessian eigenpairs (the loss and gradient are finite)"
+                    else:
+                        eig_fail = first
                     break
                 i = k // eig_every
                 eigs[i] = vals
-                v1 = np.ascontiguousarray(vecs[:, 0])
+                V = np.ascontiguousarray(vecs[:, :n_eigs])
                 if eigvecs is not None:
-                    eigvecs[i] = v1
+                    eigvecs[i] = V[:, 0]
             if done:
                 break
             k1 = min(steps, k + chunk)
             done = k1 == steps
             status, k_end, fail_value, theta, prev = chunk_fn(
-                params, theta, prev, eta, variant_code, loss_min, loss_bound, v1,
-                k, k1, done, theta_every, record_mid, loss, gnorm, amp, theta_rec, mid)
+                params, theta, prev, eta, variant_code, loss_min, loss_bound, V,
+                k, k1, done, theta_every, record_mid, loss, gnorm, amp, amp_sub, theta_rec, mid)
             if bar is not None:
                 bar.update(k_end - k)
             if status != 0:
@@ -479,6 +589,10 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
         config=config,
         wall_time=wall,
         n_hvp=tracker.n_hvp if tracker is not None else 0,
+        half_amp_subspace=amp_sub[: max(K, 0)].copy(),
+        eig_checks=tracker.n_checks if tracker is not None else 0,
+        eig_corrections=tracker.n_corrections if tracker is not None else 0,
+        loss_min=None if problem.loss_min is None else float(problem.loss_min),
         _mid=mid_arr,
         _mid_k=mid_k,
     )

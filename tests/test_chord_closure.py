@@ -2,7 +2,7 @@
 GD's exact period-two orbits are its rest points, it agrees with the second-order closure to
 the stated order in the amplitude, and on the persistent period-two orbit of deep matrix
 factorisation it reaches GD's time-averaged loss and amplitude where the second-order
-closure misses them by 27 % and 10 %."""
+closure misses them by 19 % (of GD's mean loss) and 10 %."""
 
 from __future__ import annotations
 
@@ -68,10 +68,13 @@ def test_reaches_gd_period_two_averages_where_second_order_misses(period_two):
         sol = ed.solve(model, setup.theta0, setup.steps, solver="scipy:LSODA", rtol=1e-6, atol=1e-9)
         errors[closure] = ed.compare(traj, sol, window=window)
     ch, so = errors["chord"], errors["second-order"]
-    # measured: chord loss 2e-11, amplitude 7e-12 (of GD's loss range / mean amplitude),
-    # sharpness (its two-point average) 1e-12 of 2/η; second-order 0.27, 0.099 and 0.055
+    # measured: chord loss 1e-13, amplitude 7e-14 (of the loss scale / GD's mean amplitude),
+    # sharpness (its two-point average) 7e-15 of 2/η; second-order 0.19, 0.099 and 0.055.
+    # The loss scale is GD's mean loss here (0.99, above its range 0.70), hence 0.19 where
+    # the range alone gave 0.27.
     assert ch.loss_error < 1e-6 and ch.amplitude_error < 1e-6 and ch.sharpness_error < 1e-6
-    assert so.loss_error > 0.2 and so.amplitude_error > 0.05
+    assert ch.envelope_error < 1e-6 and so.envelope_error > 0.1
+    assert so.loss_error > 0.15 and so.amplitude_error > 0.05
     assert ch.mean_loss_model == pytest.approx(ch.mean_loss_gd, rel=1e-8)
 
 

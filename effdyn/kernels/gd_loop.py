@@ -33,12 +33,15 @@ STATUS_OK, STATUS_NONFINITE, STATUS_BLOWUP = 0, 1, 2
 def python_chunk(loss_fn, grad_fn):
     """The NumPy chunk function bound to ``loss_fn(θ, params)`` and ``grad_fn(θ, params)``."""
 
-    def _numpy_chunk(params, theta, prev, eta, variant, loss_min, loss_bound, v1, k0, k1, final, theta_every,
-                     record_mid, loss_out, gnorm_out, amp_out, theta_out, mid_out):
+    def _numpy_chunk(params, theta, prev, eta, variant, loss_min, loss_bound, vecs, k0, k1, final, theta_every,
+                     record_mid, loss_out, gnorm_out, amp_out, amp_sub_out, theta_out, mid_out):
         """GD steps k0 → k1; returns (status, k, value, θ_k1, θ_{k1−1}).
 
-        For each k in [k0, k1) it records E(θ_k), ‖∇E(θ_k)‖ and the half-step amplitude
-        a_k = |v1ᵀ(θ_{k+1} − θ_k)|/2 = c_k|v1ᵀ∇E(θ_k)|/2, stores θ_{k+1} in row
+        For each k in [k0, k1) it records E(θ_k), ‖∇E(θ_k)‖, the half-step amplitude
+        along the top eigenvector a_k = |v1ᵀ(θ_{k+1} − θ_k)|/2 = c_k|v1ᵀ∇E(θ_k)|/2 (v1 =
+        ``vecs[:, 0]``) and in the tracked subspace ‖Vᵀ(θ_{k+1} − θ_k)‖/2 = c_k‖Vᵀ∇E(θ_k)‖/2
+        (V = ``vecs``, orthonormal columns, so this is the norm of the projection), stores
+        θ_{k+1} in row
         (k+1)/theta_every of ``theta_out`` when that is an integer and, with
         ``record_mid``, the two-step midpoint ¼(θ_{k−1} + 2θ_k + θ_{k+1}) in row
         k/theta_every of ``mid_out`` (k >= 1). With ``final`` it also records E and ‖∇E‖
@@ -74,7 +77,9 @@ def python_chunk(loss_fn, grad_fn):
                 gap = E - loss_min
                 c = eta / (2.0 * np.sqrt(gap)) if gap > 0.0 else 0.0
             new = theta - c * g
-            amp_out[k] = 0.5 * c * abs(np.sum(v1 * g))
+            proj = vecs.T @ g
+            amp_out[k] = 0.5 * c * abs(proj[0])
+            amp_sub_out[k] = 0.5 * c * np.sqrt(np.sum(proj * proj))
             if record_mid and k >= 1 and k % theta_every == 0:
                 mid_out[k // theta_every] = 0.25 * (prev + 2.0 * theta + new)
             prev, theta = theta, new
@@ -88,9 +93,10 @@ def python_chunk(loss_fn, grad_fn):
 def _make_compiled_chunk(loss_fn, grad_fn):
     """Same contract as the NumPy chunk, written with element loops for numba."""
 
-    def _chunk(params, theta, prev, eta, variant, loss_min, loss_bound, v1, k0, k1, final, theta_every,
-               record_mid, loss_out, gnorm_out, amp_out, theta_out, mid_out):
+    def _chunk(params, theta, prev, eta, variant, loss_min, loss_bound, vecs, k0, k1, final, theta_every,
+               record_mid, loss_out, gnorm_out, amp_out, amp_sub_out, theta_out, mid_out):
         P = theta.shape[0]
+        r = vecs.shape[1]
         theta = theta.copy()
         prev = prev.copy()
         status, k_stop, value = STATUS_OK, k1, 0.0
@@ -121,10 +127,17 @@ def _make_compiled_chunk(loss_fn, grad_fn):
             else:
                 gap = E - loss_min
                 c = eta / (2.0 * np.sqrt(gap)) if gap > 0.0 else 0.0
-            proj = 0.0
-            for i in range(P):
-                proj += v1[i] * g[i]
-            amp_out[k] = 0.5 * c * abs(proj)
+            sub2 = 0.0
+            top = 0.0
+            for j in range(r):
+                proj = 0.0
+                for i in range(P):
+                    proj += vecs[i, j] * g[i]
+                if j == 0:
+                    top = proj
+                sub2 += proj * proj
+            amp_out[k] = 0.5 * c * abs(top)
+            amp_sub_out[k] = 0.5 * c * np.sqrt(sub2)
             mid = record_mid and k >= 1 and k % theta_every == 0
             row = k // theta_every
             for i in range(P):

@@ -15,8 +15,12 @@ from pathlib import Path
 __all__ = ["write_report", "render_report", "case_table", "TABLE_COLUMNS", "parse_tables"]
 
 #: Column headers of a case table, in order.
-TABLE_COLUMNS = ("model", "status", "loss err", "sharpness err", "amplitude err", "distance",
-                 "mean ηS/2", "nfev", "wall [s]", "note")
+TABLE_COLUMNS = ("model", "status", "loss err", "sharpness err", "amplitude err", "amp err (top)",
+                 "envelope err", "spikes", "spike Δk", "spike height err", "distance", "mean ηS/2", "nfev",
+                 "wall [s]", "note")
+
+#: Metric columns of a model row, in table order (between "status" and "nfev").
+_N_METRIC_COLUMNS = 10
 
 _METRIC_HELP = """\
 Errors are measured against GD's time averages over the comparison window [k0, k1] of GD
@@ -24,11 +28,25 @@ steps (from GD's EoS onset, the first step with sharpness above 2/η, to the end
 run when GD never reaches 2/η), see `effdyn.Metrics`:
 
 - **loss err**: mean |model time-averaged loss (F for the free-energy flow) − GD's two-step
-  loss average|, divided by the range of GD's loss over the window;
+  loss average|, divided by the loss scale max(range of GD's loss over the window, mean
+  |GD's two-step loss − E_ref|, 10⁻⁶·|E(θ₀) − E_ref|), E_ref the problem's infimum when it
+  declares one, else GD's lowest loss (a scale that cannot vanish when GD converges);
 - **sharpness err**: mean |model sharpness − GD's two-step averaged sharpness| divided by 2/η
   (by GD's mean sharpness in the cases run with normalised or √E GD);
-- **amplitude err**: mean |model oscillation amplitude (√(vᵀΣv)) − GD's half-step amplitude
-  |v·(θ_{k+1} − θ_k)|/2|, relative to GD's mean amplitude (absolute when GD does not oscillate);
+- **amplitude err**: mean |model oscillation amplitude in its tracked subspace (√tr Σ, ‖δ‖ or ρ)
+  − GD's half-step amplitude in its top-`n_eigs` eigenspace ‖P(θ_{k+1} − θ_k)‖/2|, relative to
+  GD's mean amplitude (absolute when GD does not oscillate); 1 is what a model predicting no
+  oscillation scores, so above 1 is worse than that;
+- **amp err (top)**: the same along the top eigenvector only (√(v₁ᵀΣv₁) against
+  |v₁·(θ_{k+1} − θ_k)|/2), ill-defined on wide orbits where v₁ differs between the iterates;
+- **envelope err**: GD's max and min of (E_k, E_{k+1}) against the model's predicted envelope
+  E(θ ± √s v) (free-energy flow only; "–" for the others), mean deviation over the loss scale;
+- **spikes**: "matched/GD": GD's loss spikes matched by a model spike within 25 steps, out of
+  GD's spikes, and "+n" model spikes that match none (a spike: a peak of the two-step averaged
+  loss rising above its baseline by ≥ 50 % of the baseline's excess over E_ref and by ≥ 10⁻³
+  of the loss scale, ≥ 10 steps from a higher one); the GD row gives GD's spike count;
+  **spike Δk**: mean timing error of the matched spikes in GD steps; **spike height err**:
+  mean relative error of their heights above E_ref;
 - **distance**: RMS ‖θ_model − θ̄_GD‖ relative to the RMS ‖θ̄_GD‖ (θ̄ the two-step midpoint);
 - **mean ηS/2**: the model's mean sharpness over the window in units of 2/η (1 = at the edge;
   far below 1 for the normalised and √E variants, which have no edge at 2/η);
@@ -86,21 +104,35 @@ def case_table(case) -> str:
         if status != "success":
             note = f"{getattr(gd, 'message', '')}; {note}"
         mean_s = _gd_mean_sharpness(case)
-        lines.append(_row(["GD (reference)", status, "–", "–", "–", "–", _fmt(mean_s * eta / 2 if mean_s is not None
-                                                                           else None),
-                           str(len(getattr(gd, "loss", [])) - 1), _fmt(case.gd_wall), _cell(note)]))
+        # GD is the reference: its own columns are "–", except the spike column, which says
+        # how many spikes there were to match.
+        spikes = next((str(r.metrics.n_spikes_gd) for r in case.models if _shown(r)), "–")
+        cells = ["–"] * _N_METRIC_COLUMNS
+        cells[5] = spikes
+        cells[-1] = _fmt(mean_s * eta / 2 if mean_s is not None else None)
+        lines.append(_row(["GD (reference)", status, *cells, str(len(getattr(gd, "loss", [])) - 1),
+                           _fmt(case.gd_wall), _cell(note)]))
     for row in case.models:
         m = row.metrics if _shown(row) else None
         if m is not None:
-            vals = [_fmt(m.loss_error), _fmt(m.sharpness_error), _fmt(m.amplitude_error), _fmt(m.distance),
+            vals = [_fmt(m.loss_error), _fmt(m.sharpness_error), _fmt(m.amplitude_error),
+                    _fmt(getattr(m, "amplitude_error_top", None)), _fmt(getattr(m, "envelope_error", None)),
+                    _spikes(m), _fmt(getattr(m, "spike_timing_error", None)),
+                    _fmt(getattr(m, "spike_height_error", None)), _fmt(m.distance),
                     _fmt(m.mean_sharpness_model * eta / 2)]
         else:
-            vals = ["–"] * 5
+            vals = ["–"] * _N_METRIC_COLUMNS
         note = row.message if row.status != "success" or m is None else f"{row.solver}"
         if row.status == "success" and m is not None and row.message and "not compared" in row.message:
             note = row.message
         lines.append(_row([_cell(row.label), row.status, *vals, str(row.nfev), _fmt(row.wall_time), _cell(note)]))
     return "\n".join(lines)
+
+
+def _spikes(m) -> str:
+    """Spike counts "matched/GD", with "+n" for model spikes that match no GD spike."""
+    n_gd, n_m, n_ok = (int(getattr(m, name, 0)) for name in ("n_spikes_gd", "n_spikes_model", "n_spikes_matched"))
+    return f"{n_ok}/{n_gd}" + (f" +{n_m - n_ok}" if n_m > n_ok else "")
 
 
 def _gd_mean_sharpness(case):

@@ -419,7 +419,9 @@ def distance_series(mid_k, mid, sol):
 _METRIC_FIELDS = ("loss_error", "sharpness_error", "amplitude_error", "distance", "distance_abs",
                   "mean_loss_model", "mean_loss_gd", "mean_sharpness_model", "mean_sharpness_gd",
                   "mean_amplitude_model", "mean_amplitude_gd", "loss_scale", "sharpness_scale", "amplitude_scale",
-                  "k0", "k1")
+                  "k0", "k1", "amplitude_error_top", "amplitude_scale_top", "mean_amplitude_model_top",
+                  "mean_amplitude_gd_top", "loss_ref", "envelope_error", "n_spikes_gd", "n_spikes_model",
+                  "n_spikes_matched", "spike_timing_error", "spike_height_error", "distance_scale")
 
 
 def case_dataset(result: CaseResult):
