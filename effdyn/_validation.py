@@ -25,6 +25,7 @@ What counts as a number
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -57,8 +58,22 @@ def _is_real_scalar(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
 
 
-def _as_real_array(x, name: str, what: str) -> np.ndarray:
-    """``x`` as a new float64 array, refusing everything that is not real numbers."""
+def _holds_bool(seq) -> bool:
+    """Whether a nested list/tuple holds a boolean (which NumPy would turn into 0 or 1)."""
+    for e in seq:
+        if isinstance(e, (bool, np.bool_)):
+            return True
+        if isinstance(e, np.ndarray) and e.dtype.kind == "b":
+            return True
+        if isinstance(e, (list, tuple)) and _holds_bool(e):
+            return True
+    return False
+
+
+def real_array(x, name: str, what: str = "a real array") -> np.ndarray:
+    """``x`` as a new float64 array of any shape, refusing everything that is not real
+    numbers (see the module notes); ``what`` completes "`name` must be ..." in messages.
+    Shape and finiteness are left to the caller."""
     if isinstance(x, (str, bytes)):
         raise TypeError(f"`{name}` must be {what}; got {_describe(x)}{_kind_hint('U')}.")
     try:
@@ -66,6 +81,8 @@ def _as_real_array(x, name: str, what: str) -> np.ndarray:
     except (TypeError, ValueError) as exc:  # ragged nested sequences, objects NumPy cannot read
         raise TypeError(f"`{name}` must be {what}; got {type(x).__name__} that is not a regular array ({exc}).") from None
     kind = arr.dtype.kind
+    if kind in _REAL_KINDS and isinstance(x, (list, tuple)) and _holds_bool(x):
+        kind = "b"  # NumPy reads [1.0, True] as [1.0, 1.0]
     if kind == "O":
         bad = [e for e in arr.ravel() if not _is_real_scalar(e)][:1]
         if bad:
@@ -83,7 +100,7 @@ def _as_real_array(x, name: str, what: str) -> np.ndarray:
 
 def as_vector(x, name: str, dim: int | None = None) -> np.ndarray:
     """Return ``x`` as a finite 1-D float64 array (a copy), checking its length."""
-    arr = _as_real_array(x, name, "a real vector of floats")
+    arr = real_array(x, name, "a real vector of floats")
     if arr.ndim != 1:
         raise ValueError(f"`{name}` must be a 1-D vector; got shape {arr.shape}. Flatten it with `.ravel()`.")
     if dim is not None and arr.shape[0] != dim:
@@ -96,7 +113,7 @@ def as_vector(x, name: str, dim: int | None = None) -> np.ndarray:
 
 def as_matrix(x, name: str, shape: tuple | None = None) -> np.ndarray:
     """Return ``x`` as a finite 2-D float64 array (a copy), checking its shape (None = any)."""
-    arr = _as_real_array(x, name, "a real 2-D array")
+    arr = real_array(x, name, "a real 2-D array")
     if arr.ndim != 2:
         raise ValueError(f"`{name}` must be a 2-D array; got shape {arr.shape}.")
     if shape is not None:
@@ -142,7 +159,10 @@ def _integer(x, name: str, what: str) -> int:
     x = _real_number(x, name, what)
     if isinstance(x, (numbers.Integral, np.integer)):
         return int(x)
-    whole = np.isfinite(x) and float(x) == int(x)
+    try:
+        whole = math.isfinite(float(x)) and float(x) == int(x)
+    except (OverflowError, ValueError):
+        whole = False
     hint = f" Counts take integer types, not floats even when whole: pass int({x!r})." if whole else ""
     raise TypeError(f"`{name}` must be {what}; got {_describe(x)}.{hint}")
 

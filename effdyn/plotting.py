@@ -244,10 +244,11 @@ def _default_labels(sols):
             solver = str(getattr(s.stats, "solver", ""))
             name = f"{name} [{solver.split(':')[-1]}]" if solver else name
         labels.append(name)
+    counts = {label: labels.count(label) for label in labels}
     seen = {}
     for i, label in enumerate(labels):
-        seen[label] = seen.get(label, 0) + 1
-        if labels.count(label) > 1:
+        if counts[label] > 1:
+            seen[label] = seen.get(label, 0) + 1
             labels[i] = f"{label} #{seen[label]}"
     return labels
 
