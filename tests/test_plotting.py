@@ -220,3 +220,18 @@ def test_bad_runs(valley, tmp_path):
     other = ed.solve(ed.models.CentralFlow(ed.problems.MinimalValley(), 0.2), [0.1, 3.0], 10)
     with pytest.raises(ValueError, match="η"):
         ed.plot(traj, other)
+
+
+def test_cli_plot_combined(tiny_case, capsys):
+    from effdyn import cli
+
+    result, out = tiny_case
+    code = cli.main(["plot", str(out / "tiny.nc"), "--combined", "--window", "100", "300", "--out", str(out / "fig")])
+    printed = capsys.readouterr().out.split()
+    assert code == 0 and printed == [str(out / "fig" / "tiny_panels.png")]
+    assert (out / "fig" / "tiny_panels.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli.main(["plot", str(out / "tiny.nc"), "--facets"]) == cli.EXIT_USAGE
+    bad = out / "corrupt.nc"
+    bad.write_bytes((out / "tiny.nc").read_bytes()[:1000])
+    assert cli.main(["plot", str(bad)]) == cli.EXIT_USAGE
+    assert "corrupt.nc' is not a readable netCDF-4 file" in capsys.readouterr().err
