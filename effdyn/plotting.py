@@ -124,6 +124,7 @@ class _Data:
     title: str = ""
     width: int | None = None  # N of a mean-field network: sharpness shown as S_MF = N·λ
     onset: float | None = None
+    xlim: tuple | None = None  # the window, when one was asked for
 
     @property
     def sharp_factor(self) -> float:
@@ -338,6 +339,31 @@ def _data_from_solution_ds(ds) -> _Data:
     return _Data(None, [m], eta=float(ds.attrs.get("eta", np.nan)), title=label, width=width)
 
 
+def _data_from_trajectory_ds(ds) -> _Data:
+    """The series of a saved GD run (``GDTrajectory.to_xarray``): GD alone."""
+    gd = _GD(variant=str(ds.attrs.get("variant", "gd")))
+    gd.loss = _ds_curve(ds, "loss")
+    if gd.loss is not None and len(gd.loss[0]) >= 2:
+        k, v = gd.loss
+        gd.loss_average = (k[:-1], 0.5 * (v[:-1] + v[1:]))
+    gd.sharpness = gd.sharpness_average = _ds_curve(ds, "sharpness")
+    if gd.sharpness is not None and len(gd.sharpness[0]) > 1 and np.all(np.diff(gd.sharpness[0]) == 1):
+        k, v = gd.sharpness
+        gd.sharpness_average = (k[:-1], 0.5 * (v[:-1] + v[1:]))
+    gd.amplitude = _ds_curve(ds, "half_amp") if "eig_k" in ds.coords and ds.sizes.get("eig_k", 0) else None
+    eta = float(ds.attrs.get("eta", np.nan))
+    onset = None
+    if gd.sharpness is not None and np.isfinite(eta):
+        above = np.flatnonzero(gd.sharpness[1] > 2 / eta)
+        onset = float(gd.sharpness[0][above[0]]) if above.size else None
+    width = _mean_field_width(_json_attr(ds, "problem_config"))
+    return _Data(gd, [], eta=eta, width=width, onset=onset)
+
+
+def _is_trajectory_dataset(ds) -> bool:
+    return str(ds.attrs.get("kind", "")) == "effdyn.GDTrajectory" and "loss" in ds
+
+
 def _is_case_dataset(ds) -> bool:
     return "gd_loss" in ds
 
@@ -351,9 +377,12 @@ def _data_from_dataset(ds, source="the dataset") -> _Data:
         return _data_from_case(ds)
     if _is_solution_dataset(ds):
         return _data_from_solution_ds(ds)
+    if _is_trajectory_dataset(ds):
+        return _data_from_trajectory_ds(ds)
     raise ValueError(
-        f"{source} is not an effdyn result: expected a validation case file (with `gd_loss`) or a saved Solution "
-        "(with `state`); pass a .nc file written by `effdyn validate`, `effdyn run` or Solution.save."
+        f"{source} is not an effdyn result: expected a validation case file (with `gd_loss`), a saved Solution "
+        "(with `state`) or a saved GD trajectory; pass a .nc file written by `effdyn validate`, `effdyn run`, "
+        "Solution.save or GDTrajectory.to_xarray."
     )
 
 
@@ -402,7 +431,7 @@ def _windowed(data: _Data, bounds) -> _Data:
     for m in data.models:
         series = {n: c for n, c in ((n, _clip(c, bounds)) for n, c in m.series.items()) if c is not None}
         models.append(replace(m, series=series))
-    return replace(data, gd=gd, models=models)
+    return replace(data, gd=gd, models=models, xlim=tuple(bounds))
 
 
 # --- panels ----------------------------------------------------------------------------------
@@ -608,6 +637,8 @@ def _draw_panel(ax, name, data: _Data, logy="auto"):
         _panel_loss(ax, data, logy)
     else:
         _PANEL_FUNCS[name](ax, data)
+    if data.xlim is not None:
+        ax.set_xlim(*data.xlim)
     ax.grid(alpha=0.3)
 
 
@@ -684,7 +715,8 @@ def plot(*runs, what=PANELS, labels=None, window=None, facets: bool = False, log
     *runs : GDTrajectory, Solution, ... or one saved result
         ``plot(traj, sol1, sol2, ...)``: a GD trajectory (``ed.gd``; optional, first) and
         any number of solutions (``ed.solve``) of the same η. Or a single saved result:
-        a case file or saved Solution (path), or the xarray Dataset read from one.
+        a case file, a saved Solution or a saved GD trajectory (path), or the xarray
+        Dataset read from one.
     what : str or sequence of str
         Panels, in order, from ``"loss"``, ``"sharpness"``, ``"amplitude"``, ``"distance"``
         (see the module notes). Default: all four.
