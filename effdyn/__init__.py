@@ -28,6 +28,8 @@ _LAZY = {
     "Solution": ("effdyn.solution", "Solution"),
     "compare": ("effdyn.diagnostics", "compare"),
     "Metrics": ("effdyn.diagnostics", "Metrics"),
+    "plot": ("effdyn.plotting", "plot"),
+    "load": ("effdyn.io", "load"),
 }
 
 __all__ = ["IntegrationError", "MissingFeatureError", "compile_count", "__version__", *_LAZY]

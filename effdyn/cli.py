@@ -4,7 +4,7 @@
 
     effdyn validate [--quick | --full] [--cases NAME ...] [--out DIR] [--cifar PATH]
     effdyn run CONFIG.toml [--out DIR]
-    effdyn plot RESULT.nc [--out DIR]
+    effdyn plot RESULT.nc [--out DIR] [--combined [--facets] [--window K0 K1]]
     effdyn cases
 
 Exit status: 0 when every case ran (a model that diverges or fails is a result and is
@@ -66,9 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     _progress_flags(r)
 
     p = sub.add_parser("plot", help="redraw the figures of a saved result",
-                       description="Draw the PNG figures of a netCDF result written by effdyn.")
+                       description="Draw the PNG figures of a netCDF result written by effdyn: one per panel "
+                                   "(what `effdyn validate` draws), or all panels in one figure with --combined.")
     p.add_argument("result", metavar="RESULT.nc")
     p.add_argument("--out", metavar="DIR", help="folder for the figures (default: next to the file)")
+    p.add_argument("--combined", action="store_true",
+                   help="one figure <name>_panels.png with every panel (effdyn.plot) instead of one file per panel")
+    p.add_argument("--facets", action="store_true", help="with --combined: one column of panels per model")
+    p.add_argument("--window", nargs=2, type=float, metavar=("K0", "K1"),
+                   help="with --combined: show GD steps K0..K1 only")
 
     sub.add_parser("cases", help="list the validation cases")
     return parser
@@ -224,11 +230,22 @@ def _output_folder_problem(out_dir: Path) -> str | None:
 
 
 def _cmd_plot(args) -> int:
-    from .plotting import plot_result
+    from .plotting import plot, plot_result
 
+    if (args.facets or args.window) and not args.combined:
+        _err("`--facets` and `--window` apply to the combined figure: add `--combined`.")
+        return EXIT_USAGE
     try:
-        paths = plot_result(args.result, args.out)
-    except (FileNotFoundError, ValueError, OSError) as exc:
+        if args.combined:
+            from .io import atomic_write
+
+            src = Path(args.result)
+            fig = plot(src, window=None if args.window is None else tuple(args.window), facets=args.facets)
+            out = (src.parent if args.out is None else Path(args.out)) / f"{src.stem}_panels.png"
+            paths = [atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))]
+        else:
+            paths = plot_result(args.result, args.out)
+    except (FileNotFoundError, ValueError, TypeError, OSError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     for p in paths:

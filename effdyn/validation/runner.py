@@ -12,7 +12,6 @@ the report) and raises :class:`ValidationInterrupted`, which says where the file
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._names import slug  # re-exported: effdyn.validation.runner.slug stays importable
 from ..errors import IntegrationError
 from ..outcomes import Cause, Status
 from ..registry import get_case
@@ -40,12 +40,6 @@ class ValidationInterrupted(KeyboardInterrupt):
     def __init__(self, result):
         super().__init__(f"interrupted; partial results saved in {result.out_dir}")
         self.result = result
-
-
-def slug(label: str) -> str:
-    """A file- and variable-name-safe version of a label ("free-energy flow [map]" ->
-    "free_energy_flow_map")."""
-    return re.sub(r"[^0-9a-zA-Z]+", "_", label).strip("_").lower()
 
 
 @dataclass
