@@ -167,6 +167,23 @@ def _integer(x, name: str, what: str) -> int:
     raise TypeError(f"`{name}` must be {what}; got {_describe(x)}.{hint}")
 
 
+def step_count(x, name: str = "steps") -> int:
+    """A number of GD steps (a horizon): an integer >= 0, or a float with an integral value
+    (``1e4``), as ``effdyn.solve`` takes its horizon — one rule for ``gd`` and ``solve``.
+    Text, booleans and complex numbers are refused like every number."""
+    x = _real_number(x, name, "a whole number of GD steps (an integer >= 0)")
+    if not isinstance(x, (numbers.Integral, np.integer)):
+        value = float(x)
+        if not math.isfinite(value) or value != math.floor(value):
+            raise ValueError(f"`{name}` must be a whole number of GD steps; got {x!r}. Round it, e.g. "
+                             f"`{name}={int(math.floor(value)) if math.isfinite(value) else 1000}`.")
+        x = int(value)
+    x = int(x)
+    if x < 0:
+        raise ValueError(f"`{name}` must be >= 0; got {x}.")
+    return x
+
+
 def positive_float(x, name: str) -> float:
     x = _float(x, name, "a positive real number")
     if not np.isfinite(x) or x <= 0:

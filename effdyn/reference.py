@@ -277,24 +277,10 @@ def _json_default(obj):
 # the run
 # --------------------------------------------------------------------------------------
 def _step_count(steps) -> int:
-    """``steps`` as an int: integers, NumPy integer scalars, 0-d arrays and floats with an
-    integral value (``1e4``) are accepted, as ``effdyn.solve`` accepts them."""
-    if isinstance(steps, np.ndarray) and steps.ndim == 0:
-        steps = steps[()]
-    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, numbers.Real):
-        raise TypeError(f"`steps` must be a whole number of GD steps (an integer >= 0); got {steps!r} "
-                        f"of type {type(steps).__name__}.")
-    if isinstance(steps, numbers.Integral):
-        value = int(steps)
-    else:
-        x = float(steps)
-        if not np.isfinite(x) or x != np.floor(x):
-            raise ValueError(f"`steps` must be a whole number of GD steps; got {steps!r}. Round it, e.g. "
-                             f"`steps={int(np.floor(x)) if np.isfinite(x) else 1000}`.")
-        value = int(x)
-    if value < 0:
-        raise ValueError(f"`steps` must be >= 0; got {steps!r}.")
-    return value
+    """``steps`` as an int (integral floats such as ``1e4`` too, as ``effdyn.solve`` takes them)."""
+    from ._validation import step_count
+
+    return step_count(steps, "steps")
 
 
 #: Options of :class:`effdyn.spectrum.EigenTracker` that ``gd(eig_options=...)`` passes on.

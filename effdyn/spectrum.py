@@ -531,7 +531,7 @@ class EigenTracker:
 
     #: Attributes set at construction; everything else an update may change (run state).
     _CONFIG_ATTRS = ("problem", "k", "dense_max", "tol", "history", "n_block", "max_basis", "max_hvp",
-                     "refresh_every")
+                     "refresh_every", "probe", "check_every", "check_jump", "seed")
 
     def state_dict(self) -> dict:
         """What the updates have changed, as data (arrays, numbers, strings, lists, None):

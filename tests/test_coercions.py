@@ -48,17 +48,21 @@ def test_object_arrays_of_real_numbers_are_arrays():
 
 # --- refused -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value", [3.0, np.float64(3.0), np.array(3.0), 2.5])
-def test_integer_arguments_refuse_floats_even_whole(value):
-    with pytest.raises(TypeError, match="`steps` must be an integer >= 0") as info:
-        ed.gd(MV, [0.1, 3.0], 0.3, value)
-    if float(value) == 3.0:
+@pytest.mark.parametrize("value", [2.0, np.float64(2.0), np.array(2.0), 2.5])
+def test_count_arguments_refuse_floats_even_whole(value):
+    with pytest.raises(TypeError, match="`n_eigs` must be an integer >= 1") as info:
+        ed.gd(MV, [0.1, 3.0], 0.3, 5, n_eigs=value)
+    if float(value) == 2.0:
         assert "int(" in str(info.value)  # says how to fix it
 
 
-def test_solve_horizon_is_a_time_and_takes_whole_floats():
-    sol = ed.solve(ed.models.GradientFlow(MV, 0.3), [0.1, 3.0], 4.0, solver="map")
-    assert sol.k[-1] == 4
+@pytest.mark.parametrize("value", [4, 4.0, np.float64(4.0), np.array(4.0), np.int32(4), 4e0])
+def test_horizons_take_whole_floats_in_gd_and_solve_alike(value):
+    # one rule for `steps` (a horizon, not a count): gd and solve accept 1e4 alike
+    assert ed.gd(MV, [0.1, 3.0], 0.3, value).steps == 4
+    assert ed.solve(ed.models.GradientFlow(MV, 0.3), [0.1, 3.0], value, solver="map").k[-1] == 4
+    with pytest.raises(ValueError, match="`steps` must be a whole number of GD steps"):
+        ed.gd(MV, [0.1, 3.0], 0.3, 4.5)
 
 
 @pytest.mark.parametrize("call, arg", [
