@@ -105,7 +105,7 @@ def _observables_at(N, seed, steps=20, eps=0.1, eta_mf=0.5):
     p = teacher_student(width=N)
     m = MeanFieldKinetic(p, eta_mf)
     theta = p.init(seed)
-    sol = ed.solve(m, theta, steps, solver="map", save_every=steps, u0=eps * theta)
+    sol = ed.solve(m, theta, steps, solver='map', save_every=steps, initial={'u0': eps * theta})
     obs = m.observables(sol.k[-1:], sol.y[-1:])
     return np.array([obs["loss"][0], obs["sharpness_mf"][0], obs["free_energy"][0]])
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import nonneg_int, positive_int
+from ._checks import nonneg_int, positive_int
 
 __all__ = ["load_digits_subset", "load_cifar10", "load_cifar10_subset", "one_hot", "standardize",
            "cifar10_path", "check_cifar10_folder", "CIFAR10_ENV", "CIFAR10_BATCHES"]

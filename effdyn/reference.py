@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import as_vector, choice, nonneg_int, positive_float, positive_int
+from ._checks import as_vector, choice, nonneg_int, positive_float, positive_int
 from .errors import IntegrationError
 from .kernels.gd_loop import STATUS_BLOWUP, STATUS_NONFINITE, VARIANTS
 from .problems.base import Problem
@@ -278,7 +278,7 @@ def _json_default(obj):
 # --------------------------------------------------------------------------------------
 def _step_count(steps) -> int:
     """``steps`` as an int (integral floats such as ``1e4`` too, as ``effdyn.solve`` takes them)."""
-    from ._validation import step_count
+    from ._checks import step_count
 
     return step_count(steps, "steps")
 

@@ -61,7 +61,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import as_vector, positive_float, positive_int
+from ._checks import as_vector, positive_float, positive_int
 from .problems.base import MAX_DENSE_DIM, Problem
 
 __all__ = ["top_eigenpairs", "sharpness", "EigenTracker"]

@@ -97,7 +97,7 @@ def check_checkpoint_args(checkpoint, checkpoint_every, solver: str, steps: floa
     if checkpoint_every is None:
         every = max(1.0, float(steps) / 10.0)
     else:
-        from effdyn._validation import positive_float
+        from effdyn._checks import positive_float
 
         every = positive_float(checkpoint_every, "checkpoint_every")
         if solver == "map" and every != int(every):

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from effdyn._validation import as_vector, positive_float
+from effdyn._checks import as_vector, positive_float
 
 from ._checkpoint import CHECKPOINT_SOLVERS, Checkpointer, check_checkpoint_args, load_checkpoint, make_header
 from ._diffrax import SOLVERS as _DIFFRAX_SOLVERS

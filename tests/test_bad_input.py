@@ -87,7 +87,7 @@ CASES = [
     ("solve-seed", "seed", lambda: ed.solve(FE, [0.1, 3], 10, seed=-1)),
     ("solve-state0", "state0", lambda: ed.solve(FE, None, 10, state0=[1.0, 2.0])),
     ("solve-option", "bogus", lambda: ed.solve(FE, [0.1, 3], 10, bogus=1)),
-    ("solve-sigma0", "sigma0", lambda: ed.solve(FE, [0.1, 3], 10, sigma0=-np.eye(2))),
+    ("solve-sigma0", "sigma0", lambda: ed.solve(FE, [0.1, 3], 10, initial={'sigma0': -np.eye(2)})),
     ("solve-checkpoint", "checkpoint", lambda: ed.solve(FE, [0.1, 3], 10, checkpoint=3.5)),
     # --- models -----------------------------------------------------------------------------
     ("FreeEnergyFlow-eta", "eta", lambda: M.FreeEnergyFlow(MV, 0.0)),

@@ -85,8 +85,8 @@ def test_closures_coincide_on_a_cubic_loss():
     prob = ed.problems.MinimalValley(zeta=1.0, eps=0.01)
     eta = 0.3
     theta0, V0 = np.array([0.0, 2 / eta]), np.array([[np.sqrt(0.02)], [0.0]])
-    a = ed.solve(FreeEnergyFlow(prob, eta, closure="chord"), theta0, 200, solver="map", sigma0=V0)
-    b = ed.solve(FreeEnergyFlow(prob, eta), theta0, 200, solver="map", sigma0=V0)
+    a = ed.solve(FreeEnergyFlow(prob, eta, closure='chord'), theta0, 200, solver='map', initial={'sigma0': V0})
+    b = ed.solve(FreeEnergyFlow(prob, eta), theta0, 200, solver='map', initial={'sigma0': V0})
     assert np.max(np.abs(b.theta[:, 1] - b.theta[0, 1])) > 1e-2  # the state does move
     np.testing.assert_allclose(a.theta, b.theta, rtol=0, atol=1e-12)
     np.testing.assert_allclose(a.amplitude, b.amplitude, rtol=1e-12)

@@ -1,4 +1,4 @@
-"""What counts as a number or an array (effdyn._validation, module notes): one rule per test,
+"""What counts as a number or an array (effdyn._checks, module notes): one rule per test,
 through the public entry points, and a property test over the checkers."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import effdyn as ed
-from effdyn import _validation as v
+from effdyn import _checks as v
 
 P = ed.problems
 MV = P.MinimalValley()

@@ -50,8 +50,7 @@ def test_log_form_reproduces_gd_covariance_at_even_steps(storage):
     sigma0 = V0 @ V0.T
     model = FreeEnergyFlow(prob, ETA_Q, rank=2, n_track=4, storage=storage)
     theta0 = rng.normal(size=4)
-    sol = ed.solve(model, theta0, 10, solver="scipy:DOP853", rtol=1e-13, atol=1e-15, save_every=2,
-                   sigma0=V0 if storage == "factor" else sigma0)
+    sol = ed.solve(model, theta0, 10, solver='scipy:DOP853', rtol=1e-13, atol=1e-15, save_every=2, initial={'sigma0': V0 if storage == 'factor' else sigma0})
     for k, y in zip(sol.k, sol.y):
         exact = _gd_covariance(A, sigma0, int(k))
         rel = np.linalg.norm(model.sigma_of(y) - exact) / np.linalg.norm(exact)
@@ -68,7 +67,7 @@ def test_step_exact_map_is_gd_covariance_recursion():
     A = prob.hessian(np.zeros(4))
     V0 = np.random.default_rng(4).normal(size=(4, 1))
     model = FreeEnergyFlow(prob, ETA_Q, rank=1, n_track=4)
-    sol = ed.solve(model, np.zeros(4), 7, solver="map", sigma0=V0)
+    sol = ed.solve(model, np.zeros(4), 7, solver='map', initial={'sigma0': V0})
     for k, y in zip(sol.k, sol.y):
         exact = _gd_covariance(A, V0 @ V0.T, int(k))
         assert np.linalg.norm(model.sigma_of(y) - exact) <= 1e-12 * np.linalg.norm(exact)
@@ -91,8 +90,7 @@ def test_sigma_stays_psd_and_keeps_rank(P, rank, seed, storage):
     model = FreeEnergyFlow(prob, eta, rank=rank, n_track=P, storage=storage, clip=clip, floor=0.0)
     V0 = 0.01 * rng.normal(size=(P, rank))
     steps = 12
-    sol = ed.solve(model, theta0, steps, solver="scipy:RK45", rtol=1e-9, atol=1e-14, save_every=3,
-                   sigma0=V0 if storage == "factor" else V0 @ V0.T)
+    sol = ed.solve(model, theta0, steps, solver='scipy:RK45', rtol=1e-09, atol=1e-14, save_every=3, initial={'sigma0': V0 if storage == 'factor' else V0 @ V0.T})
     smin0 = np.linalg.svd(V0, compute_uv=False)[-1] ** 2
     scale0 = np.max(np.abs(V0 @ V0.T))
     # the factor form keeps PSD and rank by construction (round-off only); a dense Σ keeps
@@ -124,7 +122,7 @@ def test_zero_sigma_is_gradient_flow_and_F_equals_E():
     prob = ed.problems.MinimalValley(zeta=1.0, eps=0.01)
     model = FreeEnergyFlow(prob, 0.3, floor=0.0)
     gf = ed.models.GradientFlow(prob, 0.3)
-    sol = ed.solve(model, [0.1, 3.0], 300, sigma_seed="zero", rtol=1e-10, atol=1e-12, solver="scipy:DOP853")
+    sol = ed.solve(model, [0.1, 3.0], 300, rtol=1e-10, atol=1e-12, solver='scipy:DOP853', initial={'sigma_seed': 'zero'})
     ref = ed.solve(gf, [0.1, 3.0], 300, rtol=1e-10, atol=1e-12, solver="scipy:DOP853")
     np.testing.assert_allclose(sol.theta, ref.theta, rtol=1e-8, atol=1e-10)
     np.testing.assert_array_equal(sol.free_energy, sol.loss)
@@ -200,8 +198,7 @@ def test_lotka_volterra_energy_conserved_on_valley_zeta0():
     prob = ed.problems.MinimalValley(zeta=0.0, eps=eps)
     y0, a0 = 2 / eta, np.sqrt(eps)
     model = FreeEnergyFlow(prob, eta, floor=0.0)
-    sol = ed.solve(model, [eps / y0, y0], 2500, solver="scipy:DOP853", rtol=1e-8, atol=1e-12,
-                   sigma0=np.array([[a0], [0.0]]))
+    sol = ed.solve(model, [eps / y0, y0], 2500, solver='scipy:DOP853', rtol=1e-08, atol=1e-12, initial={'sigma0': np.array([[a0], [0.0]])})
     a2 = sol.amplitude**2
     H = lv_energy_exact(eta, eps, sol.sharpness - 2 / eta, a2)
     # a full cycle: the amplitude goes up and comes back
@@ -229,7 +226,7 @@ def test_step_exact_map_reproduces_gd_energy_drift(zeta):
     amp = np.interp(k_mid, np.asarray(k_a), np.asarray(amp))
     drift_gd = np.polyfit(k_mid, _berthier_energy(eta, eps, mid[:, 1], amp), 1)[0]
     model = FreeEnergyFlow(prob, eta, floor=0.0)
-    sol = ed.solve(model, [xbar, y0], n, solver="map", sigma0=np.array([[a0], [0.0]]))
+    sol = ed.solve(model, [xbar, y0], n, solver='map', initial={'sigma0': np.array([[a0], [0.0]])})
     drift_map = np.polyfit(sol.k, _berthier_energy(eta, eps, sol.theta[:, 1], sol.amplitude), 1)[0]
     assert abs(drift_map / drift_gd - 1) < 0.10, (drift_map, drift_gd)
 
@@ -299,7 +296,7 @@ def test_bad_model_arguments(kwargs, match):
 def test_bad_sigma0(sigma0, match):
     model = FreeEnergyFlow(ed.problems.MinimalValley(), 0.3)
     with pytest.raises(ValueError, match=match):
-        ed.solve(model, [0.1, 3.0], 10, sigma0=sigma0)
+        ed.solve(model, [0.1, 3.0], 10, initial={'sigma0': sigma0})
 
 
 def test_unknown_solver_lists_valid_ones():
@@ -330,11 +327,11 @@ def test_divergence_raises_with_step_and_partial_result():
     prob = ed.problems.Quadratic(np.diag([3.0, 1.0]))
     model = FreeEnergyFlow(prob, 1.0, n_track=2, floor=0.0)  # ηλ = 3: Σ grows by 4 per step
     with pytest.raises(ed.IntegrationError) as info:
-        ed.solve(model, [1.0, 1.0], 200, solver="map", sigma0=np.array([[1.0], [0.0]]), blowup=1e6)
+        ed.solve(model, [1.0, 1.0], 200, solver='map', blowup=1000000.0, initial={'sigma0': np.array([[1.0], [0.0]])})
     err = info.value
     assert err.cause == "blow-up" and 5 <= err.step <= 25
     assert err.partial is not None and len(err.partial.k) == err.step + 1
-    sol = ed.solve(model, [1.0, 1.0], 200, solver="map", sigma0=np.array([[1.0], [0.0]]), blowup=1e6, throw=False)
+    sol = ed.solve(model, [1.0, 1.0], 200, solver='map', blowup=1000000.0, throw=False, initial={'sigma0': np.array([[1.0], [0.0]])})
     assert sol.status == "diverged" and "step" in sol.message
 
 

@@ -47,10 +47,9 @@ def test_map_keeps_sigma_psd_with_constant_rank(P, rank, seed):
     kw = dict(rank=rank, n_track=P, clip=clip, floor=0.0)
     # GD's own map can run away on this loss (ηλ up to ~15 in a step); the invariants are
     # checked on the states before any divergence
-    dense = ed.solve(FreeEnergyFlow(prob, eta, storage="dense", **kw), theta0, steps, solver="map",
-                     sigma0=V0 @ V0.T, throw=False)
+    dense = ed.solve(FreeEnergyFlow(prob, eta, storage='dense', **kw), theta0, steps, solver='map', throw=False, initial={'sigma0': V0 @ V0.T})
     factor_model = FreeEnergyFlow(prob, eta, **kw)
-    factor = ed.solve(factor_model, theta0, steps, solver="map", sigma0=V0, throw=False)
+    factor = ed.solve(factor_model, theta0, steps, solver='map', throw=False, initial={'sigma0': V0})
     n = min(len(dense.k), len(factor.k)) - (0 if dense.success and factor.success else 1)
     assert n >= 2
     smin0 = np.linalg.svd(V0, compute_uv=False)[-1] ** 2
@@ -131,8 +130,7 @@ def test_map_without_sigma_is_gd_bit_for_bit(zeta, eps, x0, y0):
     prob = ed.problems.MinimalValley(zeta=zeta, eps=eps)
     steps = 400  # below, at and past the edge 2/η = 6.67: Σ = 0 stays 0 and GD has no say
     traj = ed.gd(prob, [x0, y0], 0.3, steps, eig_every=None, throw=False)
-    sol = ed.solve(FreeEnergyFlow(prob, 0.3, floor=0.0), [x0, y0], steps, solver="map", sigma_seed="zero",
-                   throw=False)
+    sol = ed.solve(FreeEnergyFlow(prob, 0.3, floor=0.0), [x0, y0], steps, solver='map', throw=False, initial={'sigma_seed': 'zero'})
     n = min(len(traj.k), len(sol.k))
     assert n > 1
     assert np.array_equal(sol.theta[:n], traj.theta[:n])
@@ -144,7 +142,7 @@ def test_default_model_follows_gradient_flow_below_the_edge():
     # the round-off level while S < 2/η, so θ is gradient flow until the onset (k ≈ 1220)
     prob = ed.problems.MinimalValley(zeta=1.0, eps=0.01)
     kw = dict(solver="scipy:LSODA", rtol=1e-11, atol=1e-13, save_every=10)
-    sol = ed.solve(FreeEnergyFlow(prob, 0.3), [0.1, 3.0], 1000, sigma_seed="floor", **kw)
+    sol = ed.solve(FreeEnergyFlow(prob, 0.3), [0.1, 3.0], 1000, **kw, initial={'sigma_seed': 'floor'})
     ref = ed.solve(ed.models.GradientFlow(prob, 0.3), [0.1, 3.0], 1000, **kw)
     assert np.all(sol.sharpness < 2 / 0.3)
     assert np.max(sol.sigma_trace) < 1e-28
@@ -161,8 +159,7 @@ def test_reduced_self_stabilization_conserves_lotka_volterra_energy(alpha, beta,
     model = ed.models.SelfStabilization(prob, eta, "reduced", alpha=alpha, beta=beta)
     period = 2 * np.pi / (eta * np.sqrt(2 * alpha))  # small-cycle period; larger cycles are slower
     steps = float(np.ceil(3 * period))
-    sol = ed.solve(model, [0.1, 3.0], steps, solver="scipy:DOP853", rtol=1e-12, atol=1e-14,
-                   save_every=steps / 60, x0=sign * x0, y0=y0)
+    sol = ed.solve(model, [0.1, 3.0], steps, solver='scipy:DOP853', rtol=1e-12, atol=1e-14, save_every=steps / 60, initial={'x0': sign * x0, 'y0': y0})
     x, y = sol.y[:, 0], sol.y[:, 1]
     energy = reduced_energy(x, y, alpha, beta)
     assert np.max(np.abs(energy - energy[0])) <= 1e-9 * max(1.0, abs(energy[0]))

@@ -117,6 +117,6 @@ def test_bad_log_factor_input_is_refused(valley):
     with pytest.raises(ValueError, match="log-factor.*nonzero"):
         model.initial_state(X0, sigma_seed="zero")
     with pytest.raises(ValueError, match="log-factor.*nonzero"):
-        ed.solve(model, X0, 10, sigma0=np.zeros((2, 1)))
+        ed.solve(model, X0, 10, initial={'sigma0': np.zeros((2, 1))})
     with pytest.raises(ValueError, match="`storage`"):
         FreeEnergyFlow(valley, ETA, storage="logfactor")

@@ -232,7 +232,7 @@ def kinetic_observables_at(N, seed, steps=20, eps=0.1):
     p = teacher_student(width=N)
     m = MeanFieldKinetic(p, ETA_MF)
     theta = p.init(seed)
-    sol = ed.solve(m, theta, steps, solver="map", save_every=steps, u0=eps * theta)
+    sol = ed.solve(m, theta, steps, solver='map', save_every=steps, initial={'u0': eps * theta})
     obs = m.observables(sol.k[-1:], sol.y[-1:])
     return obs["loss"][0], obs["sharpness_mf"][0], obs["free_energy"][0]
 
@@ -300,13 +300,12 @@ def test_kinetic_model_tracks_gd_midpoints_from_onset(teacher_student_gd):
     mk, mid = traj.midpoint()
     theta0 = mid[mk == k0][0]
     m = MeanFieldKinetic(p, ETA_MF)
-    sol = ed.solve(m, theta0, horizon, solver="scipy:RK45", rtol=1e-7, atol=1e-12, save_every=10,
-                   seed_from=traj, at=k0)
+    sol = ed.solve(m, theta0, horizon, solver='scipy:RK45', rtol=1e-07, atol=1e-12, save_every=10, initial={'seed_from': traj, 'at': k0})
     sol.k = sol.k + k0  # GD step axis
     full = ed.compare(traj, sol, window=(k0, k0 + horizon))
     late = ed.compare(traj, sol, window=(k0 + 800, k0 + horizon))
     # gradient flow from the same midpoint: u = 0, θ̄ by two Euler sub-steps per GD step
-    gf = ed.solve(m, theta0, horizon, solver="map", save_every=10, u0=np.zeros(p.dim))
+    gf = ed.solve(m, theta0, horizon, solver='map', save_every=10, initial={'u0': np.zeros(p.dim)})
     gf.k = gf.k + k0
     base = ed.compare(traj, gf, window=(k0, k0 + horizon))
     # Over the whole window (measured over six round-off realisations of GD, i.e. θ_0

@@ -67,8 +67,7 @@ def test_edge_flow_quadratic_closed_form(lam1, solver):
     # Quadratic: the symmetrised gradient is Aθ (ρ cancels), u = e1 is fixed, and
     # log ρ grows at ηλ1 − 2 exactly.
     p = ed.problems.Quadratic(np.diag([lam1, 1.0]))
-    sol = ed.solve(EdgeFlow(p, ETA, rho_floor=None), [1.0, 1.0], 30, solver=solver, rtol=1e-10, atol=1e-12,
-                   u0=[1.0, 0.0], rho0=1e-3)
+    sol = ed.solve(EdgeFlow(p, ETA, rho_floor=None), [1.0, 1.0], 30, solver=solver, rtol=1e-10, atol=1e-12, initial={'u0': [1.0, 0.0], 'rho0': 0.001})
     np.testing.assert_allclose(sol.theta[-1], np.exp(-ETA * np.array([lam1, 1.0]) * 30), rtol=1e-7, atol=1e-12)
     assert np.log(sol.rho[-1] / 1e-3) == pytest.approx((ETA * lam1 - 2) * 30, rel=1e-8)
     np.testing.assert_allclose(sol.amplitude, sol.rho, rtol=1e-12)
@@ -76,7 +75,7 @@ def test_edge_flow_quadratic_closed_form(lam1, solver):
 
 def test_edge_flow_direction_finds_the_top_eigenvector():
     p = ed.problems.Quadratic(np.diag([4.0, 1.0, 0.5]))
-    sol = ed.solve(EdgeFlow(p, ETA), [1.0, 1.0, 1.0], 40, solver="scipy:LSODA", u0=[0.3, 1.0, 1.0], rho0=0.1)
+    sol = ed.solve(EdgeFlow(p, ETA), [1.0, 1.0, 1.0], 40, solver='scipy:LSODA', initial={'u0': [0.3, 1.0, 1.0], 'rho0': 0.1})
     assert sol.rayleigh[-1] == pytest.approx(4.0, rel=1e-8)
     assert abs(sol.u[-1, 0]) == pytest.approx(1.0, rel=1e-8)
 
@@ -84,11 +83,9 @@ def test_edge_flow_direction_finds_the_top_eigenvector():
 def test_edge_flow_floor_stops_the_decay():
     p = ed.problems.Quadratic(np.diag([2.0, 1.0]))  # ηλ1 = 0.6 < 2: ρ decays
     for floor, expected in [(1e-6, 1e-6), ("roundoff", np.finfo(float).eps)]:
-        sol = ed.solve(EdgeFlow(p, ETA, rho_floor=floor), [0.1, 0.1], 200, solver="scipy:LSODA",
-                       u0=[1.0, 0.0], rho0=1e-3, save_every=200)
+        sol = ed.solve(EdgeFlow(p, ETA, rho_floor=floor), [0.1, 0.1], 200, solver='scipy:LSODA', save_every=200, initial={'u0': [1.0, 0.0], 'rho0': 0.001})
         assert sol.rho[-1] == pytest.approx(expected, rel=1e-3)
-    sol = ed.solve(EdgeFlow(p, ETA, rho_floor=None), [0.1, 0.1], 200, solver="scipy:LSODA",
-                   u0=[1.0, 0.0], rho0=1e-3, save_every=200)
+    sol = ed.solve(EdgeFlow(p, ETA, rho_floor=None), [0.1, 0.1], 200, solver='scipy:LSODA', save_every=200, initial={'u0': [1.0, 0.0], 'rho0': 0.001})
     assert np.log(sol.rho[-1] / 1e-3) == pytest.approx((ETA * 2.0 - 2) * 200, rel=1e-8)
 
 
@@ -131,8 +128,8 @@ def test_rod_flow_quartic_below_threshold_has_no_oscillation(form):
 
 def test_rod_flow_quartic_diffrax_matches_scipy():
     model = RodFlow(Quartic(12.0, 1.0), ETA)
-    a = ed.solve(model, [0.0], 50, solver="scipy:LSODA", rtol=1e-10, atol=1e-12, save_every=50, delta0=[0.1])
-    b = ed.solve(model, [0.0], 50, solver="diffrax:Dopri5", rtol=1e-10, atol=1e-12, save_every=50, delta0=[0.1])
+    a = ed.solve(model, [0.0], 50, solver='scipy:LSODA', rtol=1e-10, atol=1e-12, save_every=50, initial={'delta0': [0.1]})
+    b = ed.solve(model, [0.0], 50, solver='diffrax:Dopri5', rtol=1e-10, atol=1e-12, save_every=50, initial={'delta0': [0.1]})
     np.testing.assert_allclose(b.y[-1], a.y[-1], rtol=1e-7)
 
 
@@ -229,7 +226,7 @@ def test_sharpness_reduction_matches_discrete_runs(depth, variant):
     x0 = np.array(_STARTS[depth])
     x0 = x0 / np.prod(x0) ** (1 / depth)  # on Γ = {∏θ = 1}
     model = SharpnessReductionFlow(p, eta, variant)
-    sol = ed.solve(model, x0, steps, solver="scipy:LSODA", save_every=steps, project=False)
+    sol = ed.solve(model, x0, steps, solver='scipy:LSODA', save_every=steps, initial={'project': False})
     drop_model = sol.sharpness[0] - sol.sharpness[-1]
     # The discrete run starts on its symmetric two-cycle across Γ (half-amplitude
     # η/2 for NGD, (η/2)√(λ₁/2) for √E, the model's prediction).
@@ -292,17 +289,17 @@ def test_bad_options(valley):
     with pytest.raises(ValueError, match="mode='reduced'"):
         SelfStabilization(valley, ETA, mode="predicted", alpha=1.0)
     with pytest.raises(ValueError, match="`x0`"):
-        ed.solve(SelfStabilization(valley, ETA, mode="reduced"), [0.0, 2 / ETA], 5, x0=0.0)
+        ed.solve(SelfStabilization(valley, ETA, mode='reduced'), [0.0, 2 / ETA], 5, initial={'x0': 0.0})
     with pytest.raises(ValueError, match="`sigma`"):
         RodFlow(valley, ETA, sigma="full")
     with pytest.raises(ValueError, match="supports"):
         ed.solve(RodFlow(valley, ETA), [0.1, 3.0], 5, solver="map")
     with pytest.raises(ValueError, match="`delta0`"):
-        ed.solve(RodFlow(valley, ETA), [0.1, 3.0], 5, delta0=[0.0, 0.0])
+        ed.solve(RodFlow(valley, ETA), [0.1, 3.0], 5, initial={'delta0': [0.0, 0.0]})
     with pytest.raises(ValueError, match="`u0`"):
-        ed.solve(EdgeFlow(valley, ETA), [0.1, 3.0], 5, u0=[0.0, 0.0])
+        ed.solve(EdgeFlow(valley, ETA), [0.1, 3.0], 5, initial={'u0': [0.0, 0.0]})
     with pytest.raises(ValueError, match="`rho0`"):
-        ed.solve(EdgeFlow(valley, ETA), [0.1, 3.0], 5, rho0=-1.0)
+        ed.solve(EdgeFlow(valley, ETA), [0.1, 3.0], 5, initial={'rho0': -1.0})
     with pytest.raises(ValueError, match="`rho_floor`"):
         EdgeFlow(valley, ETA, rho_floor="tiny")
     with pytest.raises(ValueError, match="`variant`"):

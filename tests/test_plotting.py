@@ -26,8 +26,8 @@ def valley():
     p = ed.problems.MinimalValley()
     th0 = p.init()
     traj = ed.gd(p, th0, ETA, STEPS, n_eigs=2)
-    fe = ed.solve(ed.models.FreeEnergyFlow(p, ETA), th0, STEPS, solver="map", sigma_seed="gd")
-    fe2 = ed.solve(ed.models.FreeEnergyFlow(p, ETA), th0, STEPS, solver="map", sigma_seed="floor")
+    fe = ed.solve(ed.models.FreeEnergyFlow(p, ETA), th0, STEPS, solver='map', initial={'sigma_seed': 'gd'})
+    fe2 = ed.solve(ed.models.FreeEnergyFlow(p, ETA), th0, STEPS, solver='map', initial={'sigma_seed': 'floor'})
     cf = ed.solve(ed.models.CentralFlow(p, ETA), th0, STEPS)
     return traj, fe, fe2, cf
 

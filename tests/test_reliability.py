@@ -275,7 +275,7 @@ def test_non_psd_initial_sigma_is_refused():
     with pytest.raises(ValueError, match="`state0` is not a valid state of FreeEnergyFlow: sigma not PSD"):
         ed.solve(model, None, 5, state0=state0)
     with pytest.raises(ValueError, match="`sigma0` must be positive semi-definite"):
-        ed.solve(model, [0.0, 0.0], 5, sigma0=np.diag([1.0, -0.1]))
+        ed.solve(model, [0.0, 0.0], 5, initial={'sigma0': np.diag([1.0, -0.1])})
 
 
 # --- reproducibility ---------------------------------------------------------------------------
@@ -331,3 +331,20 @@ def test_seed_is_saved_with_the_gd_trajectory(tmp_path):
     ds = traj.to_xarray()
     assert ds.attrs["seed"] == 42 and "numpy" in ds.attrs["versions"]
     assert ed.gd(prob, prob.init(42), 0.5, 10).to_xarray().attrs["seed"] == -1
+
+
+def test_initial_data_as_solve_keywords_is_deprecated_but_works():
+    # solve's own keywords and the model's initial data live in separate namespaces now;
+    # the old form keeps working for one release, with a warning that shows the new one
+    model = FreeEnergyFlow(ed.problems.MinimalValley(), 0.3)
+    new = ed.solve(model, [0.1, 3.0], 5, solver="map", initial={"sigma_seed": "floor", "seed_scale": 1e-6})
+    with pytest.warns(DeprecationWarning, match=r"initial=\{'sigma_seed': ..., 'seed_scale': ...\}"):
+        old = ed.solve(model, [0.1, 3.0], 5, solver="map", sigma_seed="floor", seed_scale=1e-6)
+    np.testing.assert_array_equal(old.y, new.y)
+    with pytest.raises(TypeError, match="`bogus` is neither an argument of `solve` nor an initial-data option"):
+        ed.solve(model, [0.1, 3.0], 5, solver="map", bogus=1)
+    with pytest.raises(TypeError, match=r"`initial` has \['bogus'\].*sigma0"):
+        ed.solve(model, [0.1, 3.0], 5, solver="map", initial={"bogus": 1})
+    with pytest.raises(TypeError, match="both in `initial` and as keywords"):
+        with pytest.warns(DeprecationWarning):
+            ed.solve(model, [0.1, 3.0], 5, solver="map", initial={"sigma_seed": "gd"}, sigma_seed="gd")

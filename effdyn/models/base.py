@@ -67,7 +67,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._validation import as_vector, positive_float
+from .._checks import as_vector, positive_float
 from ..errors import MissingFeatureError
 from ..problems.base import Problem
 from .run_state import RunState

@@ -19,7 +19,7 @@ from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
-from .._validation import positive_float, positive_int, real_float
+from .._checks import positive_float, positive_int, real_float
 from ..errors import IntegrationError
 from ..problems.base import Problem
 from ._shared import losses, tracked_eigenpairs

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import as_vector, positive_float
+from .._checks import as_vector, positive_float
 from ..problems.base import Problem
 from ._shared import cached_jax_drift, jax_loss_of, losses, top_eig, tracked_eigenpairs, two_point_gradients
 from .base import AbstractModel

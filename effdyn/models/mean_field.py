@@ -32,7 +32,7 @@ from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
-from .._validation import as_vector, choice, positive_float, positive_int
+from .._checks import as_vector, choice, positive_float, positive_int
 from ..errors import MissingFeatureError
 from ..kernels import kinetic as _k
 from ..problems.two_layer import TwoLayerNet

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import as_vector, choice
+from .._checks import as_vector, choice
 from ..problems.base import Problem
 from ._shared import cached_jax_drift, jax_loss_of, losses, tracked_eigenpairs
 from .base import AbstractModel

@@ -506,7 +506,7 @@ def solve_sdcp(A, B, *, tol: float = 1e-10, max_iter: int = 200, X0=None) -> SDC
     array([[1., 0.],
            [0., 0.]])
     """
-    from .._validation import as_matrix, positive_float, positive_int
+    from .._checks import as_matrix, positive_float, positive_int
 
     A = as_matrix(A, "A")
     r = A.shape[0]

@@ -25,7 +25,7 @@ from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
-from .._validation import choice, positive_float, positive_int, real_float
+from .._checks import choice, positive_float, positive_int, real_float
 from ..errors import IntegrationError
 from ..problems.base import Problem
 from ._shared import cached_jax_drift, losses, top_eig

@@ -19,7 +19,7 @@ from dataclasses import KW_ONLY, dataclass
 import numpy as np
 import scipy.integrate as si
 
-from .._validation import choice, positive_float
+from .._checks import choice, positive_float
 from ..errors import IntegrationError
 from ..problems.base import MAX_DENSE_DIM, Problem
 from ._shared import count_eigensolve, losses

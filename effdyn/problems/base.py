@@ -32,7 +32,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .._validation import as_matrix, as_vector
+from .._checks import as_matrix, as_vector
 
 #: Above this dimension ``hessian`` refuses to build a dense matrix.
 MAX_DENSE_DIM = 4096

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import positive_int, real_float
+from .._checks import positive_int, real_float
 from .base import Problem
 
 

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from .._validation import as_matrix, as_vector, choice, positive_float, positive_int, seed_rng
+from .._checks import as_matrix, as_vector, choice, positive_float, positive_int, seed_rng
 from ..kernels import matrix_factorization as _k
 from .base import CompiledProblem, NumbaKernels
 

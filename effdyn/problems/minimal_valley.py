@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import positive_float, real_float, seed_rng
+from .._checks import positive_float, real_float, seed_rng
 from ..kernels import minimal_valley as _k
 from .base import CompiledProblem, NumbaKernels
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import positive_float
+from .._checks import positive_float
 from ..kernels import minimalist_two_layer as _k
 from .base import CompiledProblem, NumbaKernels
 

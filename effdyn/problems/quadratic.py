@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import as_matrix, as_vector, seed_rng
+from .._checks import as_matrix, as_vector, seed_rng
 from ..kernels import quadratic as _k
 from .base import CompiledProblem, NumbaKernels
 

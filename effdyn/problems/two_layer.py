@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import as_matrix, as_vector, positive_int, seed_rng
+from .._checks import as_matrix, as_vector, positive_int, seed_rng
 from ..kernels import two_layer as _k
 from .base import CompiledProblem, NumbaKernels
 

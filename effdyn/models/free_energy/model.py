@@ -34,7 +34,7 @@ from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
-from ..._validation import as_matrix, choice, nonneg_int, positive_float, positive_int
+from ..._checks import as_matrix, choice, nonneg_int, positive_float, positive_int
 from ...problems.base import Problem
 from .._shared import cached_jax_drift, top_eig
 from ..base import AbstractModel
