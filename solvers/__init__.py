@@ -22,6 +22,7 @@ monitor, progress bar).
 from __future__ import annotations
 
 from ._checkpoint import CHECKPOINT_SOLVERS, checkpoint_info
-from ._solve import SOLVER_NAMES, resume, solve
+from ._solve import IMPLICIT_MAX_STATE, SOLVER_NAMES, default_solver, resume, solve
 
-__all__ = ["solve", "resume", "checkpoint_info", "SOLVER_NAMES", "CHECKPOINT_SOLVERS"]
+__all__ = ["solve", "resume", "checkpoint_info", "default_solver", "SOLVER_NAMES", "CHECKPOINT_SOLVERS",
+           "IMPLICIT_MAX_STATE"]

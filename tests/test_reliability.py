@@ -348,3 +348,22 @@ def test_initial_data_as_solve_keywords_is_deprecated_but_works():
     with pytest.raises(TypeError, match="both in `initial` and as keywords"):
         with pytest.warns(DeprecationWarning):
             ed.solve(model, [0.1, 3.0], 5, solver="map", initial={"sigma_seed": "gd"}, sigma_seed="gd")
+
+
+def test_implicit_solvers_are_refused_at_scale_and_the_default_adapts():
+    # LSODA/BDF/Radau estimate state_size² Jacobian entries by finite differences: above
+    # IMPLICIT_MAX_STATE they are refused with the explicit alternatives named
+    from effdyn.solvers import IMPLICIT_MAX_STATE, default_solver
+
+    big = ed.problems.Quadratic(np.eye(IMPLICIT_MAX_STATE + 1))
+    small = ed.problems.Quadratic(np.eye(3))
+    model = ed.models.GradientFlow(big, 0.1)
+    for solver in ("scipy:LSODA", "scipy:BDF", "scipy:Radau"):
+        with pytest.raises(ValueError, match=r"`solver` .* refused above 1000 .*scipy:RK45.*solver='map'"):
+            ed.solve(model, np.ones(big.dim), 2, solver=solver)
+    assert default_solver(model) == "scipy:RK45"
+    assert default_solver(ed.models.GradientFlow(small, 0.1)) == "scipy:LSODA"
+    assert default_solver(ed.models.SelfStabilization(ed.problems.MinimalValley(), 0.3)) == "map"
+    sol = ed.solve(model, np.ones(big.dim), 2)  # the default runs, explicitly
+    assert sol.stats.solver == "scipy:RK45"
+    np.testing.assert_allclose(sol.theta[-1], np.exp(-0.2) * np.ones(big.dim), rtol=1e-6)
