@@ -252,8 +252,8 @@ def test_resume_refuses_other_model_and_other_files(tmp_path):
     with pytest.raises(ValueError, match="is not an effdyn checkpoint"):
         resume(FreeEnergyFlow(prob, 0.3), other)
     # another option than at the checkpoint (an option that changes the numbers) is refused
-    with pytest.raises(ValueError, match=r"differs from the checkpoint's model in \['relative_sigma_tol'\]"):
-        resume(FreeEnergyFlow(prob, 0.3, relative_sigma_tol=True), path)
+    with pytest.raises(ValueError, match=r"differs from the checkpoint's model in \['storage'\]"):
+        resume(FreeEnergyFlow(prob, 0.3, storage="factor"), path)
 
 
 class _Evil:

@@ -30,13 +30,13 @@ def test_gd_two_cycle_is_a_rest_point(period_two):
     a, b, c = traj.theta[-3], traj.theta[-2], traj.theta[-1]
     assert np.linalg.norm(a - c) < 1e-11 * np.linalg.norm(c)  # GD has settled on its two-cycle
     mid, V = 0.5 * (b + c), 0.5 * (b - c)
-    chord = FreeEnergyFlow(p, setup.eta, closure="chord")
+    chord = FreeEnergyFlow(p, setup.eta, closure="chord", storage="factor")
     d = chord.drift(0.0, np.concatenate([mid, V]))
     # ∇E(θ+) + ∇E(θ−) = 0 and the chord curvature is 2/η, so nothing moves
     assert np.linalg.norm(d[:P]) < 1e-11 * np.linalg.norm(p.grad(b))
     assert abs(V @ d[P:]) / (V @ V) < 1e-12
     # the second-order closure does not rest there: it holds λ(θ̄) at 2/η instead
-    second = FreeEnergyFlow(p, setup.eta)
+    second = FreeEnergyFlow(p, setup.eta, storage="factor")
     d2 = second.drift(0.0, np.concatenate([mid, V]))
     assert abs(V @ d2[P:]) / (V @ V) > 1e-2
 
@@ -47,8 +47,8 @@ def test_agrees_with_the_second_order_closure_for_small_amplitudes(period_two):
     p, P = setup.problem, setup.problem.dim
     b, c = traj.theta[-2], traj.theta[-1]
     mid, v = 0.5 * (b + c), (b - c) / np.linalg.norm(b - c)
-    chord = FreeEnergyFlow(p, setup.eta, closure="chord")
-    second = FreeEnergyFlow(p, setup.eta)
+    chord = FreeEnergyFlow(p, setup.eta, closure="chord", storage="factor")
+    second = FreeEnergyFlow(p, setup.eta, storage="factor")
     dtheta, drate = [], []
     for a in (1e-2, 1e-3):
         y = np.concatenate([mid, a * v])

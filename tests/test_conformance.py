@@ -68,7 +68,7 @@ FE_OTHER = {"eta": 0.29, "rank": 2, "sigma_form": None, "storage": None, "n_trac
 ENTRIES = [
     Entry("gradient-flow", lambda **o: M.GradientFlow(VALLEY, **{"eta": 0.3, **o}), [0.1, 6.0], "scipy:RK45",
           bad=(({"eta": -1.0}, "eta"),), other={"eta": 0.31}),
-    Entry("free-energy-factor", _fe(VALLEY, 0.3), [0.1, 6.0], "scipy:LSODA",
+    Entry("free-energy-factor", _fe(VALLEY, 0.3, storage="factor"), [0.1, 6.0], "scipy:LSODA",
           bad=(({"rank": 0}, "rank"), ({"clip": 2.0}, "clip"), ({"storage": "x"}, "storage")),
           other={**FE_OTHER, "rank": None, "n_track": None, "storage": "log-factor", "relative_sigma_tol": True}),
     Entry("free-energy-log-factor", _fe(VALLEY, 0.3, storage="log-factor"), [0.1, 6.0], "scipy:LSODA",
@@ -88,7 +88,8 @@ ENTRIES = [
                  "closure": "second-order"}),
     Entry("free-energy-rank2-tracked", _fe(DMF, 0.077, rank=2, dense_max=4), DMF.init(0), "map", steps=20,
           bad=(({"n_track": 1}, "n_track"),),
-          other={**FE_OTHER, "eta": 0.076, "rank": 1, "n_track": 4, "dense_max": 64}),
+          other={**FE_OTHER, "eta": 0.076, "rank": 1, "n_track": 4, "dense_max": 64, "storage": "factor",
+                 "relative_sigma_tol": None}),
     Entry("central-flow", lambda **o: M.CentralFlow(VALLEY, 0.3, **o), [0.1, 6.0], "scipy:LSODA",
           bad=(({"window": 1.5}, "window"), ({"restoring": -1.0}, "restoring"), ({"max_rank": 0}, "max_rank")),
           other={"eta": 0.31, "max_rank": 1, "window": 0.1, "restoring": 0.5, "sdcp_tol": 1e-9}),

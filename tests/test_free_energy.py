@@ -120,7 +120,7 @@ def test_sigma_stays_psd_and_keeps_rank(P, rank, seed, storage):
 
 def test_zero_sigma_is_gradient_flow_and_F_equals_E():
     prob = ed.problems.MinimalValley(zeta=1.0, eps=0.01)
-    model = FreeEnergyFlow(prob, 0.3, floor=0.0)
+    model = FreeEnergyFlow(prob, 0.3, floor=0.0, storage="factor")
     gf = ed.models.GradientFlow(prob, 0.3)
     sol = ed.solve(model, [0.1, 3.0], 300, rtol=1e-10, atol=1e-12, solver='scipy:DOP853', initial={'sigma_seed': 'zero'})
     ref = ed.solve(gf, [0.1, 3.0], 300, rtol=1e-10, atol=1e-12, solver="scipy:DOP853")
@@ -356,7 +356,7 @@ def test_relative_sigma_tolerance_converges_through_the_onset():
     """Σ seeded at round-off lies far below atol until the onset; relative error control
     for Σ makes a loose rtol agree with a tight one through the first cycles."""
     prob = ed.problems.MinimalValley(zeta=1.0, eps=0.01)
-    run = lambda rtol: ed.solve(FreeEnergyFlow(prob, 0.3, relative_sigma_tol=True), [0.1, 3.0], 3000,
+    run = lambda rtol: ed.solve(FreeEnergyFlow(prob, 0.3, storage="factor", relative_sigma_tol=True), [0.1, 3.0], 3000,
                                 rtol=rtol, atol=1e-12)
     ref, loose = run(1e-10), run(1e-6)
     assert np.max(np.abs(loose.sharpness - ref.sharpness)) < 1e-3

@@ -110,7 +110,7 @@ def test_free_energy_is_loss_plus_half_curvature(name, seed, rank):
     prob = PROBLEMS[name]()
     rng = np.random.default_rng(seed)
     theta = prob.init(seed) if name in ("dmf", "scalar_product") else rng.normal(size=prob.dim)
-    model = FreeEnergyFlow(prob, 0.1, rank=rank)
+    model = FreeEnergyFlow(prob, 0.1, rank=rank, storage="factor")
     V = 0.1 * rng.normal(size=(prob.dim, rank))
     obs = model.observables(np.zeros(2), np.stack([np.concatenate([theta, V.ravel()]),
                                                    np.concatenate([theta, np.zeros(V.size)])]))
@@ -130,7 +130,7 @@ def test_map_without_sigma_is_gd_bit_for_bit(zeta, eps, x0, y0):
     prob = ed.problems.MinimalValley(zeta=zeta, eps=eps)
     steps = 400  # below, at and past the edge 2/η = 6.67: Σ = 0 stays 0 and GD has no say
     traj = ed.gd(prob, [x0, y0], 0.3, steps, eig_every=None, throw=False)
-    sol = ed.solve(FreeEnergyFlow(prob, 0.3, floor=0.0), [x0, y0], steps, solver='map', throw=False, initial={'sigma_seed': 'zero'})
+    sol = ed.solve(FreeEnergyFlow(prob, 0.3, floor=0.0, storage="factor"), [x0, y0], steps, solver='map', throw=False, initial={'sigma_seed': 'zero'})
     n = min(len(traj.k), len(sol.k))
     assert n > 1
     assert np.array_equal(sol.theta[:n], traj.theta[:n])

@@ -127,7 +127,7 @@ class FreeEnergyFlow(AbstractModel):
         choice(self.sigma_form, "sigma_form", ("log", "rate"))
         storage = self.storage
         if storage is None:
-            storage = "dense" if self.sigma_form == "rate" else "factor"
+            storage = "dense" if self.sigma_form == "rate" else "log-factor"
         self._set("storage", choice(storage, "storage", ("factor", "log-factor", "dense")))
         if self.sigma_form == "rate" and self.storage != "dense":
             raise ValueError(
