@@ -50,7 +50,7 @@ import numpy as np
 
 from .cases import ModelSpec, Setup, mlp_problem
 
-__all__ = ["ConfigError", "load_config", "RunConfig", "PROBLEM_TYPES", "MODEL_TYPES"]
+__all__ = ["ConfigError", "load_config", "config_from_document", "RunConfig", "PROBLEM_TYPES", "MODEL_TYPES"]
 
 _TOP_KEYS = {"name": "a name for the output files", "problem": "a table", "start": "a table", "gd": "a table",
              "models": "an array of tables ([[models]])", "output": "a table"}
@@ -276,6 +276,19 @@ def load_config(path) -> RunConfig:
             doc = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return config_from_document(doc, path)
+
+
+def config_from_document(doc: dict, source) -> RunConfig:
+    """Check an already-loaded configuration ``doc`` (the dict TOML gives) and build it.
+
+    ``source`` names where the document came from (a path, or a label such as
+    ``"sweep.toml, point eta=0.3"``); it prefixes every error message and supplies the
+    default ``name`` (its stem). The checks and errors are those of :func:`load_config`.
+    """
+    path = Path(source)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: the configuration must be a table (a TOML document); got {type(doc).__name__}.")
     _check_keys(path, "top level", doc, tuple(_TOP_KEYS))
     name = doc.get("name", path.stem)
     if not isinstance(name, str) or not name.strip():
