@@ -230,3 +230,14 @@ def test_point_errors_are_recorded_and_do_not_stop_the_sweep(tmp_path, monkeypat
     assert run_sweep(doc, tmp_path, serial=True, log=None).computed == 0
     res = run_sweep(doc, tmp_path, serial=True, log=None, retry_failed=True)
     assert res.computed == 1 and list(res.dataset["point_status"].values) == ["ok"] * 3
+
+
+def test_shipped_sweeps_parse():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "validation" / "sweeps"
+    found = {f.stem: load_sweep(f) for f in sorted(folder.glob("*.toml"))}
+    assert found["dmf_sigma1"].shape == (41,) and found["dmf_sigma1"].axes[0].values[11] == 5.05
+    assert found["valley_eta"].checks == {"valley-amplitude": 0.02}
+    assert found["mean_field_seed"].dims == ("seed",)
+    assert all(len({p.key for p in s.points}) == len(s.points) for s in found.values())

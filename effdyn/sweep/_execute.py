@@ -297,7 +297,9 @@ def _run_dask(client, sweep, todo, run_id, save, bar):
                 if now - last_poll > 0.5:
                     last_poll = now
                     try:
-                        bar.set_running(sum(len(v) for v in client.processing().values()))
+                        # a worker may hold one queued point beside the one it runs
+                        threads = client.nthreads()
+                        bar.set_running(sum(min(len(v), threads.get(w, 1)) for w, v in client.processing().items()))
                     except Exception:  # noqa: BLE001 - the count is cosmetic; a lost scheduler shows below
                         pass
                     if client.status in ("closed", "closing"):
