@@ -85,10 +85,11 @@ def _sweep_parser(sub):
                         "next to the file)")
     where = s.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="address of a running Dask scheduler, e.g. tcp://host:8786 (default: $EFFDYN_SCHEDULER, "
-                            "else a local cluster)")
+                       help="address of a running Dask scheduler, e.g. tcp://host:8786, or slurm|pbs|sge|lsf to "
+                            "start worker jobs with dask-jobqueue (default: $EFFDYN_SCHEDULER, else a local cluster)")
     where.add_argument("--serial", action="store_true", help="run every point in this process, without Dask")
-    s.add_argument("--workers", type=int, metavar="N", help="workers of the local cluster (default: the cores)")
+    s.add_argument("--workers", type=int, metavar="N",
+                   help="workers of the local cluster (default: the cores), or jobs with --scheduler slurm")
     s.add_argument("--retry-failed", action="store_true", help="also rerun points whose saved record is a failure")
     s.add_argument("--plot-only", action="store_true", help="only draw the phase diagram of a merged SWEEP.nc")
     s.add_argument("--merge-only", action="store_true",
@@ -240,7 +241,7 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from .sweep import SCHEDULER_ENV, SweepError, SweepInterrupted, load_sweep, merge_sweep, plot_sweep, run_sweep
+    from .sweep import JOBQUEUE_KINDS, SCHEDULER_ENV, SweepError, SweepInterrupted, load_sweep, merge_sweep, plot_sweep, run_sweep
 
     if args.plot_only:
         try:
@@ -254,9 +255,13 @@ def _cmd_sweep(args) -> int:
     if args.workers is not None and args.workers < 1:
         _err(f"`--workers` must be a positive number of worker processes; got {args.workers}.")
         return EXIT_USAGE
-    if args.workers is not None and (args.serial or args.scheduler or os.environ.get(SCHEDULER_ENV)):
-        _err("`--workers` sizes the local cluster; it cannot be combined with --serial, --scheduler or "
-             f"${SCHEDULER_ENV} (size an existing cluster where it runs).")
+    where = args.scheduler or os.environ.get(SCHEDULER_ENV)
+    if args.workers is not None and (args.serial or (where and where not in JOBQUEUE_KINDS)):
+        _err("`--workers` sizes the local cluster (or the jobs of `--scheduler slurm|pbs|sge|lsf`); it cannot be "
+             f"combined with --serial or a scheduler address (size an existing cluster where it runs).")
+        return EXIT_USAGE
+    if where in JOBQUEUE_KINDS and args.workers is None and not args.serial:
+        _err(f"`--scheduler {where}` starts worker jobs through dask-jobqueue: say how many with `--workers N`.")
         return EXIT_USAGE
     try:
         sweep = load_sweep(args.sweep)
@@ -277,6 +282,9 @@ def _cmd_sweep(args) -> int:
     except OSError as exc:  # e.g. no scheduler at the given address
         _err(f"could not reach the Dask scheduler: {exc}")
         return EXIT_FAILED
+    except ImportError as exc:  # dask / dask-jobqueue not installed
+        _err(str(exc))
+        return EXIT_USAGE
     print(result.path)
     if args.figures:
         try:

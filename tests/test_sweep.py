@@ -241,3 +241,17 @@ def test_shipped_sweeps_parse():
     assert found["valley_eta"].checks == {"valley-amplitude": 0.02}
     assert found["mean_field_seed"].dims == ("seed",)
     assert all(len({p.key for p in s.points}) == len(s.points) for s in found.values())
+
+
+def test_cli_scheduler_and_workers_usage(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("EFFDYN_SCHEDULER", raising=False)
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\n[problem]\ntype = "MinimalValley"\n[start]\ntheta0 = [0.1, 3.0]\n'
+                    '[gd]\neta = 0.3\nsteps = 10\n[axes]\n"gd.eta" = [0.1, 0.2]\n')
+    assert main(["sweep", str(path), "--scheduler", "slurm", "--out", str(tmp_path / "o")]) == 2
+    assert "--workers N" in capsys.readouterr().err
+    assert main(["sweep", str(path), "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"]) == 2
+    assert main(["sweep", str(path), "--workers", "0"]) == 2
+    assert main(["sweep", "--plot-only", str(tmp_path / "none.nc")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

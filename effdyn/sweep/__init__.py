@@ -16,15 +16,16 @@ Rerunning the same sweep runs only the missing points. :func:`plot_sweep` draws 
 diagram. Details: docs/sweeps.md.
 """
 
-from ._execute import SCHEDULER_ENV, SweepInterrupted, SweepResult, local_cluster, merge_sweep, run_sweep
+from ._execute import (JOBQUEUE_KINDS, SCHEDULER_ENV, SweepInterrupted, SweepResult, jobqueue_cluster, local_cluster,
+                       merge_sweep, run_sweep)
 from ._plot import plot_sweep
 from ._point import BLAS_ENV, run_point
 from ._spec import Axis, Point, Sweep, SweepError, canonical_json, load_sweep, point_key
 from ._summary import LAWS, PERIOD_RULE, Law, detect_period, gd_summary
 
 __all__ = [
-    "run_sweep", "load_sweep", "merge_sweep", "plot_sweep", "run_point", "local_cluster",
+    "run_sweep", "load_sweep", "merge_sweep", "plot_sweep", "run_point", "local_cluster", "jobqueue_cluster",
     "Sweep", "Axis", "Point", "SweepResult", "SweepError", "SweepInterrupted",
-    "detect_period", "gd_summary", "LAWS", "Law", "PERIOD_RULE", "BLAS_ENV", "SCHEDULER_ENV",
+    "detect_period", "gd_summary", "LAWS", "Law", "PERIOD_RULE", "BLAS_ENV", "SCHEDULER_ENV", "JOBQUEUE_KINDS",
     "canonical_json", "point_key",
 ]

@@ -20,10 +20,14 @@ from ._point import BLAS_ENV, run_point
 from ._spec import Sweep, load_sweep
 from ._store import points_dir, read_records, save_sweep_dataset, sweep_dataset, write_record
 
-__all__ = ["run_sweep", "SweepResult", "SweepInterrupted", "SCHEDULER_ENV", "local_cluster", "merge_sweep"]
+__all__ = ["run_sweep", "SweepResult", "SweepInterrupted", "SCHEDULER_ENV", "JOBQUEUE_KINDS", "local_cluster",
+           "jobqueue_cluster", "merge_sweep"]
 
 #: Environment variable naming an existing Dask scheduler (``tcp://host:8786``).
 SCHEDULER_ENV = "EFFDYN_SCHEDULER"
+#: ``scheduler`` values that start a batch-system cluster through dask-jobqueue, configured
+#: entirely by the ``jobqueue.<kind>`` section of the Dask configuration (docs/sweeps.md).
+JOBQUEUE_KINDS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster"}
 
 
 @dataclass
@@ -83,6 +87,25 @@ def local_cluster(n_workers: int | None = None, **kwargs):
                               "distributed.nanny.pre-spawn-environ", {}), **env}}):
         return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                             env=env, silence_logs=40, **kwargs)
+
+
+def jobqueue_cluster(kind: str, n_workers: int):
+    """A dask-jobqueue cluster of ``n_workers`` batch jobs (``kind``: slurm, pbs, sge, lsf).
+
+    Every setting (queue, account, cores, memory, walltime, the job script's prologue, the
+    Python environment) comes from the ``jobqueue.<kind>`` section of the Dask
+    configuration, e.g. ``~/.config/dask/jobqueue.yaml``; see docs/sweeps.md for a SLURM
+    example. Needs ``pip install "effdyn[cluster]"``.
+    """
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise ImportError(f"`scheduler = {kind!r}` needs dask-jobqueue: pip install \"effdyn[cluster]\"") from None
+    if not n_workers or n_workers < 1:
+        raise ValueError(f"a {kind} cluster needs the number of worker jobs: pass `n_workers` (`--workers N`).")
+    cluster = getattr(dask_jobqueue, JOBQUEUE_KINDS[kind])()
+    cluster.scale(n=int(n_workers))
+    return cluster
 
 
 def _resolve_out(sweep: Sweep, out_dir):
@@ -163,10 +186,12 @@ def run_sweep(source, out_dir=None, *, scheduler=None, n_workers: int | None = N
         Output folder (default: the configuration's ``[output] dir``, else
         ``effdyn-sweep``). Point records go to ``<out_dir>/<name>.points/``.
     scheduler : str, optional
-        Address of an existing Dask scheduler (default: ``$EFFDYN_SCHEDULER``, else a new
-        :func:`local_cluster`).
+        Address of an existing Dask scheduler, or ``"slurm"`` / ``"pbs"`` / ``"sge"`` /
+        ``"lsf"`` to start one through dask-jobqueue (:func:`jobqueue_cluster`) (default:
+        ``$EFFDYN_SCHEDULER``, else a new :func:`local_cluster`).
     n_workers : int, optional
-        Workers of the local cluster (default: the machine's cores).
+        Workers of the local cluster (default: the machine's cores) or batch jobs of a
+        dask-jobqueue cluster (required there).
     serial : bool
         Run every point in this process, without Dask (the reference for speed-ups).
     retry_failed : bool
@@ -230,11 +255,18 @@ def run_sweep(source, out_dir=None, *, scheduler=None, n_workers: int | None = N
                 save(run_point(_task(sweep, p, run_id)), p)
             bar.set_running(0)
         else:
-            from distributed import Client
+            try:
+                from distributed import Client
+            except ImportError:
+                raise ImportError("sweeps on Dask need dask.distributed: pip install \"effdyn[sweep]\" "
+                                  "(or run serially with `serial=True` / `--serial`)") from None
 
             address = scheduler or os.environ.get(SCHEDULER_ENV) or None
             if client is None:
-                if address:
+                if address in JOBQUEUE_KINDS:
+                    own_cluster = jobqueue_cluster(address, n_workers)
+                    client = own_client = Client(own_cluster)
+                elif address:
                     client = Client(address, timeout="30s")
                     own_client = client
                 else:
