@@ -145,7 +145,7 @@ def test_detect_period_on_known_orbits():
 
 def _numbers(ds):
     """The result variables that must agree number for number between two runs."""
-    skip = {"point_wall_time", "model_wall_time", "gd_wall_time", "point_compiles_before", "point_compiles_after",
+    skip = {"point_wall_time", "point_cpu_time", "model_wall_time", "gd_wall_time", "point_compiles_before", "point_compiles_after",
             "point_worker"}
     return {v: ds[v].values for v in ds.data_vars if ds[v].dims and "worker" not in ds[v].dims and v not in skip}
 
@@ -230,6 +230,8 @@ def test_point_errors_are_recorded_and_do_not_stop_the_sweep(tmp_path, monkeypat
     assert run_sweep(doc, tmp_path, serial=True, log=None).computed == 0
     res = run_sweep(doc, tmp_path, serial=True, log=None, retry_failed=True)
     assert res.computed == 1 and list(res.dataset["point_status"].values) == ["ok"] * 3
+    figs = plot_sweep(res.path)  # one axis: period, ηS/2 and model errors against σ1
+    assert figs == [tmp_path / "tiny_phase.png"] and figs[0].stat().st_size > 10_000
 
 
 def test_shipped_sweeps_parse():

@@ -52,6 +52,25 @@ def _axis_view(ds):
     return keep, sel, note
 
 
+_GOOD = ("success", "reached the horizon", "budget")
+_REGIME_COLOURS = {2: "#9ecae1", 4: "#fdae6b", 0: "#fc9272"}
+
+
+def _shade_regimes(axs, x, period):
+    """Shade every panel by GD's regime: period two blue, period four and longer orange,
+    chaotic red (converged and undetermined unshaded)."""
+    period = np.asarray(period)
+    if len(x) < 2:
+        return
+    edges = np.concatenate([[x[0] - (x[1] - x[0]) / 2], (x[1:] + x[:-1]) / 2, [x[-1] + (x[-1] - x[-2]) / 2]])
+    for i, p in enumerate(period):
+        colour = _REGIME_COLOURS.get(2 if p == 2 else 4 if p >= 4 else 0 if p == 0 else None)
+        if colour is None:
+            continue
+        for ax in axs:
+            ax.axvspan(edges[i], edges[i + 1], color=colour, alpha=0.18, lw=0)
+
+
 def plot_sweep(path_or_ds, out_dir=None, *, prefix: str | None = None, metrics=("sharpness_error", "loss_error")):
     """Draw the sweep's phase diagram as PNG files; return their paths.
 
@@ -103,15 +122,23 @@ def plot_sweep(path_or_ds, out_dir=None, *, prefix: str | None = None, metrics=(
         axs[1].set_ylabel("ηS/2")
         axs[1].legend(fontsize=8)
         axs[1].grid(alpha=0.3)
+        status = view["model_status"].values if "model_status" in view else None
         for ax, metric in zip(axs[2:], metrics):
             if models and metric in list(view["metric"].values):
-                for m in models:
+                for j, m in enumerate(models):
                     y = view["metrics"].sel(model=m, metric=metric).values.astype(float)
-                    ax.plot(x, np.where(y > 0, y, np.nan), "o-", ms=3, label=str(m))
+                    # a model that diverged or failed is marked at the top edge, not plotted:
+                    # its error says nothing but "diverged" and would flatten the others
+                    bad = np.zeros(len(x), bool) if status is None else ~np.isin(status[:, j], _GOOD)
+                    line, = ax.plot(x, np.where((y > 0) & ~bad, y, np.nan), "o-", ms=3, label=str(m))
+                    if bad.any():
+                        ax.plot(x[bad], np.ones(bad.sum()), "x", color=line.get_color(), ms=5, clip_on=False,
+                                transform=ax.get_xaxis_transform())
                 ax.set_yscale("log")
-                ax.legend(fontsize=7, ncol=2)
+                ax.legend(fontsize=7, ncol=2, title="x at the top: model diverged or failed", title_fontsize=7)
             ax.set_ylabel(metric.replace("_", " "))
             ax.grid(alpha=0.3, which="both")
+        _shade_regimes(axs, x, view["gd_period"].values)
         axs[-1].set_xlabel(xs[0])
         fig.tight_layout()
         f = out / f"{prefix}_phase.png"

@@ -72,6 +72,7 @@ def run_point(task: dict) -> dict:
     from ._summary import LAWS, gd_summary
 
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     started = time.time()
     compiles_before = effdyn.compile_count()
     rec = {"key": task["key"], "index": list(task["index"]), "values": task["values"], "run": task.get("run", ""),
@@ -122,6 +123,7 @@ def run_point(task: dict) -> dict:
         rec["message"] = f"{type(exc).__name__}: {exc}"
         rec["traceback"] = "".join(tb[-6:])
     rec["wall_time"] = time.perf_counter() - t0
+    rec["cpu_time"] = time.process_time() - cpu0
     rec["started"] = started
     rec["finished"] = time.time()
     rec["compiles_before"] = int(compiles_before)

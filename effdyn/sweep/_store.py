@@ -117,7 +117,7 @@ def sweep_dataset(sweep, records: dict, *, extra_attrs: dict | None = None):
 
     data = {}
     status, message, key = full("missing", object), full("", object), full("", object)
-    wall, seed = full(np.nan, float), full(-1, np.int64)
+    wall, cpu, seed = full(np.nan, float), full(np.nan, float), full(-1, np.int64)
     cb, ca = full(-1, np.int64), full(-1, np.int64)
     wlabel = full("", object)
     gdf = {f: full(np.nan, float) for f in GD_FLOATS}
@@ -137,7 +137,7 @@ def sweep_dataset(sweep, records: dict, *, extra_attrs: dict | None = None):
         if r is None:
             continue
         status[i], message[i] = r.get("status", "error"), r.get("message", "")
-        wall[i] = _num(r.get("wall_time"))
+        wall[i], cpu[i] = _num(r.get("wall_time")), _num(r.get("cpu_time"))
         seed[i] = _num(r.get("seed"), -1)
         cb[i], ca[i] = _num(r.get("compiles_before"), -1), _num(r.get("compiles_after"), -1)
         w = r.get("worker") or {}
@@ -170,6 +170,7 @@ def sweep_dataset(sweep, records: dict, *, extra_attrs: dict | None = None):
     data["point_message"] = (dims, message)
     data["point_key"] = (dims, key)
     data["point_wall_time"] = (dims, wall)
+    data["point_cpu_time"] = (dims, cpu)
     data["point_seed"] = (dims, seed)
     data["point_compiles_before"] = (dims, cb)
     data["point_compiles_after"] = (dims, ca)
