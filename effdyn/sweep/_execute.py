@@ -82,7 +82,14 @@ def local_cluster(n_workers: int | None = None, **kwargs):
 
     n = int(n_workers or os.cpu_count() or 1)
     env = dict(BLAS_ENV)
+    # Less background work beside the points, which all compete for the same cores: no
+    # statistical profiler (it samples the running thread every 10 ms for a dashboard that is
+    # not started), event-loop and system monitors at a slower pace, no dashboard.
     with dask.config.set({"distributed.scheduler.worker-saturation": 1.0,
+                          "distributed.worker.profile.enabled": False,
+                          "distributed.admin.tick.interval": "200ms",
+                          "distributed.admin.system-monitor.interval": "2s",
+                          "distributed.worker.memory.monitor-interval": "1s",
                           "distributed.nanny.pre-spawn-environ": {**dask.config.get(
                               "distributed.nanny.pre-spawn-environ", {}), **env}}):
         return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -326,7 +333,7 @@ def _run_dask(client, sweep, todo, run_id, save, bar):
             batch = ac.next_batch(block=False)
             if not batch:
                 now = time.monotonic()
-                if now - last_poll > 0.5:
+                if now - last_poll > 1.0:
                     last_poll = now
                     try:
                         # a worker may hold one queued point beside the one it runs
@@ -336,7 +343,7 @@ def _run_dask(client, sweep, todo, run_id, save, bar):
                         pass
                     if client.status in ("closed", "closing"):
                         return "lost the Dask scheduler"
-                time.sleep(0.05)
+                time.sleep(0.1)
                 continue
             for fut in batch:
                 p = futures[fut]
