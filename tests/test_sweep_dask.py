@@ -78,3 +78,29 @@ def test_killed_worker_point_is_rerun_elsewhere(serial, tmp_path):
     ref = _numbers(serial)
     for name, values in _numbers(ds).items():
         np.testing.assert_array_equal(values, ref[name], err_msg=name)
+
+
+def test_lost_scheduler_saves_what_was_done_and_the_same_command_resumes(serial, tmp_path):
+    from distributed import Client
+
+    from effdyn.sweep import SweepInterrupted
+
+    cluster = local_cluster(1)
+    client = Client(cluster)
+
+    def lose_scheduler(state):
+        if state["done"] == 2 and cluster.status.name == "running":
+            cluster.close()  # the scheduler (and its worker) go away mid-sweep
+
+    try:
+        with pytest.raises(SweepInterrupted) as info:
+            run_sweep(tiny(), tmp_path, client=client, log=None, callback=lose_scheduler)
+    finally:
+        client.close()
+        cluster.close()
+    part = info.value.result
+    assert part.computed == 2 and part.missing == 6 and "scheduler" in info.value.why
+    res = run_sweep(tiny(), tmp_path, serial=True, log=None)
+    assert (res.reused, res.computed, res.missing) == (2, 6, 0)
+    for name, values in _numbers(res.dataset).items():
+        np.testing.assert_array_equal(values, _numbers(serial)[name], err_msg=name)
