@@ -59,6 +59,7 @@ def test_grid_points_values_dims_and_keys():
     changed = copy.deepcopy(p.doc)
     changed["models"][1]["options"]["rank"] = 2
     assert point_key(changed) != p.key
+    assert point_key(p.doc, period_tol=1e-6) != p.key  # the period detection is part of the result
 
 
 def test_zip_mode_and_dimension_names():
@@ -257,3 +258,24 @@ def test_cli_scheduler_and_workers_usage(tmp_path, capsys, monkeypatch):
     assert main(["sweep", "--plot-only", str(tmp_path / "none.nc")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_laws_checked_per_point_without_rerunning(tmp_path):
+    doc = {"name": "valley", "problem": {"type": "MinimalValley", "zeta": 1.0, "eps": 0.01},
+           "start": {"theta0": [0.1, 3.0]}, "gd": {"eta": 0.3, "steps": 1800},
+           "axes": {"gd.eta": [0.4, 0.45, 0.5]}}
+    res = run_sweep(doc, tmp_path, serial=True, log=None)
+    assert res.computed == 3 and "check_valley_amplitude_ok" not in res.dataset
+    onset = res.dataset["gd_eos_onset"].values
+    np.testing.assert_allclose(onset, (2 / np.array([0.4, 0.45, 0.5]) - 3) / (np.array([0.4, 0.45, 0.5]) * 0.01),
+                               rtol=0.01)  # y grows by ηε per step from 3 until it passes 2/η
+    doc["sweep"] = {"checks": {"valley-amplitude": 0.01, "balanced-sharpness": 1e-3}}
+    again = run_sweep(doc, tmp_path, serial=True, log=None)  # checks are not part of the key
+    ds = again.dataset
+    assert again.computed == 0
+    assert np.all(ds["check_valley_amplitude_expected"].values == np.sqrt(0.02))
+    amp = ds["check_valley_amplitude_observed"].values
+    assert np.all(np.abs(amp / np.sqrt(0.02) - 1) < 0.01) and ds["check_valley_amplitude_ok"].values.tolist() == [1] * 3
+    assert ds["check_balanced_sharpness_ok"].values.tolist() == [-1] * 3  # not a matrix factorisation
+    doc["sweep"] = {"checks": {"valley-amplitude": 1e-6}}
+    assert run_sweep(doc, tmp_path, serial=True, log=None).dataset["check_valley_amplitude_ok"].values.tolist() == [0] * 3

@@ -132,7 +132,7 @@ def merge_sweep(sweep_or_source, out_dir=None, *, extra_attrs=None):
 def _task(sweep: Sweep, p, run_id: str) -> dict:
     return {"doc": p.doc, "source": sweep.source if sweep.source != "<sweep document>" else sweep.name,
             "key": p.key, "index": list(p.index), "values": p.values, "period_tol": sweep.period_tol,
-            "period_max": sweep.period_max, "checks": dict(sweep.checks), "run": run_id}
+            "period_max": sweep.period_max, "run": run_id}
 
 
 class _Progress:

@@ -115,10 +115,12 @@ def canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def point_key(doc: dict) -> str:
+def point_key(doc: dict, period_tol: float = 1e-4, period_max: int = 64) -> str:
     """The identity of a run: the SHA-256 (first 16 hex digits) of its configuration as
-    canonical JSON, without ``name`` and ``[output]`` (which do not change the numbers)."""
+    canonical JSON, without ``name`` and ``[output]`` (which do not change the numbers),
+    together with the settings of GD's period detection (which change the summary)."""
     core = {k: v for k, v in doc.items() if k not in _FROZEN}
+    core["__summary__"] = {"period_tol": float(period_tol), "period_max": int(period_max)}
     return hashlib.sha256(canonical_json(core).encode()).hexdigest()[:16]
 
 
@@ -342,7 +344,7 @@ def load_sweep(source, *, name: str | None = None) -> Sweep:
         for axis, v in zip(axes, vals):
             _set(pdoc, axis.path, v)
         values_map = {a.key: v for a, v in zip(axes, vals)}
-        key = point_key(pdoc)
+        key = point_key(pdoc, period_tol, period_max)
         label = ", ".join(f"{a.dim}={_fmt(v)}" for a, v in zip(axes, vals))
         try:
             cfg = config_from_document(copy.deepcopy(pdoc), Path(src) if src != "<sweep document>" else Path(stem))

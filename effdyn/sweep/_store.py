@@ -60,7 +60,8 @@ def read_records(folder, sweep) -> dict:
         if not isinstance(rec, dict) or rec.get("key") != key:
             continue
         doc = rec.get("doc")
-        if doc is not None and (point_key(doc) != key or canonical_json(doc) != canonical_json(keys[key].doc)):
+        if doc is None or (point_key(doc, sweep.period_tol, sweep.period_max) != key
+                           or canonical_json(doc) != canonical_json(keys[key].doc)):
             continue
         out[key] = rec
     return out
@@ -161,10 +162,11 @@ def sweep_dataset(sweep, records: dict, *, extra_attrs: dict | None = None):
                 except (TypeError, ValueError):
                     pass
         for law, c in (r.get("checks") or {}).items():
-            if law in checks:
+            if law in checks:  # every law is evaluated at every point; the tolerance applies here
                 for f in ("expected", "observed", "rel_error"):
                     checks[law][f][i] = _num(c.get(f))
-                checks[law]["ok"][i] = _num(c.get("ok"), -1)
+                rel = c.get("rel_error")
+                checks[law]["ok"][i] = -1 if rel is None else int(rel <= sweep.checks[law])
 
     data["point_status"] = (dims, status)
     data["point_message"] = (dims, message)
