@@ -279,6 +279,9 @@ def run_sweep(source, out_dir=None, *, scheduler=None, n_workers: int | None = N
                 else:
                     own_cluster = local_cluster(n_workers)
                     client = own_client = Client(own_cluster)
+                    from ._dask_plugin import IgnoreCtrlC
+
+                    client.register_plugin(IgnoreCtrlC())
             else:
                 own_client = None
             try:
