@@ -100,7 +100,7 @@ def _dask_own_sessions(doc, out, workers):
     from distributed import Client, LocalCluster
 
     t0 = time.perf_counter()
-    cluster = LocalCluster(n_workers=0, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=0, processes=True, dashboard_address=":0")
     procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
                                "--nthreads", "1", "--nworkers", "1", "--no-dashboard"],
                               env={**os.environ, **_blas_env()}, start_new_session=True,

@@ -83,8 +83,9 @@ def local_cluster(n_workers: int | None = None, **kwargs):
     n = int(n_workers or os.cpu_count() or 1)
     env = dict(BLAS_ENV)
     # Less background work beside the points, which all compete for the same cores: no
-    # statistical profiler (it samples the running thread every 10 ms for a dashboard that is
-    # not started), event-loop and system monitors at a slower pace, no dashboard.
+    # statistical profiler (it samples the running thread every 10 ms for the dashboard's
+    # profile page), event-loop and system monitors at a slower pace. The scheduler's HTTP
+    # endpoint (and the dashboard, where bokeh is installed) takes a free port, not 8787.
     with dask.config.set({"distributed.scheduler.worker-saturation": 1.0,
                           "distributed.worker.profile.enabled": False,
                           "distributed.admin.tick.interval": "200ms",
@@ -92,7 +93,7 @@ def local_cluster(n_workers: int | None = None, **kwargs):
                           "distributed.worker.memory.monitor-interval": "1s",
                           "distributed.nanny.pre-spawn-environ": {**dask.config.get(
                               "distributed.nanny.pre-spawn-environ", {}), **env}}):
-        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                             env=env, silence_logs=40, **kwargs)
 
 
