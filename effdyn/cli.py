@@ -5,6 +5,8 @@
     effdyn validate [--quick | --full] [--cases NAME ...] [--out DIR] [--cifar PATH]
     effdyn run CONFIG.toml [--out DIR]
     effdyn plot RESULT.nc [--out DIR] [--combined [--facets] [--window K0 K1]]
+    effdyn sweep SWEEP.toml [--out DIR] [--scheduler ADDRESS | --workers N | --serial]
+    effdyn sweep --plot-only SWEEP.nc [--out DIR]
     effdyn cases
 
 Exit status: 0 when every case ran (a model that diverges or fails is a result and is
@@ -76,8 +78,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", nargs=2, type=float, metavar=("K0", "K1"),
                    help="with --combined: show GD steps K0..K1 only")
 
+    _sweep_parser(sub)
+
     sub.add_parser("cases", help="list the validation cases")
     return parser
+
+
+def _sweep_parser(sub):
+    s = sub.add_parser("sweep", help="run a parameter sweep (on Dask) and draw its phase diagram",
+                       description="Run every point of a sweep file (a run configuration plus [axes]; see "
+                                   "docs/sweeps.md) on a local cluster of worker processes, an existing Dask "
+                                   "scheduler or serially. Rerunning the same command runs only the missing points.")
+    s.add_argument("sweep", metavar="SWEEP.toml", help="sweep file (with --plot-only: the merged SWEEP.nc)")
+    s.add_argument("--out", metavar="DIR",
+                   help="output folder (default: [output] dir of the file, else effdyn-sweep; with --plot-only: "
+                        "next to the file)")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="address of a running Dask scheduler, e.g. tcp://host:8786, or slurm|pbs|sge|lsf to "
+                            "start worker jobs with dask-jobqueue (default: $EFFDYN_SCHEDULER, else a local cluster)")
+    where.add_argument("--serial", action="store_true", help="run every point in this process, without Dask")
+    s.add_argument("--workers", type=int, metavar="N",
+                   help="workers of the local cluster (default: the cores), or jobs with --scheduler slurm")
+    s.add_argument("--retry-failed", action="store_true", help="also rerun points whose saved record is a failure")
+    s.add_argument("--plot-only", action="store_true", help="only draw the phase diagram of a merged SWEEP.nc")
+    s.add_argument("--merge-only", action="store_true",
+                   help="only merge the saved point records into DIR/<name>.nc (nothing runs)")
+    s.add_argument("--no-figures", dest="figures", action="store_false", help="skip the phase-diagram PNG")
+    _progress_flags(s)
 
 
 def _blas_threads(n):
@@ -253,6 +281,66 @@ def _cmd_plot(args) -> int:
     return EXIT_OK
 
 
+def _cmd_sweep(args) -> int:
+    from .sweep import JOBQUEUE_KINDS, SCHEDULER_ENV, SweepError, SweepInterrupted, load_sweep, merge_sweep, plot_sweep, run_sweep
+
+    if args.plot_only:
+        try:
+            paths = plot_sweep(args.sweep, args.out)
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            _err(str(exc))
+            return EXIT_USAGE
+        for p in paths:
+            print(p)
+        return EXIT_OK
+    if args.workers is not None and args.workers < 1:
+        _err(f"`--workers` must be a positive number of worker processes; got {args.workers}.")
+        return EXIT_USAGE
+    where = args.scheduler or os.environ.get(SCHEDULER_ENV)
+    if args.workers is not None and (args.serial or (where and where not in JOBQUEUE_KINDS)):
+        _err("`--workers` sizes the local cluster (or the jobs of `--scheduler slurm|pbs|sge|lsf`); it cannot be "
+             f"combined with --serial or a scheduler address (size an existing cluster where it runs).")
+        return EXIT_USAGE
+    if where in JOBQUEUE_KINDS and args.workers is None and not args.serial:
+        _err(f"`--scheduler {where}` starts worker jobs through dask-jobqueue: say how many with `--workers N`.")
+        return EXIT_USAGE
+    try:
+        sweep = load_sweep(args.sweep)
+    except (SweepError, FileNotFoundError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    if args.merge_only:
+        path, ds = merge_sweep(sweep, args.out)
+        print(path)
+        _log(f"{ds.attrs['n_done']} of {ds.attrs['n_points']} points on disk, {ds.attrs['n_failed']} failed")
+        return EXIT_OK
+    try:
+        result = run_sweep(sweep, args.out, scheduler=args.scheduler, n_workers=args.workers, serial=args.serial,
+                           retry_failed=args.retry_failed, progress=args.progress, log=_log)
+    except SweepInterrupted as exc:
+        _err(str(exc))
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # e.g. no scheduler at the given address
+        _err(f"could not reach the Dask scheduler: {exc}")
+        return EXIT_FAILED
+    except ImportError as exc:  # dask / dask-jobqueue not installed
+        _err(str(exc))
+        return EXIT_USAGE
+    print(result.path)
+    if args.figures:
+        try:
+            for p in plot_sweep(result.dataset, result.path.parent, prefix=sweep.name):
+                print(p)
+        except Exception as exc:  # noqa: BLE001 - the results are saved; a figure failure is reported only
+            _err(f"drawing the phase diagram failed: {type(exc).__name__}: {exc}")
+    errors = int((result.dataset["point_status"].values == "error").sum())
+    if errors:
+        _err(f"{errors} point(s) failed with an error; their messages are in {result.path} (variable `point_message`); "
+             "rerun with --retry-failed after fixing the cause.")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def main(argv=None) -> int:
     """Entry point of the ``effdyn`` command; returns the exit status."""
     parser = build_parser()
@@ -263,7 +351,8 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    handler = {"validate": _cmd_validate, "run": _cmd_run, "plot": _cmd_plot, "cases": _cmd_cases}[args.command]
+    handler = {"validate": _cmd_validate, "run": _cmd_run, "plot": _cmd_plot, "sweep": _cmd_sweep,
+               "cases": _cmd_cases}[args.command]
     try:
         from .registry import load_plugins
 

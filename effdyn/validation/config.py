@@ -364,12 +364,17 @@ def load_config(path, *, mode: str | None = None) -> RunConfig:
 
 
 def config_from_document(doc: dict, source, *, mode: str | None = None, cifar=None) -> RunConfig:
-    """Parse and check an already loaded configuration document (``source`` names it in
-    messages; a path's stem is the default name). ``cifar`` fills ``problem.path`` of a case
-    that needs CIFAR-10."""
+    """Check an already-loaded configuration ``doc`` (the dict TOML gives) and build it.
+
+    ``source`` names where the document came from (a path, or a label such as
+    ``"sweep.toml, point eta=0.3"``); it prefixes every error message and supplies the
+    default ``name`` (its stem). ``mode`` applies a case's ``[quick]``/``[full]`` overrides
+    and model filters; ``cifar`` fills ``problem.path`` of a case that needs CIFAR-10. The
+    checks and errors are those of :func:`load_config`.
+    """
     path = source if isinstance(source, Path) else Path(str(source))
     if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: a configuration is a table of tables; got {type(doc).__name__}.")
+        raise ConfigError(f"{path}: the configuration must be a table (a TOML document); got {type(doc).__name__}.")
     _check_keys(path, "top level", doc, tuple(_TOP_KEYS))
     case = _table(path, doc, "case")
     _check_keys(path, "[case]", case, _CASE_KEYS)
