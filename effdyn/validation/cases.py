@@ -1,55 +1,29 @@
 """The validation cases: each is a problem, a learning rate, a horizon and a list of models.
 
-A :class:`Case` builds its :class:`Setup` (problem, θ0, η, horizon, GD options) for either
-the quick horizon (``effdyn validate --quick``, what ``make run`` runs) or the full one.
-Models are named by their class in :mod:`effdyn.models` (:class:`ModelSpec`), so a model
-that is not implemented yet is skipped with a note instead of breaking the suite.
+The built-in cases are data: one TOML file per case in the top-level ``validation/cases/``
+folder (installed with the package as ``effdyn.suite``), in the configuration format that
+``effdyn run`` reads (:mod:`effdyn.validation.config`) plus a ``[case]`` table and
+``[quick]``/``[full]`` overrides. Each file says, in its comments, why its numbers were
+chosen. :data:`CASES` holds them in run order (:data:`SUITE`; files not listed there follow
+in alphabetical order).
 
-Choices made here, and why (numbers measured with :func:`effdyn.gd` on this code):
+A :class:`Case` builds its :class:`Setup` (problem, θ0, η, horizon, GD options, models) for
+either the quick horizon (``effdyn validate --quick``, what ``make run`` runs) or the full
+one. Models are named by their class in :mod:`effdyn.models` (:class:`ModelSpec`), so a
+model that is not implemented yet is skipped with a note instead of breaking the suite.
+Cases defined in Python (a ``build`` function, e.g. registered by a plugin through
+:func:`effdyn.registry.register_case`) work the same way.
 
-* minimal valley (theory §5): η = 0.3, ζ = 1, ε = 0.01 from (0.1, 3); GD's sharpness first
-  exceeds 2/η at step 1222, overshoots (two-step average 7.64 against 2/η = 6.67) and then
-  holds ≈ 2/η with |x| oscillating at ≈ √(2ε). Quick runs 4000 steps (onset plus ≈ 2800
-  steps at EoS), full 6000.
-* deep matrix factorisation, d = 2, depth 3, η = 0.077 (2/η ≈ 25.97), diagonal targets
-  diag(σ1, 1), balanced initialisation with scale 0.3 from seed 0. GD leaves the small
-  initialisation with a catapult: sharpness 27.5 (σ1 = 5.0) or 41.7 (σ1 = 5.5) above 2/η
-  within 20 steps. With σ1 = 5.0 it then converges to the balanced minimum of sharpness
-  3σ1^{4/3} = 25.65 < 2/η; with σ1 = 5.5 (3σ1^{4/3} = 29.1 > 2/η) it locks into a period-two
-  orbit whose sharpness alternates between 13.1 and 41.7. Quick 500 steps, full 2000.
-* minimalist two-layer network (seed 004): η = 2 from (0.5, 0.05, 0.05); ηS crosses 2 at
-  step 22, overshoots to 2.235, and GD converges with ηS = 1.902 after a late burst
-  (steps 100–200) of the oscillation. Quick 400 steps, full 1000.
-* mean-field teacher–student (theory §4–5): mean-field step η_MF = 0.5, i.e. GD with
-  η = N·η_MF on the mean-field-scaled network, init seed 1. Quick: N = 40, 1000 steps
-  (S_MF crosses 4 at step 344, peaks at ≈ 4.33 near step 600, holds ≈ 4.02 after 900);
-  full: N = 200, 3000 steps.
-* digits: a two-layer tanh MLP (64 → 32 → 10, hidden bias, P = 2400) with squared loss on
-  one-hot labels of n = 500 standardised scikit-learn digits, initial weights
-  0.25·N(0, 1/fan_in), η = 0.4. GD shows progressive sharpening: ηS rises from 0.51 and
-  crosses 2 at step 215; the oscillation needs ≈ 130 more steps to grow, so the two-step
-  averaged ηS peaks at 2.58 (step 349) before falling back, and over steps 400–2000 it stays
-  in [1.98, 2.15] (mean 2.06). With the usual 1/√fan_in weights GD starts at ηS ≈ 1.2–3 and
-  shows no sharpening phase. Quick 500 steps, full 2000.
-* CIFAR-10 (seed paper's setting): n = 500 images, 3072 → 32 → 10 tanh MLP, η = 0.02; run
-  only with a local copy of the data (``--cifar PATH`` or ``$EFFDYN_CIFAR10``). Its
-  initial scale was not tuned on the real images (none were available offline), and it is
-  slow (see ``_cifar``). Quick 100 steps, full 1000.
-
-* scalar product ½(θ1θ2θ3 − 1)² (seed 002), η = 0.01, from (2, 1, 0.6), run with
-  normalised GD and with GD on √E instead of plain GD: both reach the minimiser manifold
-  ∏θ = 1 within ~50 steps and then drift along it while oscillating across it, the
-  sharpness falling from 4.94 to 3.95 (NGD) or 3.53 (√E) over 20 000 steps (quick and
-  full). The sharpness-reduction flow of that variant is compared with them, gradient flow
-  as the baseline that stops on the manifold; the EoS models of plain GD do not apply.
-
-Every free-energy flow uses its default persistent floor ("roundoff"); see
-:func:`default_models` for the seeds of all models.
+:func:`default_models` is the standard model list the built-in files spell out: use it for
+cases built in Python.
 """
 
 from __future__ import annotations
 
+import copy
+import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Callable
 
@@ -57,8 +31,12 @@ import numpy as np
 
 from ..problems.builders import mlp_problem
 
-__all__ = ["Case", "ModelSpec", "Setup", "CASES", "case_names", "get_case", "mlp_problem", "default_models",
-           "UnknownCaseError"]
+__all__ = ["Case", "ModelSpec", "Setup", "CASES", "SUITE", "case_names", "get_case", "mlp_problem", "default_models",
+           "case_files", "UnknownCaseError"]
+
+#: Run order of the built-in cases (names = file stems in validation/cases/).
+SUITE = ("minimal-valley", "dmf-converge", "dmf-period2", "minimalist-two-layer", "mean-field", "digits-mlp",
+         "scalar-product-ngd", "scalar-product-sqrt", "cifar10-mlp")
 
 
 class UnknownCaseError(ValueError):
@@ -138,23 +116,87 @@ class Setup:
 class Case:
     """A named validation case.
 
-    ``build(steps, quick, cifar)`` returns the :class:`Setup`; ``cifar`` is the CIFAR-10
-    folder (or None) and is only used by cases with ``needs_cifar``. ``quick`` selects the
-    smaller problem size where a case has one (the mean-field width).
+    A case is either a TOML file (``path``, see :meth:`from_file`; the built-in ones) or a
+    Python function ``build(steps, quick, cifar)`` returning the :class:`Setup`. ``cifar``
+    is the CIFAR-10 folder (or None) and is only used by cases with ``needs_cifar``;
+    ``quick`` selects the quick or the full settings (the ``[quick]``/``[full]`` tables of
+    a file).
     """
 
     name: str
     title: str
-    build: Callable
+    build: Callable | None = None
     needs_cifar: bool = False
     quick_steps: int = 0
     full_steps: int = 0
+    path: Path | None = None
+    document: dict | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if (self.build is None) == (self.path is None):
+            raise TypeError("a Case needs either `build` (a function returning a Setup) or `path` (a case file; "
+                            "see Case.from_file), not both or neither.")
+
+    @classmethod
+    def from_file(cls, path) -> "Case":
+        """The case described by the TOML file ``path`` (its name is the file's stem).
+
+        Only the ``[case]`` table is checked here; the rest is checked by :meth:`setup`
+        (building a problem may load data). Raises :class:`~effdyn.validation.config.ConfigError`
+        naming the file and the key.
+        """
+        from .config import ConfigError
+
+        path = Path(path)
+        doc = _read_document(path)
+        table = doc.get("case")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [case]: a case file needs a [case] table with `title`, `quick_steps` and "
+                              "`full_steps`.")
+        title = table.get("title")
+        if not isinstance(title, str) or not title.strip():
+            raise ConfigError(f"{path}: [case]: `title` must be a non-empty string, e.g. `title = \"My case, "
+                              f"η = 0.1\"`; got {title!r}.")
+        horizons = {}
+        for key in ("quick_steps", "full_steps"):
+            value = table.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{path}: [case]: `{key}` must be a positive integer (GD steps), e.g. "
+                                  f"`{key} = 1000`; got {value!r}.")
+            horizons[key] = value
+        needs_cifar = table.get("needs_cifar", False)
+        if not isinstance(needs_cifar, bool):
+            raise ConfigError(f"{path}: [case]: `needs_cifar` must be true or false; got {needs_cifar!r}.")
+        return cls(path.stem, title, None, needs_cifar, path=path, document=doc, **horizons)
 
     def setup(self, quick: bool = True, cifar=None, steps: int | None = None) -> Setup:
         """The case's setup; ``steps`` overrides the quick/full horizon (GD steps)."""
         if steps is None:
             steps = self.quick_steps if quick else self.full_steps
-        return self.build(int(steps), quick, cifar)
+        if self.build is not None:
+            return self.build(int(steps), quick, cifar)
+        from .config import config_from_document
+
+        mode = "quick" if quick else "full"
+        doc = copy.deepcopy(self.document) if self.document is not None else _read_document(self.path)
+        overrides = doc.get(mode, {})
+        if isinstance(overrides, dict):  # anything else is reported by config_from_document
+            doc[mode] = {**overrides, "gd.steps": int(steps)}
+        if self.needs_cifar:
+            from ..data import check_cifar10_folder
+
+            cifar = check_cifar10_folder(cifar)  # the folder or $EFFDYN_CIFAR10; names what is missing
+        return config_from_document(doc, self.path, mode=mode, cifar=cifar).setup
+
+
+def _read_document(path: Path) -> dict:
+    from .config import ConfigError
+
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 # --- models ------------------------------------------------------------------------------
@@ -215,140 +257,17 @@ def default_models(theta0, *, small: bool = True, save_every: float = 1.0, rod: 
     ) + tuple(extra)
 
 
-# --- case builders -----------------------------------------------------------------------
+# --- the built-in cases ------------------------------------------------------------------
 
-def _minimal_valley(steps, quick, cifar=None):
-    from ..problems import MinimalValley
-
-    p = MinimalValley(zeta=1.0, eps=0.01)
-    theta0 = np.array([0.1, 3.0])
-    return Setup(p, theta0, 0.3, steps, default_models(theta0), seed=None,
-                 gd_options={"n_eigs": 2, "eig_every": 1},
-                 notes="E = ½(y + ζx)x² − ε(x + y), ζ = 1, ε = 0.01, from (x, y) = (0.1, 3).",
-                 config={"zeta": 1.0, "eps": 0.01, "theta0": [0.1, 3.0]})
+def case_files() -> list[Path]:
+    """The built-in case files, in run order (:data:`SUITE`, then any others by name)."""
+    folder = resources.files("effdyn.suite") / "cases"
+    found = {Path(str(f)).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".toml")}
+    order = [n for n in SUITE if n in found] + sorted(n for n in found if n not in SUITE)
+    return [found[n] for n in order]
 
 
-def _dmf(sigma1):
-    def build(steps, quick, cifar=None):
-        from ..problems import DeepMatrixFactorization as DMF
-
-        target = DMF.spectral_target(sigma1)
-        p = DMF(d=2, depth=3, target=target, init="balanced", init_scale=0.3)
-        seed = 0
-        theta0 = p.init(seed)
-        return Setup(p, theta0, 0.077, steps, default_models(theta0), seed=seed,
-                     gd_options={"n_eigs": 2, "eig_every": 1},
-                     notes=f"E = ½‖W3W2W1 − diag({sigma1}, 1)‖², balanced init (scale 0.3, seed 0); "
-                           f"balanced-minimum sharpness 3σ1^(4/3) = {3 * sigma1 ** (4 / 3):.2f}.",
-                     config={"sigma1": sigma1, "init": "balanced", "init_scale": 0.3})
-    return build
-
-
-def _minimalist(steps, quick, cifar=None):
-    from ..problems import MinimalistTwoLayer
-
-    p = MinimalistTwoLayer(lam1=1.0, lam2=0.05)
-    theta0 = np.array([0.5, 0.05, 0.05])
-    return Setup(p, theta0, 2.0, steps, default_models(theta0),
-                 gd_options={"n_eigs": 2, "eig_every": 1},
-                 notes="E = ½λ1α²β1² + ½λ2(αβ2 − 1)², λ1 = 1, λ2 = 0.05, from (α, β1, β2) = (0.5, 0.05, 0.05).",
-                 config={"lam1": 1.0, "lam2": 0.05, "theta0": [0.5, 0.05, 0.05]})
-
-
-def _mean_field(steps, quick, cifar=None):
-    from ..problems.two_layer import teacher_student
-
-    width = 40 if quick else 200
-    eta_mf = 0.5
-    seed = 1
-    p = teacher_student(width, n=100, d=5, seed=0)
-    theta0 = p.init(seed)
-    mfk = {"eta_mf": eta_mf, "rank": 1}
-    # the kinetic model's adaptive run needs ~50 000 drift evaluations at N = 40: full runs only
-    extra = (ModelSpec("mean-field kinetic [map]", "MeanFieldKinetic", mfk, solver="map", save_every=5,
-                       pass_eta=False),)
-    if not quick:
-        extra = (ModelSpec("mean-field kinetic", "MeanFieldKinetic", mfk, save_every=5, pass_eta=False),) + extra
-    return Setup(p, theta0, width * eta_mf, steps, default_models(theta0, small=False, save_every=5, extra=extra),
-                 seed=seed, gd_options={"n_eigs": 1, "eig_every": 1, "eig_tol": 1e-6},
-                 notes=f"Teacher–student (n = 100, d = 5, data seed 0), tanh student of width N = {width}, "
-                       f"mean-field scaling, η_MF = {eta_mf} (GD step η = N·η_MF = {width * eta_mf:g}); "
-                       f"init seed {seed}.",
-                 config={"width": width, "eta_mf": eta_mf, "n": 100, "d": 5, "data_seed": 0})
-
-
-def _digits(steps, quick, cifar=None):
-    from ..data import load_digits_subset, one_hot
-
-    X, labels = load_digits_subset(500, seed=0)
-    width, scale, seed = 32, 0.25, 0
-    p, theta0 = mlp_problem(X, one_hot(labels), width, init_scale=scale, seed=seed, name="digits_mlp")
-    return Setup(p, theta0, 0.4, steps, default_models(theta0, small=False, save_every=10, rod=not quick,
-                                                    big_budget=90.0),
-                 seed=seed, gd_options={"n_eigs": 1, "eig_every": 1, "eig_tol": 1e-6},
-                 notes=f"Two-layer tanh MLP 64 → {width} → 10 (P = {p.dim}), squared loss on one-hot labels, "
-                       f"n = 500 standardised digits (subset seed 0), init scale {scale}.",
-                 config={"n": 500, "width": width, "init_scale": scale, "data_seed": 0})
-
-
-def _scalar_product(variant):
-    def build(steps, quick, cifar=None):
-        from ..problems import ScalarProduct
-
-        p = ScalarProduct(depth=3, target=1.0)
-        theta0 = np.array([2.0, 1.0, 0.6])
-        # the flow starts at Φ(θ0), the gradient-flow limit of θ0 on the manifold
-        models = (ModelSpec("gradient flow", "GradientFlow", save_every=20.0),
-                  ModelSpec("sharpness-reduction flow", "SharpnessReductionFlow", {"variant": variant},
-                            save_every=20.0))
-        name = "normalised GD" if variant == "normalized" else "GD on √E"
-        # sharpness at every step: its two-step average needs consecutive steps (≈ 3 s here)
-        return Setup(p, theta0, 0.01, steps, models, gd_options={"variant": variant, "n_eigs": 1, "eig_every": 1},
-                     notes=f"E = ½(θ1θ2θ3 − 1)², {name} (not plain GD) from (2, 1, 0.6); minimiser manifold "
-                           "θ1θ2θ3 = 1, on which the sharpness-reduction flow of the variant drifts.",
-                     config={"depth": 3, "target": 1.0, "variant": variant, "theta0": [2.0, 1.0, 0.6]})
-    return build
-
-
-def _cifar(steps, quick, cifar=None):
-    # Expensive: P ≈ 98 000 and every Hessian-vector product is a pass over 500 images
-    # (20–50 ms here). On generated (random) images an eigen-solve took 80–130 products, so
-    # GD tracks the sharpness every 5th step (odd, so that the samples alternate between the
-    # two phases of a period-two oscillation) and the free-energy map costs ≈ 9 s per step.
-    from ..data import load_cifar10_subset, one_hot
-
-    X, labels = load_cifar10_subset(cifar, n=500, seed=0)
-    width, seed = 32, 0
-    p, theta0 = mlp_problem(X, one_hot(labels), width, init_scale=1.0, seed=seed, name="cifar10_mlp")
-    return Setup(p, theta0, 0.02, steps, default_models(theta0, small=False, save_every=10, rod=not quick),
-                 seed=seed, gd_options={"n_eigs": 1, "eig_every": 5, "eig_tol": 1e-5},
-                 notes=f"Two-layer tanh MLP 3072 → {width} → 10 (P = {p.dim}), squared loss on one-hot labels, "
-                       "n = 500 standardised CIFAR-10 training images (subset seed 0).",
-                 config={"n": 500, "width": width, "init_scale": 1.0, "data_seed": 0, "cifar": str(cifar)})
-
-
-CASES: dict[str, Case] = {
-    c.name: c
-    for c in (
-        Case("minimal-valley", "Minimal valley (Berthier), η = 0.3", _minimal_valley, quick_steps=4000,
-             full_steps=6000),
-        Case("dmf-converge", "Deep matrix factorisation, σ1 = 5.0 (converges), η = 0.077", _dmf(5.0),
-             quick_steps=500, full_steps=2000),
-        Case("dmf-period2", "Deep matrix factorisation, σ1 = 5.5 (period two), η = 0.077", _dmf(5.5),
-             quick_steps=500, full_steps=2000),
-        Case("minimalist-two-layer", "Minimalist two-layer network, η = 2", _minimalist, quick_steps=400,
-             full_steps=1000),
-        Case("mean-field", "Mean-field teacher–student, η_MF = 0.5", _mean_field, quick_steps=1000,
-             full_steps=3000),
-        Case("digits-mlp", "Digits, two-layer tanh MLP, η = 0.4", _digits, quick_steps=500, full_steps=2000),
-        Case("scalar-product-ngd", "Scalar product, normalised GD, η = 0.01", _scalar_product("normalized"),
-             quick_steps=20000, full_steps=20000),
-        Case("scalar-product-sqrt", "Scalar product, GD on √E, η = 0.01", _scalar_product("sqrt"),
-             quick_steps=20000, full_steps=20000),
-        Case("cifar10-mlp", "CIFAR-10 (n = 500), two-layer tanh MLP, η = 0.02", _cifar, needs_cifar=True,
-             quick_steps=100, full_steps=1000),
-    )
-}
+CASES: dict[str, Case] = {c.name: c for c in map(Case.from_file, case_files())}
 
 
 def case_names() -> list[str]:
