@@ -137,7 +137,7 @@ def _progress_flags(p):
 
 
 def _cmd_cases(args) -> int:
-    from .registry import case_names, get_case
+    from .validation.cases import case_names, get_case
 
     for case in (get_case(n) for n in case_names()):
         extra = "  (needs --cifar PATH or $EFFDYN_CIFAR10)" if case.needs_cifar else ""

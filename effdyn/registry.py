@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 __all__ = ["register_model", "register_problem", "register_case", "model_entry", "problem_entry", "model_names",
-           "problem_names", "case_names", "get_case", "load_plugins", "ModelEntry", "ProblemEntry",
-           "UnknownNameError"]
+           "problem_names", "registered_cases", "load_plugins", "ModelEntry", "ProblemEntry", "UnknownNameError"]
 
 
 class UnknownNameError(ValueError):
@@ -108,8 +107,8 @@ _PROBLEMS.update({
     "Cifar10MLP": ProblemEntry("Cifar10MLP", "effdyn.problems.builders:cifar10_mlp"),
 })
 
-#: Validation cases registered from outside effdyn (the built-in ones live in
-#: effdyn.validation.cases and are looked up there).
+#: Validation cases registered from outside effdyn (the built-in ones are the files of
+#: validation/cases, loaded by effdyn.validation.cases).
 _CASES: dict = {}
 
 
@@ -146,14 +145,21 @@ def register_problem(name: str, build: Callable, *, keys=None) -> None:
 
 
 def register_case(case) -> None:
-    """Register a validation case (an :class:`effdyn.validation.cases.Case`)."""
-    from .validation.cases import CASES, Case
-
-    if not isinstance(case, Case):
-        raise TypeError(f"`case` must be an effdyn.validation.cases.Case; got {type(case).__name__}.")
-    if case.name in CASES:
-        raise ValueError(f"a built-in case is already called {case.name!r}; pick another name.")
+    """Register a validation case (an :class:`effdyn.validation.cases.Case`: a name, a title
+    and ``setup(quick, cifar, steps)``); ``effdyn validate --cases NAME`` then runs it."""
+    for attr in ("name", "title", "setup", "needs_cifar"):
+        if not hasattr(case, attr):
+            raise TypeError(f"`case` must be an effdyn.validation.cases.Case (it has no `{attr}`); got "
+                            f"{type(case).__name__}.")
+    if not isinstance(case.name, str) or not case.name:
+        raise ValueError(f"`case.name` must be a non-empty string; got {case.name!r}.")
     _CASES[case.name] = case
+
+
+def registered_cases() -> dict:
+    """Cases registered from outside effdyn, by name (the built-in ones are in
+    :data:`effdyn.validation.cases.CASES`; :func:`effdyn.validation.get_case` looks in both)."""
+    return dict(_CASES)
 
 
 def model_entry(name: str) -> ModelEntry:
@@ -174,23 +180,6 @@ def model_names() -> tuple:
 
 def problem_names() -> tuple:
     return tuple(_PROBLEMS)
-
-
-def case_names() -> tuple:
-    from .validation.cases import CASES
-
-    return tuple(CASES) + tuple(_CASES)
-
-
-def get_case(name: str):
-    """A case by name (built-in or registered)."""
-    from .validation.cases import CASES, UnknownCaseError
-
-    if name in CASES:
-        return CASES[name]
-    if name in _CASES:
-        return _CASES[name]
-    raise UnknownCaseError(f"unknown case {name!r}; valid cases: {', '.join(case_names())}.")
 
 
 def load_plugins(modules=()) -> list[str]:

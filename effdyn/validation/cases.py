@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from ..problems.builders import mlp_problem
+from .spec import ModelSpec, Setup
 
 __all__ = ["Case", "ModelSpec", "Setup", "CASES", "SUITE", "case_names", "get_case", "mlp_problem", "default_models",
            "case_files", "UnknownCaseError"]
@@ -41,75 +42,6 @@ SUITE = ("minimal-valley", "dmf-converge", "dmf-period2", "minimalist-two-layer"
 
 class UnknownCaseError(ValueError):
     """A case name that is not in the registry (the message lists the valid names)."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One effective model to run against GD.
-
-    Parameters
-    ----------
-    label : str
-        Row name in the report and key in the saved files.
-    cls : str
-        Class name in :mod:`effdyn.models` (e.g. ``"FreeEnergyFlow"``).
-    options : dict
-        Constructor keyword arguments (besides ``problem`` and ``eta``).
-    initial : dict
-        Keyword arguments of ``model.initial_state`` (passed through ``effdyn.solve``).
-    solver, rtol, atol, save_every :
-        Passed to :func:`effdyn.solve`.
-    pass_eta : bool, optional
-        Construct as ``cls(problem, eta, **options)`` or, for models whose learning rate is
-        given in other units (MeanFieldKinetic's ``eta_mf``), ``cls(problem, **options)``;
-        the model's ``eta`` must then equal the case's. Default: what the model's
-        registration says (:mod:`effdyn.registry`).
-    budget : float, optional
-        Wall-time limit in seconds for this model's run, overriding the run's default
-        (see :func:`effdyn.validation.validate`); the run stops there with status "failed"
-        and the partial solution is compared and saved.
-    """
-
-    label: str
-    cls: str
-    options: dict = field(default_factory=dict)
-    initial: dict = field(default_factory=dict)
-    solver: str = "scipy:LSODA"
-    rtol: float = 1e-7
-    atol: float = 1e-10
-    save_every: float = 1.0
-    pass_eta: bool | None = None
-    budget: float | None = None
-
-    def __post_init__(self):
-        if self.pass_eta is None:
-            from ..registry import UnknownNameError, model_entry
-
-            try:
-                takes = model_entry(self.cls).takes_eta
-            except UnknownNameError:
-                takes = True
-            object.__setattr__(self, "pass_eta", takes)
-
-    def config(self) -> dict:
-        return {"label": self.label, "cls": self.cls, "options": dict(self.options), "initial": dict(self.initial),
-                "solver": self.solver, "rtol": self.rtol, "atol": self.atol, "save_every": self.save_every,
-                "pass_eta": self.pass_eta, "budget": self.budget}
-
-
-@dataclass
-class Setup:
-    """Everything a case run needs: the problem, where GD starts and for how long."""
-
-    problem: object
-    theta0: np.ndarray
-    eta: float
-    steps: int
-    models: tuple
-    seed: int | None = None
-    gd_options: dict = field(default_factory=dict)
-    notes: str = ""
-    config: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -271,18 +203,24 @@ CASES: dict[str, Case] = {c.name: c for c in map(Case.from_file, case_files())}
 
 
 def case_names() -> list[str]:
-    """Names of all cases (built-in, then registered), in run order."""
-    from ..registry import case_names as names
+    """Names of all cases (built-in, then registered with :func:`effdyn.registry.register_case`),
+    in run order."""
+    from ..registry import registered_cases
 
-    return list(names())
+    return list(CASES) + [n for n in registered_cases() if n not in CASES]
 
 
 def get_case(name: str) -> Case:
     """The case ``name`` (built-in or registered); an unknown name raises with the list of
     valid ones."""
-    from ..registry import get_case as lookup
+    from ..registry import registered_cases
 
-    return lookup(name)
+    if name in CASES:
+        return CASES[name]
+    registered = registered_cases()
+    if name in registered:
+        return registered[name]
+    raise UnknownCaseError(f"unknown case {name!r}; valid cases: {', '.join(case_names())}.")
 
 
 def cifar_folder(path=None) -> Path | None:

@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import registry
-from .cases import ModelSpec, Setup
+from .spec import ModelSpec, Setup
 
 __all__ = ["ConfigError", "load_config", "config_from_document", "RunConfig", "PROBLEM_TYPES", "MODEL_TYPES",
            "apply_overrides", "check_name"]

@@ -22,8 +22,7 @@ import numpy as np
 from .._names import slug  # re-exported: effdyn.validation.runner.slug stays importable
 from ..errors import IntegrationError
 from ..outcomes import Cause, Status
-from ..registry import get_case
-from .cases import CASES, Case, ModelSpec, Setup
+from .cases import CASES, Case, ModelSpec, Setup, get_case
 
 __all__ = ["validate", "run_case", "run_setup", "ModelResult", "CaseResult", "ValidationResult",
            "ValidationInterrupted", "CaseInterrupted", "case_dataset", "distance_series", "slug"]
