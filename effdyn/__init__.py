@@ -22,6 +22,7 @@ _LAZY = {
     "diagnostics": ("effdyn.diagnostics", None),
     "solvers": ("effdyn.solvers", None),
     "gd": ("effdyn.reference", "gd"),
+    "resume_gd": ("effdyn.reference", "resume_gd"),
     "GDTrajectory": ("effdyn.reference", "GDTrajectory"),
     "solve": ("effdyn.solvers", "solve"),
     "resume": ("effdyn.solvers", "resume"),
@@ -30,6 +31,8 @@ _LAZY = {
     "Metrics": ("effdyn.diagnostics", "Metrics"),
     "plot": ("effdyn.plotting", "plot"),
     "load": ("effdyn.io", "load"),
+    "save": ("effdyn.io", "save"),
+    "Results": ("effdyn.results", "Results"),
 }
 
 __all__ = ["IntegrationError", "MissingFeatureError", "compile_count", "__version__", *_LAZY]
