@@ -188,8 +188,9 @@ class Problem(ABC):
             return inner.identity()
         from ..io import _json_default
 
-        return json.dumps({"class": type(self).__name__, "config": self.config(), "fingerprint": self.fingerprint()},
-                          sort_keys=True, default=_json_default)
+        config = json.loads(json.dumps(self.config(), default=_json_default), parse_float=_plus_zero)
+        return json.dumps({"class": type(self).__name__, "config": config, "fingerprint": self.fingerprint()},
+                          sort_keys=True)
 
     # --- validated public API ---------------------------------------------------------
     def loss(self, theta) -> float:
@@ -234,6 +235,11 @@ class Problem(ABC):
     def __repr__(self) -> str:
         cfg = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k not in ("name",) and np.isscalar(v))
         return f"{type(self).__name__}({cfg})"
+
+
+def _plus_zero(text: str) -> float:
+    # −0.0 and 0.0 are one parameter value (the same loss): one identity
+    return float(text) + 0.0
 
 
 def _round(x: float, digits: int = FINGERPRINT_DIGITS) -> str:
