@@ -87,8 +87,8 @@ def test_from_jax_losses_of_one_name_and_dim_differ(two_jax_losses):
 
 def test_compare_refuses_another_jax_loss(two_jax_losses):
     a, b = two_jax_losses
-    traj = ed.gd(a, THETA0, 0.3, 40)
-    sol = ed.solve(ed.models.GradientFlow(b, 0.3), THETA0, 40, solver="map")
+    traj = ed.gd(a, THETA0, 0.3, 12)
+    sol = ed.solve(ed.models.GradientFlow(b, 0.3), THETA0, 12, solver="map")
     with pytest.raises(ValueError, match=r"same class and parameters but another loss \(fingerprint"):
         ed.compare(traj, sol, window="all")
     ed.compare(traj, sol, window="all", check=False)
@@ -97,14 +97,14 @@ def test_compare_refuses_another_jax_loss(two_jax_losses):
 def test_resume_refuses_another_jax_loss(two_jax_losses, tmp_path):
     a, b = two_jax_losses
     path = tmp_path / "fe.ckpt"
-    ed.solve(ed.models.GradientFlow(a, 0.3), THETA0, 20, solver="map", checkpoint=path, checkpoint_every=5)
+    ed.solve(ed.models.GradientFlow(a, 0.3), THETA0, 10, solver="map", checkpoint=path, checkpoint_every=5)
     # the model's identity (class and configuration) is the same: only the fingerprint differs
     assert ed.models.GradientFlow(a, 0.3).identity() == ed.models.GradientFlow(b, 0.3).identity()
     with pytest.raises(ValueError, match=r"`model`'s problem is not the problem of the checkpoint .*another loss"):
         ed.resume(ed.models.GradientFlow(b, 0.3), path)
     assert ed.resume(ed.models.GradientFlow(a, 0.3), path).success
     gd_path = tmp_path / "gd.ckpt"
-    ed.gd(a, THETA0, 0.3, 20, checkpoint=gd_path)
+    ed.gd(a, THETA0, 0.3, 10, checkpoint=gd_path)
     with pytest.raises(ValueError, match=r"`problem` is not the problem of the checkpoint .*another loss"):
         ed.resume_gd(b, gd_path)
 
