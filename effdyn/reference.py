@@ -162,6 +162,15 @@ class GDTrajectory:
             self._identity = self._problem.identity()
         return self._identity
 
+    def __getstate__(self):
+        # a pickled trajectory (e.g. sent between the processes of a sweep) carries the
+        # problem's identity, not the problem (a JAX loss does not pickle)
+        state = dict(self.__dict__)
+        if state.get("_problem") is not None:
+            state["_identity"] = self.problem_identity
+            state["_problem"] = None
+        return state
+
     # ---- derived series -------------------------------------------------------------
     @property
     def sharpness(self) -> np.ndarray:

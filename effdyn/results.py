@@ -34,6 +34,7 @@ import dataclasses
 import io
 import json
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,7 +241,11 @@ def rebuild_model(identity: dict, problem, where: str = "the file"):
         if not f.init or f.name not in config:
             continue
         kwargs[f.name] = problem if f.name == "problem" else config[f.name]
-    model = cls(**kwargs)
+    try:
+        model = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the {cls_name} of {where} cannot be rebuilt from its saved parameters "
+                         f"({type(exc).__name__}: {exc}).") from None
     if json.loads(model.identity()) != json.loads(json.dumps(identity)):
         now = json.loads(model.identity())["config"]
         diff = sorted(k for k in set(now) | set(config) if now.get(k) != config.get(k))
@@ -278,7 +283,11 @@ def solution_from_dataset(ds, problem=None, *, check: bool = True, where: str = 
         stats_d["cause"] = Cause(stats_d["cause"])
     names = {f.name for f in dataclasses.fields(SolveStats)}
     stats = SolveStats(**{n: v for n, v in stats_d.items() if n in names})
-    tree = decode_blob(ds["run_state"].values)
+    try:
+        tree = decode_blob(ds["run_state"].values)
+    except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{where}: the saved run state cannot be read ({type(exc).__name__}: {exc}); the file is "
+                         "damaged or was not written by effdyn.") from None
     run = None if tree.get("run") is None else model.run_state_class.from_dict(model, tree["run"])
     opts = _json_attr(a, "solution", {})
     return Solution(model, k, y, stats, rtol=opts.get("rtol"), atol=opts.get("atol"), seed=opts.get("seed"),
