@@ -121,6 +121,9 @@ class GDTrajectory:
         :meth:`effdyn.problems.Problem.identity` of the problem GD ran on (computed on first
         access from the problem, or read from a file); ``compare`` and ``effdyn.save`` check
         it. None for trajectories built without a problem.
+    metadata : dict
+        For a trajectory read from a file: the file's metadata (``config``, library
+        ``versions``, ``git_commit``, ``seed``, ``path``); empty otherwise.
 
     ``save(path)`` writes the trajectory to netCDF and ``GDTrajectory.load(path)`` (or
     :func:`effdyn.load`) reads it back, equal array for array.
@@ -152,6 +155,7 @@ class GDTrajectory:
     _mid: np.ndarray | None = field(default=None, repr=False)
     _mid_k: np.ndarray | None = field(default=None, repr=False)
     theta0: np.ndarray | None = field(default=None, repr=False)
+    metadata: dict = field(default_factory=dict, repr=False)
     _identity: str | None = field(default=None, repr=False)
     _problem: object = field(default=None, repr=False, compare=False)
 

@@ -151,12 +151,20 @@ def _json_attr(attrs, name, default=None):
     return json.loads(str(raw))
 
 
+def file_metadata(attrs, path=None) -> dict:
+    """The metadata every effdyn file carries (see :func:`effdyn.io.metadata`), parsed."""
+    seed = attrs.get("seed", -1)
+    return {"config": _json_attr(attrs, "config", {}), "versions": _json_attr(attrs, "versions", {}),
+            "git_commit": str(attrs.get("git_commit", "unknown")),
+            "seed": None if int(seed) < 0 else int(seed), "path": None if path is None else str(path)}
+
+
 def _int_or_none(value, missing=-1):
     value = int(value)
     return None if value == missing else value
 
 
-def gd_from_dataset(ds):
+def gd_from_dataset(ds, path=None):
     """A :class:`~effdyn.reference.GDTrajectory` from its dataset (``GDTrajectory.to_xarray``)."""
     from .outcomes import Cause, Status
     from .reference import GDTrajectory
@@ -188,6 +196,7 @@ def gd_from_dataset(ds):
         _mid=arr("theta_mid").reshape(-1, P) if "theta_mid" in ds else None,
         _mid_k=arr("mid_k", np.int64) if "theta_mid" in ds else None,
         theta0=arr("theta0") if "theta0" in ds else None,
+        metadata=file_metadata(a, path),
         _identity=str(a.get("problem_identity", "")) or None,
     )
 
@@ -253,7 +262,8 @@ def rebuild_model(identity: dict, problem, where: str = "the file"):
     return model
 
 
-def solution_from_dataset(ds, problem=None, *, check: bool = True, where: str = "the file", _problems=None):
+def solution_from_dataset(ds, problem=None, *, check: bool = True, where: str = "the file", path=None,
+                          _problems=None):
     """A :class:`~effdyn.solution.Solution` from its dataset (``Solution.to_xarray``)."""
     from .outcomes import Cause, Status
     from .solution import Solution, SolveStats
@@ -292,7 +302,8 @@ def solution_from_dataset(ds, problem=None, *, check: bool = True, where: str = 
     opts = _json_attr(a, "solution", {})
     return Solution(model, k, y, stats, rtol=opts.get("rtol"), atol=opts.get("atol"), seed=opts.get("seed"),
                     extra=dict(tree.get("extra") or {}), records=records, run=run,
-                    theta0=np.asarray(ds["theta0"].values, dtype=np.float64) if "theta0" in ds else None)
+                    theta0=np.asarray(ds["theta0"].values, dtype=np.float64) if "theta0" in ds else None,
+                    metadata=file_metadata(a, path))
 
 
 # --------------------------------------------------------------------------------------
@@ -591,9 +602,9 @@ def _read(path, problem, check):
         attrs = ds.attrs if not prefix else entry.get("attrs", {})
         sub = _unprefixed(ds, prefix, attrs)
         if entry["kind"] == "GDTrajectory":
-            return gd_from_dataset(sub)
+            return gd_from_dataset(sub, path)
         if entry["kind"] == "Solution":
-            return solution_from_dataset(sub, problem=problem, check=check, where=where, _problems=cache)
+            return solution_from_dataset(sub, problem=problem, check=check, where=where, path=path, _problems=cache)
         raise ValueError(f"`path` {where} holds an object of kind {entry['kind']!r}, which this effdyn does not read.")
 
     try:

@@ -72,7 +72,8 @@ class Solution:
     ``save(path)`` writes everything the solution is made of (states, records, run state,
     stats, the model's class and parameters, its problem's configuration and identity) and
     ``Solution.load(path)`` (or :func:`effdyn.load`) rebuilds it: the same arrays, and the same
-    observables, recomputed from them by the same code.
+    observables, recomputed from them by the same code. ``metadata`` then holds the file's
+    metadata (``config``, library ``versions``, ``git_commit``, ``seed``, ``path``).
     """
 
     model: object
@@ -86,6 +87,7 @@ class Solution:
     records: dict = field(default_factory=dict)
     run: object = None
     theta0: np.ndarray | None = None
+    metadata: dict = field(default_factory=dict, repr=False)
 
     @property
     def success(self) -> bool:
@@ -111,11 +113,12 @@ class Solution:
         """The first ``n`` saved states (with their records), same stats and run state."""
         return Solution(self.model, self.k[:n], self.y[:n], self.stats, rtol=self.rtol, atol=self.atol, seed=self.seed,
                         extra=self.extra, records={name: v[:n] for name, v in self.records.items()}, run=self.run,
-                        theta0=self.theta0)
+                        theta0=self.theta0, metadata=self.metadata)
 
     def __getattr__(self, name):
         # Observables read like attributes: sol.loss, sol.free_energy, sol.sigma_factor, ...
-        if name.startswith("_") or name in ("model", "k", "y", "stats", "extra", "records", "run", "theta0"):
+        if name.startswith("_") or name in ("model", "k", "y", "stats", "extra", "records", "run", "theta0",
+                                            "metadata"):
             raise AttributeError(name)
         obs = self.observables
         if name in obs:

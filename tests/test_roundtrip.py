@@ -74,6 +74,8 @@ def test_gd_trajectory_round_trip(options, tmp_path):
                  "eig_corrections", "loss_min", "problem_config", "problem_identity"):
         assert getattr(back, name) == getattr(traj, name), name
     assert isinstance(back.status, Status)
+    assert back.metadata["path"] == str(tmp_path / "gd.nc") and back.metadata["git_commit"]
+    assert back.metadata["versions"]["numpy"] == np.__version__
     assert back.config == json.loads(json.dumps(traj.config))
     if "loss_bound" in options:
         assert back.status == "diverged" and back.cause == "blow-up" and back.diverged_at == traj.diverged_at
@@ -125,7 +127,8 @@ def test_solution_round_trip_gives_the_same_comparison(name, tmp_path):
     assert_tree_equal(sol.records, back.records, "records")
     assert_tree_equal(sol.run.to_dict(), back.run.to_dict(), "run")
     assert sol.stats.as_dict() == back.stats.as_dict()
-    assert (back.rtol, back.atol, back.seed) == (sol.rtol, sol.atol, 7)
+    assert (back.rtol, back.atol, back.seed) == (sol.rtol, sol.atol, 7) and back.metadata["seed"] == 7
+    assert back.metadata["config"]["model"] == model.name and back.metadata["config"]["eta"] == model.eta
     assert_tree_equal(dict(sol.observables), dict(back.observables), "observables")
     # compare(load(a), load(b)) equals the comparison made in memory, exactly
     traj = ed.gd(model.problem, theta0, model.eta, steps, n_eigs=2)
