@@ -221,9 +221,10 @@ def rebuild_problem(attrs: dict, arrays: dict, problem=None, *, check: bool = Tr
     try:
         rebuilt = problem_from_config(cls_name, config, arrays)
     except TypeError as exc:
-        raise TypeError(f"the results in {where} were computed on a {cls_name} problem, which effdyn cannot rebuild "
-                        f"from a file ({'from_jax losses are code' if cls_name == 'JaxProblem' else exc}); "
-                        "pass it as `problem=`, e.g. effdyn.load(path, problem=my_problem).") from None
+        why = "from_jax losses are code" if cls_name == "JaxProblem" else str(exc)
+        raise TypeError(f"the results in {where} were computed on a problem of class {cls_name}, which effdyn "
+                        f"cannot rebuild from a file ({why}); pass it as `problem=`, e.g. "
+                        "effdyn.load(path, problem=my_problem).") from None
     diff = identity_difference(rebuilt.identity(), saved) if (check and saved) else ""
     if diff:
         raise ValueError(f"the problem rebuilt from {where} does not match the saved one: {diff}. Pass the problem "

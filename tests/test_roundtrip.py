@@ -219,7 +219,7 @@ def test_from_jax_solutions_need_their_problem(tmp_path):
     traj = ed.gd(p, THETA0, 0.3, 12)
     sol = ed.solve(ed.models.GradientFlow(p, 0.3), THETA0, 12, solver="map")
     path = ed.save(tmp_path / "jax.nc", traj, sol)
-    with pytest.raises(TypeError, match=r"computed on a JaxProblem problem, which effdyn cannot rebuild .*`problem=`"):
+    with pytest.raises(TypeError, match=r"on a problem of class JaxProblem, which effdyn cannot rebuild .*`problem=`"):
         ed.load(path)
     with pytest.raises(ValueError, match=r"`problem` is not the problem of the results in .*jax.nc.*another loss"):
         ed.load(path, problem=q)
@@ -283,7 +283,7 @@ def test_crafted_files_execute_nothing(saved, tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "load", no_pickle)
     # a class named in the file is looked up in effdyn's tables, never imported
     odd = _rewrite(sol_path, tmp_path / "odd.nc", lambda ds: ds.attrs.update(problem_class="os:system"))
-    with pytest.raises(TypeError, match=r"os:system problem, which effdyn cannot rebuild"):
+    with pytest.raises(TypeError, match=r"problem of class os:system, which effdyn cannot rebuild"):
         ed.load(odd)
     ident = json.loads(load_dataset(sol_path).attrs["model_identity"])
     ident["class"] = "subprocess.Popen"
