@@ -352,10 +352,12 @@ def check_same_run(gd_trajectory, solution) -> None:
     """Refuse a GD trajectory and a solution that do not describe the same run.
 
     Checked: the problem (:meth:`effdyn.problems.Problem.identity`: class, parameters and
-    a fingerprint of the loss), η, and θ0 — the latter only when the solution records the
-    θ0 it was started from (``effdyn.solve(model, theta0, ...)``; a solution started from a
-    state, e.g. one handed over from GD, has none). Identities unknown on either side
-    (objects built by hand, files of older versions) are not checked.
+    a fingerprint of the loss), η, and θ0 — the latter only for a solution that starts at
+    k = 0 and records the θ0 it was started from (``effdyn.solve(model, theta0, ...)``). A
+    handover — a solution started later from GD's state, its times shifted to GD's
+    (``sol.k + k0``), or started from a state (``state0=``) — starts elsewhere by design.
+    Identities unknown on either side (objects built by hand, files of older versions) are
+    not checked.
     """
     from .problems.base import identity_difference
 
@@ -372,7 +374,8 @@ def check_same_run(gd_trajectory, solution) -> None:
                              "of one problem, or pass check=False for a deliberate cross-comparison.")
     theta0_gd = getattr(gd_trajectory, "theta0", None)
     theta0_sol = getattr(solution, "theta0", None)
-    if theta0_gd is not None and theta0_sol is not None:
+    starts_at_zero = len(solution.k) > 0 and float(solution.k[0]) == 0.0
+    if theta0_gd is not None and theta0_sol is not None and starts_at_zero:
         a, b = np.asarray(theta0_gd, dtype=float), np.asarray(theta0_sol, dtype=float)
         scale = max(1.0, float(np.max(np.abs(a)))) if a.size else 1.0
         if a.shape != b.shape or not np.all(np.abs(a - b) <= 1e-12 * scale):

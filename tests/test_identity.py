@@ -46,10 +46,15 @@ def test_a_solution_from_another_start_is_refused(valley):
     with pytest.raises(ValueError, match=r"another θ0 than `gd_trajectory` \(max \|Δθ0\| = 0.01\).*check=False"):
         ed.compare(traj, moved, window="all")
     assert ed.compare(traj, moved, window="all", check=False).distance > 0
-    # a start from a state (e.g. handed over from GD) records no θ0: by design not refused
+    # a handover starts elsewhere by design: from a state (no θ0 recorded), or from GD's
+    # state at k0 with the times shifted onto GD's axis
     handed = ed.solve(sol.model, None, 200, solver="map", state0=[0.1, 3.01])
     assert handed.theta0 is None
     ed.compare(traj, handed, window="all")
+    k0 = 50
+    later = ed.solve(sol.model, traj.theta[k0], 150, solver="map")
+    later.k = later.k + k0
+    assert ed.compare(traj, later, window=(k0, 200)).distance < 1e-2
 
 
 def test_eta_is_still_checked(valley):
