@@ -27,6 +27,7 @@ _LAZY = {
     "Status": ("effdyn.outcomes", "Status"),
     "Cause": ("effdyn.outcomes", "Cause"),
     "gd": ("effdyn.reference", "gd"),
+    "resume_gd": ("effdyn.reference", "resume_gd"),
     "GDTrajectory": ("effdyn.reference", "GDTrajectory"),
     "solve": ("effdyn.solvers", "solve"),
     "resume": ("effdyn.solvers", "resume"),
@@ -35,6 +36,8 @@ _LAZY = {
     "Metrics": ("effdyn.diagnostics", "Metrics"),
     "plot": ("effdyn.plotting", "plot"),
     "load": ("effdyn.io", "load"),
+    "save": ("effdyn.io", "save"),
+    "Results": ("effdyn.results", "Results"),
 }
 
 __all__ = ["IntegrationError", "MissingFeatureError", "compile_count", "__version__", *_LAZY]

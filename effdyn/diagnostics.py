@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Metrics", "compare", "gd_time_averages", "detect_spikes", "match_spikes", "LOSS_FLOOR",
+__all__ = ["Metrics", "compare", "check_same_run", "gd_time_averages", "detect_spikes", "match_spikes", "LOSS_FLOOR",
            "SPIKE_PROMINENCE", "SPIKE_FLOOR", "SPIKE_DISTANCE", "SPIKE_TOLERANCE"]
 
 #: Loss-scale floor, as a fraction of GD's initial excess loss |E(θ_0) − E_ref|.
@@ -348,7 +348,44 @@ def _loss_reference(traj) -> float:
     return float(np.min(loss)) if loss.size else 0.0
 
 
-def compare(gd_trajectory, solution, window=None, *, spike_tolerance: float = SPIKE_TOLERANCE) -> Metrics:
+def check_same_run(gd_trajectory, solution) -> None:
+    """Refuse a GD trajectory and a solution that do not describe the same run.
+
+    Checked: the problem (:meth:`effdyn.problems.Problem.identity`: class, parameters and
+    a fingerprint of the loss), η, and θ0 — the latter only for a solution that starts at
+    k = 0 and records the θ0 it was started from (``effdyn.solve(model, theta0, ...)``). A
+    handover — a solution started later from GD's state, its times shifted to GD's
+    (``sol.k + k0``), or started from a state (``state0=``) — starts elsewhere by design.
+    Identities unknown on either side (objects built by hand, files of older versions) are
+    not checked.
+    """
+    from .problems.base import identity_difference
+
+    eta = float(solution.model.eta)
+    if not np.isclose(eta, float(gd_trajectory.eta)):
+        raise ValueError(f"`solution` has eta = {eta} but `gd_trajectory` has eta = {gd_trajectory.eta}. Pass "
+                         "check=False to compare them anyway.")
+    gd_id = getattr(gd_trajectory, "problem_identity", None)
+    problem = getattr(solution.model, "problem", None)
+    if gd_id and hasattr(problem, "identity"):
+        diff = identity_difference(gd_id, problem.identity())
+        if diff:
+            raise ValueError(f"`solution` was computed on another problem than `gd_trajectory`: {diff}. Compare runs "
+                             "of one problem, or pass check=False for a deliberate cross-comparison.")
+    theta0_gd = getattr(gd_trajectory, "theta0", None)
+    theta0_sol = getattr(solution, "theta0", None)
+    starts_at_zero = len(solution.k) > 0 and float(solution.k[0]) == 0.0
+    if theta0_gd is not None and theta0_sol is not None and starts_at_zero:
+        a, b = np.asarray(theta0_gd, dtype=float), np.asarray(theta0_sol, dtype=float)
+        scale = max(1.0, float(np.max(np.abs(a)))) if a.size else 1.0
+        if a.shape != b.shape or not np.all(np.abs(a - b) <= 1e-12 * scale):
+            gap = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("nan")
+            raise ValueError(f"`solution` starts from another θ0 than `gd_trajectory` (max |Δθ0| = {gap:.3g}). "
+                             "Compare runs from one start, or pass check=False for a deliberate cross-comparison.")
+
+
+def compare(gd_trajectory, solution, window=None, *, spike_tolerance: float = SPIKE_TOLERANCE,
+            check: bool = True) -> Metrics:
     """Errors of an effective-model ``solution`` against a GD run on the same problem.
 
     Parameters
@@ -364,6 +401,11 @@ def compare(gd_trajectory, solution, window=None, *, spike_tolerance: float = SP
         above 2/η; step 0 if it never gets there) to the end of the shorter run.
     spike_tolerance : float
         Largest |k_model − k_GD| (GD steps) at which a model spike matches a GD spike.
+    check : bool, default True
+        Refuse runs that do not belong together: another problem (class, parameters or a
+        fingerprint of the loss differ), another η, or another θ0 (see
+        :func:`check_same_run`). False compares them anyway, for deliberate
+        cross-comparisons.
 
     Returns
     -------
@@ -377,11 +419,13 @@ def compare(gd_trajectory, solution, window=None, *, spike_tolerance: float = SP
     if isinstance(spike_tolerance, bool) or not isinstance(spike_tolerance, (int, float, np.integer, np.floating)) \
             or not spike_tolerance >= 0:
         raise ValueError(f"`spike_tolerance` must be a number of GD steps >= 0; got {spike_tolerance!r}.")
+    if not isinstance(check, bool):
+        raise TypeError(f"`check` must be True or False; got {check!r}.")
     if len(solution.k) < 2:
         raise ValueError("`solution` has fewer than two saved states; nothing to compare.")
+    if check:
+        check_same_run(gd_trajectory, solution)
     eta = float(solution.model.eta)
-    if not np.isclose(eta, float(gd_trajectory.eta)):
-        raise ValueError(f"`solution` has eta = {eta} but `gd_trajectory` has eta = {gd_trajectory.eta}.")
     avg = gd_time_averages(gd_trajectory)
     last = min(avg["midpoint"][0][-1], avg["loss_average"][0][-1], solution.k[-1])
     k0, k1 = _window(gd_trajectory, window, last)

@@ -217,12 +217,54 @@ def annotate_cf(ds):
         ``ds`` itself.
     """
     labels = _model_labels(ds)
+    prefixes = _object_prefixes(ds)
     for name in list(ds.variables):
         var = ds.variables[name]
-        units, long_name = cf_attributes(str(name), var.dtype, labels)
+        units, long_name = _prefixed_cf(str(name), var.dtype, prefixes) or cf_attributes(str(name), var.dtype, labels)
         var.attrs.setdefault("units", units)
         var.attrs.setdefault("long_name", long_name)
     return ds
+
+
+def _object_prefixes(ds) -> dict:
+    """{prefix: label} of the objects stored under prefixes in a results file."""
+    raw = ds.attrs.get("effdyn_contents")
+    if not raw:
+        return {}
+    try:
+        objects = json.loads(str(raw)).get("objects", [])
+        return {str(o["prefix"]): str(o.get("label", "")) for o in objects if o.get("prefix")}
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return {}
+
+
+_EXACT_NAMES = (
+    ("run_state", "", "model run state: bytes of a data-only .npz archive (JSON + arrays), read by effdyn.load"),
+    ("run_state_byte", "1", "byte index of the run-state archive"),
+    ("theta0", "1", "initial parameters theta_0"),
+    ("theta0_index", "1", "parameter index"),
+    ("record__*", "1", "record of the saved states: {rest}"),
+    ("problem__*", "1", "problem data: {rest}"),
+)
+
+
+def _prefixed_cf(name: str, dtype, prefixes: dict):
+    """CF labels of a variable of an object stored under a prefix (or of a solution's exact
+    data): the label of the unprefixed name, with the object's label."""
+    for prefix, label in prefixes.items():
+        if name.startswith(prefix):
+            inner = name[len(prefix):]
+            units, long_name = _exact_cf(inner, dtype) or cf_attributes(inner, dtype)
+            return units, f"{long_name} ({label})" if label else long_name
+    return _exact_cf(name, dtype)
+
+
+def _exact_cf(name: str, dtype):
+    for pattern, units, long_name in _EXACT_NAMES:
+        if fnmatch.fnmatchcase(name, pattern):
+            rest = name.split("__", 1)[1].replace("_", " ") if "__" in name else name
+            return units, long_name.replace("{rest}", rest)
+    return None
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -236,24 +278,16 @@ def save_dataset(ds, path) -> Path:
     return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
 
 
-def load_dataset(path):
-    """Read a netCDF result written by effdyn into memory.
-
-    Raises
-    ------
-    FileNotFoundError
-        ``path`` does not exist.
-    ValueError
-        The file is not a readable netCDF-4 (HDF5) file, e.g. truncated by a full disk or an
-        interrupted copy; the message names the file.
-    """
+def _open(path, **options):
     import xarray as xr
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`path` must be a file path (str or os.PathLike); got {type(path).__name__}.")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"`path` {str(path)!r} does not exist; pass a .nc file written by effdyn.")
     try:
-        with xr.open_dataset(path, engine="h5netcdf") as ds:
+        with xr.open_dataset(path, engine="h5netcdf", **options) as ds:
             return ds.load()
     except PermissionError:
         raise
@@ -264,7 +298,39 @@ def load_dataset(path):
         ) from exc
 
 
-def load(path):
-    """Open an effdyn result file (case file, saved Solution or GD trajectory) as an
-    ``xarray.Dataset`` held in memory; same as :func:`load_dataset`."""
-    return load_dataset(path)
+def load_dataset(path):
+    """Read a netCDF result written by effdyn into memory, as an ``xarray.Dataset``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        The file is not a readable netCDF-4 (HDF5) file, e.g. truncated by a full disk or an
+        interrupted copy; the message names the file.
+    """
+    return _open(path)
+
+
+def read_exact(path):
+    """A netCDF file as stored: no CF decoding of fill values, times or durations (what
+    :func:`effdyn.load` reads the exact arrays from)."""
+    return _open(path, mask_and_scale=False, decode_times=False, decode_timedelta=False)
+
+
+def load(path, problem=None, *, check: bool = True):
+    """Read an effdyn results file back into the objects that were saved: a
+    :class:`~effdyn.reference.GDTrajectory`, a :class:`~effdyn.solution.Solution` or, for
+    files of :func:`save` and validation case files, a :class:`~effdyn.results.Results`.
+    See :func:`effdyn.results.load`; :func:`load_dataset` reads any netCDF file as a Dataset."""
+    from .results import load as _load
+
+    return _load(path, problem, check=check)
+
+
+def save(path, *objects, labels=None, check: bool = True, metrics: bool = True) -> Path:
+    """Write a GD trajectory and model solutions into one results file; see
+    :func:`effdyn.results.save`."""
+    from .results import save as _save
+
+    return _save(path, *objects, labels=labels, check=check, metrics=metrics)

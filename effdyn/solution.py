@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -63,6 +65,15 @@ class Solution:
     ``seed`` is the seed given to ``solve`` (or, failing that, one found in the model's or
     problem's configuration); ``to_xarray``/``save`` always record it (-1 when there is none)
     together with the configuration, library versions and git commit.
+
+    ``theta0`` is the initial point given to ``solve`` (None when the solve started from a
+    state, ``state0=``, e.g. handed over from GD); ``compare`` checks it against GD's.
+
+    ``save(path)`` writes everything the solution is made of (states, records, run state,
+    stats, the model's class and parameters, its problem's configuration and identity) and
+    ``Solution.load(path)`` (or :func:`effdyn.load`) rebuilds it: the same arrays, and the same
+    observables, recomputed from them by the same code. ``metadata`` then holds the file's
+    metadata (``config``, library ``versions``, ``git_commit``, ``seed``, ``path``).
     """
 
     model: object
@@ -75,6 +86,8 @@ class Solution:
     extra: dict = field(default_factory=dict)
     records: dict = field(default_factory=dict)
     run: object = None
+    theta0: np.ndarray | None = None
+    metadata: dict = field(default_factory=dict, repr=False)
 
     @property
     def success(self) -> bool:
@@ -99,11 +112,13 @@ class Solution:
     def head(self, n: int) -> "Solution":
         """The first ``n`` saved states (with their records), same stats and run state."""
         return Solution(self.model, self.k[:n], self.y[:n], self.stats, rtol=self.rtol, atol=self.atol, seed=self.seed,
-                        extra=self.extra, records={name: v[:n] for name, v in self.records.items()}, run=self.run)
+                        extra=self.extra, records={name: v[:n] for name, v in self.records.items()}, run=self.run,
+                        theta0=self.theta0, metadata=self.metadata)
 
     def __getattr__(self, name):
         # Observables read like attributes: sol.loss, sol.free_energy, sol.sigma_factor, ...
-        if name.startswith("_") or name in ("model", "k", "y", "stats", "extra", "records", "run"):
+        if name.startswith("_") or name in ("model", "k", "y", "stats", "extra", "records", "run", "theta0",
+                                            "metadata"):
             raise AttributeError(name)
         obs = self.observables
         if name in obs:
@@ -136,22 +151,47 @@ class Solution:
         return self.y[int(np.argmin(np.abs(self.k - k)))]
 
     def to_xarray(self):
-        """xarray Dataset with the time axis ``k`` (GD steps), observables and metadata."""
+        """xarray Dataset with the time axis ``k`` (GD steps), observables and metadata, and
+        everything :meth:`from_xarray` needs to rebuild the solution exactly.
+
+        Variables: ``state(k, state_index)``; the observables; ``record__<name>`` (the
+        records of the saved states); ``theta0``; ``run_state`` (the run state's
+        :meth:`~effdyn.models.run_state.RunState.to_dict` data as bytes of a data-only
+        ``.npz`` archive: JSON plus arrays, read without pickle); ``problem__<name>`` (the
+        problem's :meth:`~effdyn.problems.Problem.config_arrays`, e.g. a data set).
+        Attributes: metadata (config, versions, git commit, seed), the stats, and JSON of
+        the model's identity, the problem's class, configuration and identity.
+        """
         import xarray as xr
 
         from .io import metadata
+        from .results import RESERVED_SOLUTION_NAMES, encode_blob
 
         data = {"state": (("k", "state_index"), self.y)}
         for name, arr in self.observables.items():
             arr = np.asarray(arr)
-            if arr.ndim == 0 or arr.shape[0] != len(self.k):
+            if arr.ndim == 0 or arr.shape[0] != len(self.k) or _reserved(name, RESERVED_SOLUTION_NAMES):
                 continue
             dims = ("k",) + tuple(f"{name}_dim{i}" for i in range(1, arr.ndim))
             data[name] = (dims, arr)
+        for name, arr in self.records.items():
+            arr = np.asarray(arr, dtype=np.float64)
+            var = f"record__{name}"
+            data[var] = (("k",) + tuple(f"{var}_dim{i}" for i in range(1, arr.ndim)), arr)
+        if self.theta0 is not None:
+            data["theta0"] = (("theta0_index",), np.asarray(self.theta0, dtype=np.float64))
+        tree = {"run": None if self.run is None else self.run.to_dict(), "extra": _data_only(self.extra)}
+        data["run_state"] = (("run_state_byte",), encode_blob(tree))
+        problem = self.model.problem
+        for name, arr in problem.config_arrays().items():
+            arr = np.asarray(arr)
+            var = f"problem__{name}"
+            data[var] = (tuple(f"{var}_dim{i}" for i in range(arr.ndim)), arr)
         config = self.model.config()
         attrs = metadata(config, self.seed if self.seed is not None else _config_seed(config))
         attrs.update(
             {
+                "kind": "effdyn.Solution",
                 "model": type(self.model).__name__,
                 "solver": self.stats.solver,
                 "status": str(self.stats.status),
@@ -166,15 +206,43 @@ class Solution:
                 "rtol": -1.0 if self.rtol is None else self.rtol,
                 "atol": -1.0 if self.atol is None else self.atol,
                 "eta": self.model.eta,
+                "stats": json.dumps(self.stats.as_dict(), allow_nan=True),
+                "solution": json.dumps({"rtol": self.rtol, "atol": self.atol, "seed": self.seed}),
+                "model_identity": self.model.identity(),
+                "problem_class": type(problem).__name__,
+                "problem_config": json.dumps(problem.config(), default=_json_default, sort_keys=True),
+                "problem_identity": problem.identity(),
             }
         )
         return xr.Dataset(data, coords={"k": self.k}, attrs=attrs)
 
-    def save(self, path):
-        """Write the solution to netCDF (atomically) and return the path."""
-        from .io import save_dataset
+    @classmethod
+    def from_xarray(cls, ds, problem=None, *, check: bool = True) -> "Solution":
+        """The solution held by a dataset of :meth:`to_xarray` (see :func:`effdyn.load` for
+        ``problem`` and ``check``)."""
+        from .results import solution_from_dataset
 
-        return save_dataset(self.to_xarray(), path)
+        return solution_from_dataset(ds, problem=problem, check=check)
+
+    def save(self, path):
+        """Write the solution to netCDF (atomically) and return the path; read it back with
+        :meth:`load` or :func:`effdyn.load`."""
+        from .results import save_object
+
+        return save_object(path, self)
+
+    @classmethod
+    def load(cls, path, problem=None, *, check: bool = True) -> "Solution":
+        """Read a solution written by :meth:`save`.
+
+        The model is rebuilt from its registered class and saved parameters, its problem
+        from the saved configuration (built-in problems) or taken from ``problem`` (required
+        for ``from_jax`` and other problems effdyn cannot rebuild; its identity must match
+        the saved one unless ``check=False``). Refuses any other file, naming it.
+        """
+        from .results import load_object
+
+        return load_object(path, cls, problem=problem, check=check)
 
     def __repr__(self) -> str:
         span = f"k in [{self.k[0]:g}, {self.k[-1]:g}]" if len(self.k) else "empty"
@@ -197,3 +265,27 @@ def _config_seed(config):
         if found is not None:
             return found
     return None
+
+
+def _reserved(name: str, reserved) -> bool:
+    return name in reserved or name.startswith(("record__", "problem__"))
+
+
+def _json_default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return str(obj)
+
+
+def _data_only(extra: dict) -> dict:
+    """The entries of ``extra`` a results file can hold (data); others are left out, with a warning."""
+    from .models.run_state import _is_data
+
+    kept = {k: v for k, v in (extra or {}).items() if isinstance(k, str) and _is_data(v)}
+    dropped = sorted(str(k) for k in (extra or {}) if k not in kept)
+    if dropped:
+        warnings.warn(f"Solution.extra entries {dropped} are not data (arrays, numbers, strings, containers) and are "
+                      "not saved.", stacklevel=3)
+    return kept

@@ -3,6 +3,7 @@ continues a checkpointed run."""
 
 from __future__ import annotations
 
+import json
 import numbers
 import warnings
 
@@ -227,17 +228,37 @@ def solve(
         if run is not None:
             raise ValueError("`run` goes with `state0`; from `theta0` the model makes its own run state.")
         y0, run = model.start(theta0, **initial)
+        theta0 = as_vector(theta0, "theta0", model.dim)
 
     ckpt = None
     if ckpt_path is not None:
         args = dict(steps=steps, rtol=None if family == "map" else rtol, atol=None if family == "map" else atol,
                     save_every=save_every, max_step=max_step, first_step=first_step, blowup=blowup, seed=seed,
                     min_step=min_step, max_evals_per_step=max_evals_per_step, time_limit=time_limit, y0=y0)
-        ckpt = Checkpointer(ckpt_path, ckpt_every, make_header(model, solver, args, ckpt_every))
-    return _dispatch(model, y0, run, solver, steps=steps, rtol=rtol, atol=atol, save_every=save_every, throw=throw,
-                     progress=progress, max_step=max_step, first_step=first_step, max_steps=int(max_steps),
-                     min_step=min_step, max_evals_per_step=max_evals_per_step, blowup=blowup, seed=seed,
-                     checkpoint=ckpt, time_limit=time_limit, callback=callback)
+        args["theta0"] = theta0  # None from a state: compare then checks no θ0
+        ckpt = Checkpointer(ckpt_path, ckpt_every, {**make_header(model, solver, args, ckpt_every),
+                                                    "problem": json.loads(model.problem.identity())})
+    return _started_from(theta0, lambda: _dispatch(
+        model, y0, run, solver, steps=steps, rtol=rtol, atol=atol, save_every=save_every, throw=throw,
+        progress=progress, max_step=max_step, first_step=first_step, max_steps=int(max_steps), min_step=min_step,
+        max_evals_per_step=max_evals_per_step, blowup=blowup, seed=seed, checkpoint=ckpt, time_limit=time_limit,
+        callback=callback))
+
+
+def _started_from(theta0, run):
+    """``run()``'s Solution (also a partial one carried by an IntegrationError) with the θ0
+    it was started from recorded (None for a start from ``state0``)."""
+    from effdyn.errors import IntegrationError
+
+    theta0 = None if theta0 is None else np.array(theta0, dtype=np.float64)
+    try:
+        sol = run()
+    except IntegrationError as exc:
+        if exc.partial is not None:
+            exc.partial.theta0 = theta0
+        raise
+    sol.theta0 = theta0
+    return sol
 
 
 def _dispatch(model, y0, run, solver, *, steps, rtol, atol, save_every, throw, progress, max_step, first_step,
@@ -355,8 +376,6 @@ def resume(model, path, *, checkpoint=None, checkpoint_every=None, throw: bool =
         The whole solution from k = 0 (states saved before the checkpoint included). A
         checkpoint written at the end of a finished run gives back that run's solution.
     """
-    import json
-
     from effdyn.io import versions
     from effdyn.models.base import AbstractModel
     from effdyn.models.run_state import RunState
@@ -369,6 +388,13 @@ def resume(model, path, *, checkpoint=None, checkpoint_every=None, throw: bool =
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"`progress` must be True, False or None; got {progress!r}.")
     state = load_checkpoint(path)
+    if "problem" in state:  # the fingerprint sees what the configuration cannot (a JAX loss, a data set)
+        from effdyn.problems.base import identity_difference
+
+        diff = identity_difference(model.problem.identity(), json.dumps(state["problem"], sort_keys=True))
+        if diff:
+            raise ValueError(f"`model`'s problem is not the problem of the checkpoint {str(path)!r}: {diff}. Rebuild "
+                             "the model on the problem the run was started with.")
     ident, saved = json.loads(model.identity()), state["model"]
     if ident["class"] != saved["class"]:
         raise ValueError(f"`model` is a {ident['class']} but the checkpoint was written by a {saved['class']}.")
@@ -392,22 +418,26 @@ def resume(model, path, *, checkpoint=None, checkpoint_every=None, throw: bool =
         every = state["checkpoint_every"]
     ckpt_path, every = check_checkpoint_args(checkpoint, every, solver, args["steps"])
     run = RunState.from_dict(model, state["run"])
+    theta0 = args.get("theta0")
     if state["complete"]:
         stats = SolveStats(**state["stats"])
         return Solution(model, np.asarray(state["ks"], dtype=float), np.asarray(state["ys"]), stats,
                         rtol=args.get("rtol"), atol=args.get("atol"), seed=args["seed"],
-                        records=dict(state["records"]), run=run)
+                        records=dict(state["records"]), run=run,
+                        theta0=None if theta0 is None else np.asarray(theta0, dtype=np.float64))
     ckpt = None
     if ckpt_path is not None:
-        header = {k: state[k] for k in ("format", "version", "solver", "model", "args", "versions")}
+        header = {k: state[k] for k in ("format", "version", "solver", "model", "problem", "args", "versions")
+                  if k in state}
         header["checkpoint_every"] = every
         ckpt = Checkpointer(ckpt_path, every, header)
     y0 = np.asarray(args["y0"], dtype=np.float64)
-    return _dispatch(model, y0, run, solver, steps=args["steps"], rtol=args.get("rtol"), atol=args.get("atol"),
-                     save_every=args["save_every"], throw=throw, progress=progress, max_step=args["max_step"],
-                     first_step=args["first_step"], max_steps=1, min_step=args.get("min_step", 1e-8),
-                     max_evals_per_step=args.get("max_evals_per_step"), blowup=args["blowup"], seed=args["seed"],
-                     checkpoint=ckpt, time_limit=args.get("time_limit"), callback=None, resume_state=state)
+    return _started_from(theta0, lambda: _dispatch(
+        model, y0, run, solver, steps=args["steps"], rtol=args.get("rtol"), atol=args.get("atol"),
+        save_every=args["save_every"], throw=throw, progress=progress, max_step=args["max_step"],
+        first_step=args["first_step"], max_steps=1, min_step=args.get("min_step", 1e-8),
+        max_evals_per_step=args.get("max_evals_per_step"), blowup=args["blowup"], seed=args["seed"],
+        checkpoint=ckpt, time_limit=args.get("time_limit"), callback=None, resume_state=state))
 
 
 __all__ = ["solve", "resume", "default_solver", "SOLVER_NAMES", "CHECKPOINT_SOLVERS", "IMPLICIT_MAX_STATE"]

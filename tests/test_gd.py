@@ -369,10 +369,12 @@ def test_trajectory_helpers_and_xarray(valley_run):
     assert json.loads(ds.attrs["gd_config"])["eta"] == 0.3 and ds.attrs["status"] == "success"
 
 
-def test_steps_zero_and_progress_bar(capsys):
+def test_steps_zero_and_progress_bar(capsys, monkeypatch):
     traj = ed.gd(ed.problems.MinimalValley(1.0, 0.01), [0.1, 3.0], 0.3, 0)
     assert traj.theta.shape == (1, 2) and len(traj.loss) == 1 and len(traj.half_amp) == 0
     assert traj.eigs.shape == (1, 1) and traj.midpoint()[1].shape == (0, 2)
+    # off a terminal (pytest captures stderr) progress=True writes status lines
+    monkeypatch.setenv("EFFDYN_PROGRESS_EVERY", "0")
     ed.gd(ed.problems.MinimalValley(1.0, 0.01), [0.1, 3.0], 0.3, 50, progress=True)
     assert "50/50" in capsys.readouterr().err
 

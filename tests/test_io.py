@@ -103,7 +103,10 @@ def test_corrupt_files_name_the_file(tmp_path):
             load_dataset(bad)
     with pytest.raises(FileNotFoundError, match="`path`"):
         load_dataset(tmp_path / "missing.nc")
-    assert ed.load(good)["x"].shape == (2000,)
+    assert load_dataset(good)["x"].shape == (2000,)
+    # effdyn.load reads results files only, and says which file is something else
+    with pytest.raises(ValueError, match="`path` '.*good.nc' is not an effdyn results file"):
+        ed.load(good)
 
 
 # --- progress ------------------------------------------------------------------------------------

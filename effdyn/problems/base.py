@@ -8,7 +8,11 @@ Every model and the GD reference talk to a problem only through this interface:
 * ``_grad_third(θ, U, s, a, b)`` = a·∇E + b·third(θ, U, s), what the free-energy θ-drift
   evaluates; by default the two calls, overridden where one fused kernel is faster;
 * ``dim``, ``init(seed)`` where a natural initialisation exists, ``loss_min`` where the
-  infimum of E is known (GD on √(E − E_min) needs it).
+  infimum of E is known (GD on √(E − E_min) needs it);
+* ``identity()``: the problem's class, ``config()`` and a fingerprint of the loss (see
+  :meth:`Problem.identity`), which ``compare``, ``resume``, ``resume_gd`` and
+  ``effdyn.save`` check; ``from_config(config, arrays)`` where the problem can be rebuilt
+  from what a results file stores (``config()`` plus ``config_arrays()``).
 
 Public methods validate their arguments; the underscored ``_loss``/``_grad``/... skip
 validation and are what the hot loops call.
@@ -27,6 +31,8 @@ value (no recompilation across sweeps).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from typing import Callable, NamedTuple
 
@@ -36,6 +42,13 @@ from .._checks import as_matrix, as_vector
 
 #: Above this dimension ``hessian`` refuses to build a dense matrix.
 MAX_DENSE_DIM = 4096
+
+#: Seed of the probe points of :meth:`Problem.fingerprint` (fixed: part of the definition).
+FINGERPRINT_SEED = 20240611
+#: Entry scales of the two probe points (θ = scale · z, z ~ N(0, I) from the fixed seed).
+FINGERPRINT_SCALES = (0.5, 1.0)
+#: Significant digits kept of each probed value before hashing.
+FINGERPRINT_DIGITS = 12
 
 
 class NumbaKernels(NamedTuple):
@@ -121,6 +134,64 @@ class Problem(ABC):
         """Parameters that reproduce this problem (saved as metadata)."""
         return {"name": self.name, "dim": self.dim}
 
+    # --- identity and rebuilding -------------------------------------------------------
+    def config_arrays(self) -> dict:
+        """Arrays that, with :meth:`config`, rebuild the problem but are too large for the
+        JSON configuration (a data set); saved as variables of results files. Default: none."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict, arrays: dict | None = None) -> "Problem":
+        """Rebuild a problem from its :meth:`config` (and :meth:`config_arrays`), as
+        :func:`effdyn.load` does. Built-in problems implement it; others cannot be rebuilt
+        from a file, and ``load`` asks for the problem itself (``problem=``)."""
+        raise TypeError(
+            f"{cls.__name__} cannot be rebuilt from its saved configuration (it implements no `from_config`); "
+            "pass the problem itself, e.g. `effdyn.load(path, problem=my_problem)`."
+        )
+
+    def fingerprint(self) -> str:
+        """A short hash of the loss itself: E and ∇E at two fixed probe points.
+
+        The probe points are θ = s·z for the scales s in :data:`FINGERPRINT_SCALES`, z drawn
+        from ``numpy.random.default_rng(FINGERPRINT_SEED)`` (the same for every problem of a
+        dimension). Hashed are, per point, E(θ) and ‖∇E(θ)‖ to
+        :data:`FINGERPRINT_DIGITS` significant digits and the direction of ∇E through its
+        cosines with two fixed random unit vectors, to 1e-12 — all of them insensitive to
+        rounding differences of the last bits between kernels (numba, NumPy, JAX), so the
+        same loss gives the same fingerprint, and a different loss (another data set,
+        another JAX function of the same name and dimension) a different one. Cost: two
+        losses and two gradients, computed once per instance. A probe at which the loss
+        raises is hashed as the exception's type.
+        """
+        inner = self.__dict__.get("inner")
+        if isinstance(inner, Problem):
+            return inner.fingerprint()
+        cached = self.__dict__.get("_effdyn_fingerprint")
+        if cached is None:
+            cached = self.__dict__["_effdyn_fingerprint"] = _fingerprint(self)
+        return cached
+
+    def identity(self) -> str:
+        """Canonical JSON of ``{"class", "config", "fingerprint"}``: the problem's class name,
+        its parameters (:meth:`config`) and :meth:`fingerprint`.
+
+        Two problems with equal identities are the same loss for every purpose effdyn
+        checks: ``compare`` refuses a GD trajectory and a solution of different problems,
+        ``resume``/``resume_gd`` a checkpoint of another problem and ``effdyn.save`` to
+        combine results of different problems (each has ``check=False`` for deliberate
+        cross-comparisons). A problem that wraps another (``inner``, as the counting view of
+        a run state does) has the identity of the one it wraps.
+        """
+        inner = self.__dict__.get("inner")
+        if isinstance(inner, Problem):
+            return inner.identity()
+        from ..io import _json_default
+
+        config = json.loads(json.dumps(self.config(), default=_json_default), parse_float=_plus_zero)
+        return json.dumps({"class": type(self).__name__, "config": config, "fingerprint": self.fingerprint()},
+                          sort_keys=True)
+
     # --- validated public API ---------------------------------------------------------
     def loss(self, theta) -> float:
         """E(θ)."""
@@ -164,6 +235,100 @@ class Problem(ABC):
     def __repr__(self) -> str:
         cfg = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k not in ("name",) and np.isscalar(v))
         return f"{type(self).__name__}({cfg})"
+
+
+def _plus_zero(text: str) -> float:
+    # −0.0 and 0.0 are one parameter value (the same loss): one identity
+    return float(text) + 0.0
+
+
+def _round(x: float, digits: int = FINGERPRINT_DIGITS) -> str:
+    return format(float(x), f".{digits - 1}e") if np.isfinite(x) else repr(float(x))
+
+
+def _fingerprint(problem: Problem) -> str:
+    P = problem.dim
+    rng = np.random.default_rng(FINGERPRINT_SEED)
+    parts = [f"P={P}"]
+    for scale in FINGERPRINT_SCALES:
+        theta = scale * rng.standard_normal(P)
+        W = rng.standard_normal((P, 2))
+        W /= np.linalg.norm(W, axis=0)
+        with np.errstate(all="ignore"):
+            try:
+                E = float(problem._loss(theta))
+                g = np.asarray(problem._grad(theta), dtype=np.float64).reshape(-1)
+            except Exception as exc:  # user code: a probe outside its domain is part of the identity
+                parts.append(f"raised {type(exc).__name__}")
+                continue
+            norm = float(np.linalg.norm(g)) if g.shape == (P,) else float("nan")
+            cos = (W.T @ g) / norm if np.isfinite(norm) and norm > 0 else np.zeros(2)
+        parts.append(f"E={_round(E)} |g|={_round(norm)} cos=" + ",".join(
+            f"{round(float(c), 12) + 0.0:.12f}" if np.isfinite(c) else repr(float(c)) for c in cos))
+    return hashlib.sha256(";".join(parts).encode()).hexdigest()[:16]
+
+
+def identity_difference(a: str, b: str) -> str:
+    """How two :meth:`Problem.identity` strings differ, in words ("" when they are equal)."""
+    try:
+        x, y = json.loads(a), json.loads(b)
+    except (TypeError, ValueError):
+        return "" if a == b else "their identities differ"
+    if x == y:
+        return ""
+    if x.get("class") != y.get("class"):
+        return f"class {x.get('class')} vs {y.get('class')}"
+    cx, cy = x.get("config") or {}, y.get("config") or {}
+    keys = sorted(k for k in set(cx) | set(cy) if cx.get(k) != cy.get(k))
+    if keys:
+        shown = ", ".join(f"{k}: {_short(cx.get(k))} vs {_short(cy.get(k))}" for k in keys[:4])
+        return f"parameters differ ({shown}{', ...' if len(keys) > 4 else ''})"
+    return (f"same class and parameters but another loss (fingerprint {x.get('fingerprint')} vs "
+            f"{y.get('fingerprint')}: E or ∇E differ at the probe points)")
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+#: Built-in problem classes that :func:`problem_from_config` rebuilds, by class name.
+BUILTIN_PROBLEMS = {
+    "MinimalValley": "effdyn.problems.minimal_valley:MinimalValley",
+    "MinimalistTwoLayer": "effdyn.problems.minimalist_two_layer:MinimalistTwoLayer",
+    "Quadratic": "effdyn.problems.quadratic:Quadratic",
+    "ScalarProduct": "effdyn.problems.scalar_product:ScalarProduct",
+    "DeepMatrixFactorization": "effdyn.problems.matrix_factorization:DeepMatrixFactorization",
+    "TwoLayerNet": "effdyn.problems.two_layer:TwoLayerNet",
+}
+
+
+def problem_class(name: str):
+    """The problem class called ``name``: a built-in one, or a registered problem
+    (:func:`effdyn.registry.register_problem`) whose builder is a Problem class of that
+    name. None when there is none (the file's problem must then be passed in)."""
+    import importlib
+
+    if name in BUILTIN_PROBLEMS:
+        module, attr = BUILTIN_PROBLEMS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+    from .. import registry
+
+    for entry in registry._PROBLEMS.values():
+        target = entry.target
+        if isinstance(target, type) and issubclass(target, Problem) and target.__name__ == name:
+            return target
+    return None
+
+
+def problem_from_config(class_name: str, config: dict, arrays: dict | None = None) -> Problem:
+    """Rebuild a saved problem: ``class_name`` looked up by :func:`problem_class` (never
+    imported from a name in the file), then ``cls.from_config(config, arrays)``."""
+    cls = problem_class(class_name)
+    if cls is None:
+        raise TypeError(f"the saved problem is a {class_name}, which effdyn cannot rebuild (not a built-in or "
+                        "registered Problem class); pass it as `problem=`.")
+    return cls.from_config(dict(config), dict(arrays or {}))
 
 
 class CompiledProblem(Problem):

@@ -110,6 +110,11 @@ class DeepMatrixFactorization(CompiledProblem):
             "target": self.target.tolist(), "init": self.init_kind, "init_scale": self.init_scale,
         }
 
+    @classmethod
+    def from_config(cls, config: dict, arrays: dict | None = None) -> "DeepMatrixFactorization":
+        return cls(d=config["d"], depth=config["depth"], target=np.array(config["target"], dtype=np.float64),
+                   init=config["init"], init_scale=config["init_scale"])
+
     def init(self, seed: int | None = None) -> np.ndarray:
         """θ₀ drawn as described by the ``init`` option (reproducible from ``seed``)."""
         rng = seed_rng(seed)

@@ -58,6 +58,10 @@ class MinimalValley(CompiledProblem):
     def config(self) -> dict:
         return {"name": self.name, "dim": 2, "zeta": self.zeta, "eps": self.eps}
 
+    @classmethod
+    def from_config(cls, config: dict, arrays: dict | None = None) -> "MinimalValley":
+        return cls(zeta=config["zeta"], eps=config["eps"])
+
     def init(self, seed: int | None = None, *, perturb: float = 0.0) -> np.ndarray:
         """The benchmark start (x, y) = (0.1, 3), optionally perturbed from ``seed``.
 

@@ -56,6 +56,10 @@ class MinimalistTwoLayer(CompiledProblem):
     def config(self) -> dict:
         return {"name": self.name, "dim": 3, "lam1": self.lam1, "lam2": self.lam2}
 
+    @classmethod
+    def from_config(cls, config: dict, arrays: dict | None = None) -> "MinimalistTwoLayer":
+        return cls(lam1=config["lam1"], lam2=config["lam2"])
+
     def init(self, seed: int | None = None) -> np.ndarray:
         """The benchmark start (α, β1, β2) = (0.5, 0.05, 0.05); ``seed`` is ignored."""
         return np.array([0.5, 0.05, 0.05])

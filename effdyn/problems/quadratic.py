@@ -74,6 +74,11 @@ class Quadratic(CompiledProblem):
     def config(self) -> dict:
         return {"name": self.name, "dim": self.dim, "A": self.A.tolist(), "b": self.b.tolist()}
 
+    @classmethod
+    def from_config(cls, config: dict, arrays: dict | None = None) -> "Quadratic":
+        # A was stored symmetric, so ½(A + Aᵀ) gives it back bit for bit
+        return cls(np.array(config["A"], dtype=np.float64), np.array(config["b"], dtype=np.float64))
+
     def init(self, seed: int | None = None) -> np.ndarray:
         """Standard normal θ₀ (no preferred start exists for a quadratic)."""
         return seed_rng(seed).standard_normal(self.dim)

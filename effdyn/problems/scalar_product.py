@@ -59,6 +59,10 @@ class ScalarProduct(CompiledProblem):
         return {"name": self.name, "dim": self.dim, "depth": self.depth, "target": self.target,
                 "init_scale": self.init_scale}
 
+    @classmethod
+    def from_config(cls, config: dict, arrays: dict | None = None) -> "ScalarProduct":
+        return cls(depth=config["depth"], target=config["target"], init_scale=config["init_scale"])
+
     def init(self, seed: int | None = None) -> np.ndarray:
         """Small positive start: entries ``init_scale · U(0.5, 1.5)``, independent."""
         return self.init_scale * seed_rng(seed).uniform(0.5, 1.5, self.depth)

@@ -273,6 +273,19 @@ class TwoLayerNet(CompiledProblem):
         return {"name": self.name, "dim": self.dim, "width": self.width, "n_samples": self.n_samples,
                 "input_dim": self.input_dim, "activation": self.activation, "scaling": self.scaling}
 
+    def config_arrays(self) -> dict:
+        """The data set (X, y): with :meth:`config`, what rebuilds the problem."""
+        return {"X": self.X, "y": self.y}
+
+    @classmethod
+    def from_config(cls, config: dict, arrays: dict | None = None) -> "TwoLayerNet":
+        arrays = arrays or {}
+        if "X" not in arrays or "y" not in arrays:
+            raise ValueError("a TwoLayerNet is rebuilt from its data set, which the file does not hold (`X`, `y`); "
+                             "pass the problem itself as `problem=`.")
+        return cls(arrays["X"], arrays["y"], config["width"], activation=config["activation"],
+                   scaling=config["scaling"])
+
     def init(self, seed: int | None = None) -> np.ndarray:
         """Mean-field initialisation (theory §5): w_i ~ N(0, I_d), a_i ~ N(0, 1), i.i.d."""
         rng = seed_rng(seed)

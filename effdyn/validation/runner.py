@@ -433,6 +433,9 @@ def case_dataset(result: CaseResult):
       ``solver``, ``model_class``, ``nfev``, ``wall_time`` and ``metrics(model, metric)``.
     * attributes: effdyn's metadata (config JSON, versions, git commit, seed) plus case,
       eta, steps, gd_status, gd_message, eos_onset (-1: never), gd_wall_time.
+    * the GD trajectory and each model's solution as stored by ``traj.save``/``sol.save``,
+      under the prefixes ``gd__`` and ``s0__``, ``s1__``, ... (:func:`effdyn.results.add_results`),
+      so that ``effdyn.load(path)`` gives them back (``.gd``, ``.solutions``, ``.metrics``).
     """
     import xarray as xr
 
@@ -521,4 +524,6 @@ def case_dataset(result: CaseResult):
                   "gd_status": str(getattr(traj, "status", "success")), "gd_message": str(getattr(traj, "message", "")),
                   "eos_onset": -1 if onset is None else int(onset), "gd_wall_time": float(result.gd_wall),
                   "notes": setup.notes})
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    from ..results import add_results  # the GD run and the solutions, stored exactly for effdyn.load
+
+    return add_results(xr.Dataset(data, coords=coords, attrs=attrs), traj, {r.label: r.solution for r in rows})
