@@ -35,8 +35,8 @@ _LAZY = {
     "compare": ("effdyn.diagnostics", "compare"),
     "Metrics": ("effdyn.diagnostics", "Metrics"),
     "plot": ("effdyn.plotting", "plot"),
-    "load": ("effdyn.io", "load"),
-    "save": ("effdyn.io", "save"),
+    "load": ("effdyn.results", "load"),
+    "save": ("effdyn.results", "save"),
     "Results": ("effdyn.results", "Results"),
 }
 

@@ -52,14 +52,7 @@ def metadata(config: dict | None = None, seed=None) -> dict:
     }
 
 
-def _json_default(obj):
-    import numpy as np
-
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    return str(obj)
+from ._json import json_default as _json_default  # noqa: E402  (re-exported for old callers)
 
 
 def _umask() -> int:
@@ -316,21 +309,3 @@ def read_exact(path):
     """A netCDF file as stored: no CF decoding of fill values, times or durations (what
     :func:`effdyn.load` reads the exact arrays from)."""
     return _open(path, mask_and_scale=False, decode_times=False, decode_timedelta=False)
-
-
-def load(path, problem=None, *, check: bool = True):
-    """Read an effdyn results file back into the objects that were saved: a
-    :class:`~effdyn.reference.GDTrajectory`, a :class:`~effdyn.solution.Solution` or, for
-    files of :func:`save` and validation case files, a :class:`~effdyn.results.Results`.
-    See :func:`effdyn.results.load`; :func:`load_dataset` reads any netCDF file as a Dataset."""
-    from .results import load as _load
-
-    return _load(path, problem, check=check)
-
-
-def save(path, *objects, labels=None, check: bool = True, metrics: bool = True) -> Path:
-    """Write a GD trajectory and model solutions into one results file; see
-    :func:`effdyn.results.save`."""
-    from .results import save as _save
-
-    return _save(path, *objects, labels=labels, check=check, metrics=metrics)

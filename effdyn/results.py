@@ -204,7 +204,7 @@ def gd_from_dataset(ds, path=None):
 def rebuild_problem(attrs: dict, arrays: dict, problem=None, *, check: bool = True, where: str = "the file"):
     """The problem of a saved solution: ``problem`` itself (checked against the saved
     identity) or rebuilt from the saved class, configuration and arrays."""
-    from .problems.base import Problem, identity_difference, problem_from_config
+    from .problems.base import Problem, identity_difference
 
     saved = str(attrs.get("problem_identity", ""))
     cls_name = str(attrs.get("problem_class", ""))
@@ -671,3 +671,48 @@ def load_object(path, cls, problem=None, *, check: bool = True):
         what = "a validation case" if kind == "case" else ("several results" if kind == "Results" else f"a {kind}")
         raise ValueError(f"`path` {str(path)!r} holds {what}, not a {cls.__name__}; read it with effdyn.load(path).")
     return obj
+
+
+def _problem_base():
+    from .problems.base import Problem
+
+    return Problem
+
+
+#: Built-in problem classes that :func:`problem_from_config` rebuilds, by class name.
+BUILTIN_PROBLEMS = {
+    "MinimalValley": "effdyn.problems.minimal_valley:MinimalValley",
+    "MinimalistTwoLayer": "effdyn.problems.minimalist_two_layer:MinimalistTwoLayer",
+    "Quadratic": "effdyn.problems.quadratic:Quadratic",
+    "ScalarProduct": "effdyn.problems.scalar_product:ScalarProduct",
+    "DeepMatrixFactorization": "effdyn.problems.matrix_factorization:DeepMatrixFactorization",
+    "TwoLayerNet": "effdyn.problems.two_layer:TwoLayerNet",
+}
+
+
+def problem_class(name: str):
+    """The problem class called ``name``: a built-in one, or a registered problem
+    (:func:`effdyn.registry.register_problem`) whose builder is a Problem class of that
+    name. None when there is none (the file's problem must then be passed in)."""
+    import importlib
+
+    if name in BUILTIN_PROBLEMS:
+        module, attr = BUILTIN_PROBLEMS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+    from . import registry
+
+    for entry in registry._PROBLEMS.values():
+        target = entry.target
+        if isinstance(target, type) and issubclass(target, _problem_base()) and target.__name__ == name:
+            return target
+    return None
+
+
+def problem_from_config(class_name: str, config: dict, arrays: dict | None = None) -> Problem:
+    """Rebuild a saved problem: ``class_name`` looked up by :func:`problem_class` (never
+    imported from a name in the file), then ``cls.from_config(config, arrays)``."""
+    cls = problem_class(class_name)
+    if cls is None:
+        raise TypeError(f"the saved problem is a {class_name}, which effdyn cannot rebuild (not a built-in or "
+                        "registered Problem class); pass it as `problem=`.")
+    return cls.from_config(dict(config), dict(arrays or {}))

@@ -138,7 +138,7 @@ class AbstractModel(ABC):
 
     def identity(self) -> str:
         """Canonical JSON of the class and configuration: equal identities, equal numbers."""
-        from ..io import _json_default
+        from .._json import json_default as _json_default
 
         return json.dumps({"class": type(self).__name__, "config": self.config()}, sort_keys=True,
                           default=_json_default)

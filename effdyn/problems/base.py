@@ -186,7 +186,7 @@ class Problem(ABC):
         inner = self.__dict__.get("inner")
         if isinstance(inner, Problem):
             return inner.identity()
-        from ..io import _json_default
+        from .._json import json_default as _json_default
 
         config = json.loads(json.dumps(self.config(), default=_json_default), parse_float=_plus_zero)
         return json.dumps({"class": type(self).__name__, "config": config, "fingerprint": self.fingerprint()},
@@ -290,45 +290,6 @@ def identity_difference(a: str, b: str) -> str:
 def _short(value) -> str:
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-#: Built-in problem classes that :func:`problem_from_config` rebuilds, by class name.
-BUILTIN_PROBLEMS = {
-    "MinimalValley": "effdyn.problems.minimal_valley:MinimalValley",
-    "MinimalistTwoLayer": "effdyn.problems.minimalist_two_layer:MinimalistTwoLayer",
-    "Quadratic": "effdyn.problems.quadratic:Quadratic",
-    "ScalarProduct": "effdyn.problems.scalar_product:ScalarProduct",
-    "DeepMatrixFactorization": "effdyn.problems.matrix_factorization:DeepMatrixFactorization",
-    "TwoLayerNet": "effdyn.problems.two_layer:TwoLayerNet",
-}
-
-
-def problem_class(name: str):
-    """The problem class called ``name``: a built-in one, or a registered problem
-    (:func:`effdyn.registry.register_problem`) whose builder is a Problem class of that
-    name. None when there is none (the file's problem must then be passed in)."""
-    import importlib
-
-    if name in BUILTIN_PROBLEMS:
-        module, attr = BUILTIN_PROBLEMS[name].split(":")
-        return getattr(importlib.import_module(module), attr)
-    from .. import registry
-
-    for entry in registry._PROBLEMS.values():
-        target = entry.target
-        if isinstance(target, type) and issubclass(target, Problem) and target.__name__ == name:
-            return target
-    return None
-
-
-def problem_from_config(class_name: str, config: dict, arrays: dict | None = None) -> Problem:
-    """Rebuild a saved problem: ``class_name`` looked up by :func:`problem_class` (never
-    imported from a name in the file), then ``cls.from_config(config, arrays)``."""
-    cls = problem_class(class_name)
-    if cls is None:
-        raise TypeError(f"the saved problem is a {class_name}, which effdyn cannot rebuild (not a built-in or "
-                        "registered Problem class); pass it as `problem=`.")
-    return cls.from_config(dict(config), dict(arrays or {}))
 
 
 class CompiledProblem(Problem):
