@@ -217,15 +217,22 @@ def _cmd_run(args) -> int:
 
 
 def _output_folder_problem(out_dir: Path) -> str | None:
-    """Create the output folder; a one-line reason when that is impossible."""
+    """Create the output folder and check that a file can be written in it; a one-line
+    reason when that is impossible (checked before anything runs)."""
+    import tempfile
+
     if out_dir.exists() and not out_dir.is_dir():
         return f"`--out` {str(out_dir)!r} is a file, not a folder; pass a folder for the results."
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"`--out` {str(out_dir)!r} cannot be created ({exc.strerror or exc}); pass a writable folder."
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        return f"`--out` {str(out_dir)!r} is not writable; pass a writable folder."
+    # os.access answers yes to root even on read-only or virtual file systems: try a file
+    try:
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".effdyn-write-test-"):
+            pass
+    except OSError as exc:
+        return f"`--out` {str(out_dir)!r} is not writable ({exc.strerror or exc}); pass a writable folder."
     return None
 
 
