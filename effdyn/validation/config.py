@@ -339,11 +339,12 @@ def _index(node, part, key, source):
     return int(part)
 
 
-def load_config(path, *, mode: str | None = None) -> RunConfig:
+def load_config(path, *, mode: str | None = None, cifar=None) -> RunConfig:
     """Parse and check a run configuration (see the module docstring for the layout).
 
     ``mode`` ("quick" or "full") applies the file's ``[quick]``/``[full]`` overrides and
-    model filters (validation cases); None applies none.
+    model filters (validation cases); None applies none. ``cifar`` fills ``problem.path``
+    of a case that needs CIFAR-10.
 
     Raises
     ------
@@ -360,7 +361,7 @@ def load_config(path, *, mode: str | None = None) -> RunConfig:
             doc = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return config_from_document(doc, path, mode=mode)
+    return config_from_document(doc, path, mode=mode, cifar=cifar)
 
 
 def config_from_document(doc: dict, source, *, mode: str | None = None, cifar=None) -> RunConfig:
@@ -373,6 +374,14 @@ def config_from_document(doc: dict, source, *, mode: str | None = None, cifar=No
     _check_keys(path, "top level", doc, tuple(_TOP_KEYS))
     case = _table(path, doc, "case")
     _check_keys(path, "[case]", case, _CASE_KEYS)
+    for key in ("quick_steps", "full_steps"):
+        if key in case:
+            _number(path, "[case]", key, case[key], integer=True)
+    for key in ("title", "notes"):
+        if key in case and not isinstance(case[key], str):
+            raise _err(path, "[case]", f"`{key}` must be a string; got {case[key]!r}.")
+    if "needs_cifar" in case and not isinstance(case["needs_cifar"], bool):
+        raise _err(path, "[case]", f"`needs_cifar` must be true or false; got {case['needs_cifar']!r}.")
     if mode is not None:
         if mode not in ("quick", "full"):
             raise ValueError(f"`mode` must be 'quick', 'full' or None; got {mode!r}.")
