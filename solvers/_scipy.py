@@ -4,6 +4,8 @@ request, checkpointed (see :mod:`effdyn.solvers._checkpoint`)."""
 
 from __future__ import annotations
 
+import time as _time
+
 import numpy as np
 import scipy.integrate as si
 
@@ -32,11 +34,23 @@ _LSODA_ISTATE = {
 }
 
 
-def default_max_evals(state_size: int) -> int:
-    """Default cap on drift evaluations within one GD step: far above what a healthy run
-    needs (a few per step for explicit methods; an implicit method's finite-difference
-    Jacobian costs one evaluation per state component), far below a runaway's millions."""
-    return 10_000 + 50 * int(state_size)
+#: Methods that never evaluate a Jacobian (their work per step does not grow with the state).
+EXPLICIT = ("RK23", "RK45", "DOP853")
+
+
+def default_max_evals(state_size: int, method: str | None = None) -> int:
+    """Default cap on drift evaluations within one GD step.
+
+    Healthy runs stay far below it: the models' rates are O(1) per GD step, and the quick
+    validation suite peaks at under 200 evaluations in any GD step (LSODA, its first
+    finite-difference Jacobians included). A run needing five times that is stiff for the
+    method or running away (GD far above the edge: rates of η·λ ≫ 2 per step), and grinds
+    for minutes otherwise. Implicit methods and LSODA get 50 more per state component for
+    their finite-difference Jacobians (one evaluation per component each).
+    """
+    if method in EXPLICIT:
+        return 1000
+    return 1000 + 50 * int(state_size)
 
 
 def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw, progress, max_step, first_step,
@@ -48,7 +62,7 @@ def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw,
     sr = SolveRun(model, y0, run, solver=f"scipy:{method}", blowup=blowup, throw=throw, progress=progress,
                   seed=seed, rtol=rtol, atol=atol, record_run=record_run, time_limit=time_limit, callback=callback,
                   total=steps, desc=f"{model.name} [scipy:{method}]")
-    max_evals = default_max_evals(model.state_size) if max_evals_per_step is None else int(max_evals_per_step)
+    max_evals = default_max_evals(model.state_size, method) if max_evals_per_step is None else int(max_evals_per_step)
     # evaluations of the current GD step [bucket, bucket + 1), first bad drift of the current step
     count = {"calls": 0, "bucket": 0, "in_bucket": 0}
     bad_drift = {"k": None, "finite_state": True}
@@ -56,6 +70,12 @@ def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw,
     def fun(k, y):
         count["calls"] += 1
         count["in_bucket"] += 1
+        # the budget is also checked inside a step: one step of a stiff or runaway model
+        # (step sizes shrinking, each evaluation costly) can take longer than the budget
+        if sr.deadline is not None and _time.perf_counter() > sr.deadline:
+            raise StopRun(Cause.TIME_BUDGET, f"stopped at k = {k:.6g} (GD step {int(np.floor(k))}), inside a step: time "
+                                             f"budget of {time_limit:g} s exceeded", step=int(np.floor(k)),
+                          time=float(k))
         if count["in_bucket"] > max_evals:
             b = count["bucket"]
             raise IntegrationError(
@@ -125,6 +145,10 @@ def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw,
                 t_old = solver.t
                 try:
                     message = solver.step()
+                except StopRun as halt:
+                    # solver.t and solver.y are still the last accepted step
+                    _save_due(sr, solver, grid, nxt, inclusive=True)
+                    return stop(halt.cause, halt.message)
                 except (ValueError, ArithmeticError, np.linalg.LinAlgError):
                     # BDF/Radau factorise matrices built from the drift: NaN there fails in LAPACK
                     if bad_drift["k"] is None:

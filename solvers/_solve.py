@@ -82,8 +82,9 @@ def solve(
         run with cause "step-size underflow" (a runaway or singular solution).
     max_evals_per_step : int, optional
         Scipy backends: more drift evaluations than this within one GD step stop the run
-        with cause "too many evaluations" ("stiff or diverging"); default
-        ``10000 + 50·state_size``.
+        with cause "too many evaluations" ("stiff or diverging"); default 1000 for the
+        explicit methods (RK23, RK45, DOP853), ``1000 + 50·state_size`` for BDF, Radau
+        and LSODA (finite-difference Jacobians).
     blowup : float
         A state entry larger than ``blowup · max(1, max|y0|)`` counts as divergence.
     initial : dict, optional
@@ -108,8 +109,9 @@ def solve(
     checkpoint_every : float, optional
         Spacing of the checkpoints in GD steps (default: a tenth of the horizon).
     time_limit : float, optional
-        Wall-time budget in seconds: the run stops after the first step past it, with
-        status "budget" and the partial solution (raised only when ``throw=True``).
+        Wall-time budget in seconds: the run stops after the first step past it (the scipy
+        backends also check it at every drift evaluation inside a step), with status
+        "budget" and the partial solution (raised only when ``throw=True``).
     callback : callable, optional
         ``callback(k, y)`` after every accepted step (scipy, map); a truthy return value
         (e.g. a message) stops the run with status "stopped" and that message.
