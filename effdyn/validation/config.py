@@ -121,7 +121,12 @@ def _number(path, where, key, value, *, integer=False, positive=True):
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if integer:
         ok = ok and isinstance(value, numbers.Integral)
-    if not ok or not np.isfinite(value) or (positive and value <= 0):
+    if ok:
+        try:  # Python integers beyond float64 (TOML allows 64-bit ones, documents built in code any)
+            ok = bool(np.isfinite(float(value))) and (not integer or abs(value) < 2**63)
+        except OverflowError:
+            ok = False
+    if not ok or (positive and value <= 0):
         kind = "a positive integer" if integer else ("a number > 0" if positive else "a finite number")
         raise _err(path, where, f"`{key}` must be {kind}; got {value!r}. Write e.g. `{key} = "
                    f"{'100' if integer else '0.1'}`.")
@@ -148,6 +153,8 @@ def _build_problem(path, spec):
     names = registry.problem_names()
     if kind is None:
         raise _err(path, where, f"missing `type`; set e.g. `type = \"MinimalValley\"` (one of {', '.join(names)}).")
+    if not isinstance(kind, str):
+        raise _err(path, where, f"`type` must be a string, one of {', '.join(names)}; got {kind!r}.")
     try:
         entry = registry.problem_entry(kind)
     except registry.UnknownNameError:
@@ -213,6 +220,8 @@ def _models(path, entries, mode=None):
         names = registry.model_names()
         if kind is None:
             raise _err(path, where, f"missing `type`; one of {', '.join(names)}.")
+        if not isinstance(kind, str):
+            raise _err(path, where, f"`type` must be a string, one of {', '.join(names)}; got {kind!r}.")
         try:
             reg = registry.model_entry(kind)
         except registry.UnknownNameError:
