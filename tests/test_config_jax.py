@@ -105,6 +105,16 @@ def test_run_config_with_jax_loss_params_and_data(user_module, tmp_path, capsys)
     np.testing.assert_allclose(ds["gd_theta"].values[0], theta0, rtol=0, atol=0)
     np.testing.assert_allclose(ds["gd_theta"].values[-1], _numpy_gd(theta0, 0.3, 40), rtol=1e-12)
     assert "GradientFlow" in (out / "jaxq_report.md").read_text()
+    # the case file carries the subspace amplitudes and the free-energy flow's loss envelope
+    sub, top = ds["gd_amplitude_subspace"].values, ds["gd_amplitude"].values
+    assert np.all(sub >= top - 1e-12) and np.any(sub > 0)  # the top-n_eigs span contains v1
+    for name in ("amplitude_subspace", "envelope_plus", "envelope_minus"):
+        assert f"freeenergyflow__{name}" in ds, name
+    lo, hi = ds["freeenergyflow__envelope_minus"].values, ds["freeenergyflow__envelope_plus"].values
+    fe_loss = ds["freeenergyflow__loss"].values
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    # E is convex here: the mean of the two envelope ends lies above the loss at the centre
+    assert ok.any() and np.all(0.5 * (lo + hi)[ok] >= fe_loss[ok] - 1e-12)
 
 
 def test_flat_dim_form_and_validate_config(user_module, tmp_path, capsys):
