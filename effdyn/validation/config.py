@@ -34,7 +34,9 @@ Problem types are the names in :mod:`effdyn.registry`: the classes of effdyn.pro
 builders ``TeacherStudent`` (width, n, d, data_seed, activation, scaling), ``DigitsMLP``
 (n, width, init_scale, data_seed), ``Cifar10MLP`` (path, n, width, init_scale, data_seed),
 ``DeepMatrixFactorization`` (also with ``sigma1``, ``target_seed`` instead of ``target``),
-and whatever a plugin registered. Model types likewise (the classes of effdyn.models and
+``jax`` (a JAX loss named by ``loss = "package.module:function"``, with ``dim`` or
+``params``, and an optional ``data`` builder that receives the table's other keys: see
+:mod:`effdyn.problems.from_config`), and whatever a plugin registered. Model types likewise (the classes of effdyn.models and
 registered ones).
 
 A validation case is a configuration with a ``[case]`` table (``title``, ``quick_steps``,
