@@ -185,3 +185,19 @@ def test_jax_config_refusals_name_the_key(user_module, tmp_path, capsys, change,
     assert code == 2
     assert "[problem]" in err and needle.replace("MOD", user_module) in err
     assert not (tmp_path / "out").exists()  # nothing ran, nothing written
+
+
+def test_validate_config_refusals(tmp_path, capsys):
+    code = main(["validate", "--config", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "out")])
+    assert code == 2 and "missing.toml" in capsys.readouterr().err
+    clash = tmp_path / "clash.toml"
+    clash.write_text('name = "minimal-valley"\n[problem]\ntype = "MinimalValley"\n[gd]\neta = 0.3\nsteps = 5\n')
+    code = main(["validate", "--config", str(clash), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "'minimal-valley' is already a validation case" in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[case]\nquick_steps = "many"\n[problem]\ntype = "MinimalValley"\n[gd]\neta = 0.3\nsteps = 5\n')
+    code = main(["validate", "--config", str(bad), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "[case]: `quick_steps` must be a positive integer" in err
+    assert not (tmp_path / "out").exists()

@@ -500,3 +500,21 @@ def test_fuzz_user_code_that_raises(fail_at, solver, model_name):
     assert isinstance(exc.__cause__, RuntimeError)  # the original exception is chained
     assert exc.partial is not None and exc.partial.stats.cause == Cause.USER_CODE
     assert all(k <= exc.time for k in exc.partial.k)
+
+
+# --- following a long run from a script ----------------------------------------------------------
+
+def test_solver_progress_lines_in_scripts(monkeypatch, capsys):
+    # Before this change the solvers drew a tqdm bar or nothing: progress=True in a script
+    # whose stderr is a log file filled it with carriage returns, and status lines were GD's only.
+    import effdyn.progress as prog
+
+    monkeypatch.setenv(prog.ENV_EVERY, "0")
+    monkeypatch.setattr(prog.logger, "propagate", False)  # no logging handler: lines go to stderr
+    model = ed.models.GradientFlow(ed.problems.MinimalValley(), 0.3)
+    ed.solve(model, np.array([0.1, 3.0]), 50, solver="map", progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(line.startswith("effdyn: ") for line in lines) and "\r" not in "".join(lines)
+    assert "finished 50/50 steps" in lines[-1]
+    ed.solve(model, np.array([0.1, 3.0]), 50, solver="map", progress=False)
+    assert capsys.readouterr().err == ""
