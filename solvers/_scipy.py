@@ -38,19 +38,27 @@ _LSODA_ISTATE = {
 EXPLICIT = ("RK23", "RK45", "DOP853")
 
 
+#: A run whose GD steps each take more than a fifth of ``max_evals_per_step`` evaluations,
+#: this many steps in a row, is stopped too: such work is sustained, not a passing burst.
+_HEAVY_STEPS = 3
+
+
 def default_max_evals(state_size: int, method: str | None = None) -> int:
     """Default cap on drift evaluations within one GD step.
 
     Healthy runs stay far below it: the models' rates are O(1) per GD step, and the quick
     validation suite peaks at under 200 evaluations in any GD step (LSODA, its first
-    finite-difference Jacobians included). A run needing five times that is stiff for the
-    method or running away (GD far above the edge: rates of η·λ ≫ 2 per step), and grinds
-    for minutes otherwise. Implicit methods and LSODA get 50 more per state component for
-    their finite-difference Jacobians (one evaluation per component each).
+    finite-difference Jacobians included). Stiff passages may take a few thousand in one GD
+    step (a van der Pol relaxation jump under RK23 at rtol 1e-7: 1800; Radau closing in on
+    a square-root singularity: 3400). A run that needs more than a fifth of the cap in
+    :data:`_HEAVY_STEPS` GD steps in a row is stiff for the method or running away (GD far
+    above the edge: rates of η·λ ≫ 2 per step) and would grind for minutes. Implicit
+    methods and LSODA get 50 more per state component for their finite-difference
+    Jacobians (one evaluation per component each).
     """
     if method in EXPLICIT:
-        return 1000
-    return 1000 + 50 * int(state_size)
+        return 5000
+    return 5000 + 50 * int(state_size)
 
 
 def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw, progress, max_step, first_step,
@@ -133,7 +141,7 @@ def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw,
         sr.stats.nfev = count["calls"]
         return sr.stop(cause, message, step=int(solver.t), time=float(solver.t))
 
-    stalled = 0
+    stalled = heavy = 0
     with deferred_interrupt(checkpoint is not None) as interrupt:
         try:
             if checkpoint is not None:
@@ -169,7 +177,18 @@ def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw,
                                 f"{stalled} steps in a row shorter than `min_step` = {min_step:g} GD steps (last "
                                 f"{h:.3g}; step-size underflow): the solution is singular or diverging here")
                 if int(np.floor(solver.t)) != count["bucket"]:
-                    count["bucket"], count["in_bucket"] = int(np.floor(solver.t)), 0
+                    new_bucket = int(np.floor(solver.t))
+                    rate = count["in_bucket"] / max(1, new_bucket - count["bucket"])
+                    heavy = heavy + 1 if 5 * rate > max_evals else 0
+                    if heavy >= _HEAVY_STEPS:
+                        sr.stats.nfev = count["calls"]
+                        return stop(Cause.TOO_MANY_EVALUATIONS,
+                                    f"{sr.stats.solver} stopped at k = {solver.t:.6g} (GD step {new_bucket}): stiff or "
+                                    f"diverging: more than {max_evals // 5} drift evaluations in each of {heavy} GD "
+                                    f"steps in a row (a fifth of `max_evals_per_step` = {max_evals}); the model or GD "
+                                    "itself may diverge here, or the problem is stiff for this method (try "
+                                    "solver='map' or another method)")
+                    count["bucket"], count["in_bucket"] = new_bucket, 0
                 sr.stats.n_accepted += 1
                 if n_stages is not None:
                     attempts = max(1, (count["calls"] - before) // n_stages)

@@ -81,10 +81,11 @@ def solve(
         Scipy backends: 50 accepted steps in a row shorter than this (in GD steps) stop the
         run with cause "step-size underflow" (a runaway or singular solution).
     max_evals_per_step : int, optional
-        Scipy backends: more drift evaluations than this within one GD step stop the run
-        with cause "too many evaluations" ("stiff or diverging"); default 1000 for the
-        explicit methods (RK23, RK45, DOP853), ``1000 + 50·state_size`` for BDF, Radau
-        and LSODA (finite-difference Jacobians).
+        Scipy backends: more drift evaluations than this within one GD step, or more
+        than a fifth of it in each of three GD steps in a row, stop the run with cause
+        "too many evaluations" ("stiff or diverging"); default 5000 for the explicit
+        methods (RK23, RK45, DOP853), ``5000 + 50·state_size`` for BDF, Radau and LSODA
+        (finite-difference Jacobians).
     blowup : float
         A state entry larger than ``blowup · max(1, max|y0|)`` counts as divergence.
     initial : dict, optional

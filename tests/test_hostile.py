@@ -304,10 +304,11 @@ def _check_runaway(model_name, p, th, eta, solver, causes, steps=40):
 @pytest.mark.parametrize("model_name, kind, factor, solver, causes", RUNAWAYS,
                          ids=[f"{m}-{k}-{s}" for m, k, _, s, _ in RUNAWAYS])
 def test_runaway_ends_with_a_named_cause(model_name, kind, factor, solver, causes):
-    # With the caps before this change (10000 + 50·n evaluations per GD step) the central
-    # flow on the valley under RK45 (~3000 evaluations per GD step) and the edge flow on the
-    # product problem under LSODA (~3500) ground on for over a minute: those two fail at
-    # 761df07. The other set-ups pin the mechanisms that already stopped them (blow-up,
+    # Before this change (one cap, 10000 + 50·n evaluations per GD step) the central flow
+    # on the valley under RK45 (1000-3500 evaluations in every GD step) and the edge flow on
+    # the product problem under LSODA (~3600) ground on for over a minute: those two fail
+    # at 761df07. They now stop on sustained work (three GD steps in a row above a fifth of
+    # the cap). The other set-ups pin the mechanisms that already stopped them (blow-up,
     # non-finite, step-size underflow, SDCP failure).
     p, th, eta = _setup(kind, factor)
     assert _gd_diverges(p, th, eta)
@@ -445,9 +446,13 @@ def test_checkpoint_with_a_pickled_payload_is_refused(tmp_path, real_checkpoint)
 
 
 @fuzz(12)
-@given(factor=st.floats(5.0, 2000.0), model_name=st.sampled_from(["free-energy", "edge"]),
-       kind=st.sampled_from(["valley", "quadratic"]), solver=st.sampled_from(["scipy:RK45", "scipy:LSODA"]))
-def test_fuzz_runaways_end_within_the_limits(factor, model_name, kind, solver):
+@given(factor=st.floats(5.0, 2000.0), setup=st.sampled_from([("free-energy", "valley"), ("edge", "valley"),
+                                                              ("free-energy", "quadratic")]),
+       solver=st.sampled_from(["scipy:RK45", "scipy:LSODA"]))
+def test_fuzz_runaways_end_within_the_limits(factor, setup, solver):
+    # (the edge flow on the quadratic is left out: at η·λ = 10 it stays finite over the
+    # horizon, a model result rather than a runaway)
+    model_name, kind = setup
     p, th, eta = _setup(kind, factor)
     assert _gd_diverges(p, th, eta, steps=6)
     _check_runaway(model_name, p, th, eta, solver, NAMED)
