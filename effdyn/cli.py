@@ -2,7 +2,7 @@
 
 ::
 
-    effdyn validate [--quick | --full] [--cases NAME ...] [--out DIR] [--cifar PATH]
+    effdyn validate [--quick | --full] [--cases NAME ...] [--config FILE ...] [--out DIR] [--cifar PATH]
     effdyn run CONFIG.toml [--out DIR]
     effdyn plot RESULT.nc [--out DIR] [--combined [--facets] [--window K0 K1]]
     effdyn sweep SWEEP.toml [--out DIR] [--scheduler ADDRESS | --workers N | --serial]
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="quick horizons (default; what `make run` runs, a few minutes)")
     mode.add_argument("--full", dest="quick", action="store_false", help="full horizons and sizes")
     v.add_argument("--cases", nargs="+", metavar="NAME", help="run only these cases (see `effdyn cases`)")
+    v.add_argument("--config", nargs="+", action="extend", metavar="FILE",
+                   help="run these TOML configurations as cases (their [case], [quick] and [full] tables apply); "
+                        "without --cases, only these run")
     v.add_argument("--out", default="effdyn-output", metavar="DIR", help="output folder (default: effdyn-output)")
     v.add_argument("--cifar", metavar="PATH",
                    help="local `cifar-10-batches-py` folder; adds the CIFAR-10 case (default: $EFFDYN_CIFAR10)")
@@ -152,6 +155,7 @@ def _log(msg: str) -> None:
 def _cmd_validate(args) -> int:
     from .data import CIFAR10_ENV, check_cifar10_folder
     from .validation import UnknownCaseError, ValidationInterrupted, get_case, validate
+    from .validation.config import ConfigError
 
     try:
         names = None
@@ -178,12 +182,22 @@ def _cmd_validate(args) -> int:
                 _err(f"`--model-budget` must be a number of seconds >= 0 (0: no limit); got {args.model_budget}.")
                 return EXIT_USAGE
             budget = args.model_budget or None
+        # every configuration is parsed and its models built before anything runs
+        config_cases = [_config_case(path, args.quick, cifar) for path in (args.config or [])]
     except UnknownCaseError as exc:
         _err(str(exc))
         return EXIT_USAGE
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ConfigError) as exc:
         _err(str(exc))
         return EXIT_USAGE
+    taken = set(names or ())
+    for case in config_cases:
+        if case.name in taken:
+            _err(f"--config: two cases are called {case.name!r}; give the configurations different `name`s.")
+            return EXIT_USAGE
+        taken.add(case.name)
+    if config_cases and names is None:
+        names = []
 
     problem = _output_folder_problem(Path(args.out))
     if problem is not None:
@@ -191,19 +205,64 @@ def _cmd_validate(args) -> int:
         return EXIT_USAGE
     mode = "quick" if args.quick else "full"
     _log(f"effdyn validate ({mode}) -> {args.out}")
-    try:
-        result = validate(names, quick=args.quick, out_dir=args.out, cifar=cifar, steps=args.steps,
-                          progress=args.progress, log=_log, figures=args.figures, model_budget=budget)
-    except ValidationInterrupted as exc:
-        res = exc.result
-        _err(f"interrupted; results computed so far are saved in {res.out_dir} (report: {res.report}).")
-        return EXIT_INTERRUPTED
+    with _registered(config_cases):
+        try:
+            result = validate(None if names is None else names + [c.name for c in config_cases], quick=args.quick,
+                              out_dir=args.out, cifar=cifar, steps=args.steps, progress=args.progress, log=_log,
+                              figures=args.figures, model_budget=budget)
+        except ValidationInterrupted as exc:
+            res = exc.result
+            _err(f"interrupted; results computed so far are saved in {res.out_dir} (report: {res.report}).")
+            return EXIT_INTERRUPTED
     print(f"Report: {result.report}")
     print(f"Total wall time: {result.wall_time:.1f} s")
     failed = [c for c in result.cases if c.status != "ok"]
     for c in failed:
         _err(f"case {c.name}: {c.status}: {c.message}")
     return EXIT_OK if not failed else EXIT_FAILED
+
+
+def _config_case(path, quick: bool, cifar):
+    """A validation case from a TOML configuration (checked now; its setup is reused)."""
+    import dataclasses
+
+    from .registry import case_names
+    from .validation.cases import Case
+    from .validation.config import ConfigError, load_config
+
+    cfg = load_config(path, mode="quick" if quick else "full", cifar=cifar)
+    if cfg.name in case_names():
+        raise ConfigError(f"{cfg.path}: name: {cfg.name!r} is already a validation case; set another `name`.")
+    table = cfg.case
+    quick_steps = int(table.get("quick_steps", cfg.setup.steps))
+    full_steps = int(table.get("full_steps", cfg.setup.steps))
+
+    def build(steps, quick, cifar=None, _setup=cfg.setup):
+        return dataclasses.replace(_setup, steps=int(steps))
+
+    title = str(table.get("title", f"{cfg.name} ({cfg.path.name})"))
+    return Case(cfg.name, title, build, needs_cifar=bool(table.get("needs_cifar", False)),
+                quick_steps=quick_steps, full_steps=full_steps)
+
+
+class _registered:
+    """Register configuration cases for one validate call, and forget them afterwards."""
+
+    def __init__(self, cases):
+        self.cases = cases
+
+    def __enter__(self):
+        from . import registry
+
+        for case in self.cases:
+            registry.register_case(case)
+
+    def __exit__(self, *exc):
+        from . import registry
+
+        for case in self.cases:
+            registry._CASES.pop(case.name, None)
+        return False
 
 
 def _cmd_run(args) -> int:
@@ -245,15 +304,22 @@ def _cmd_run(args) -> int:
 
 
 def _output_folder_problem(out_dir: Path) -> str | None:
-    """Create the output folder; a one-line reason when that is impossible."""
+    """Create the output folder and check that a file can be written in it; a one-line
+    reason when that is impossible (checked before anything runs)."""
+    import tempfile
+
     if out_dir.exists() and not out_dir.is_dir():
         return f"`--out` {str(out_dir)!r} is a file, not a folder; pass a folder for the results."
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"`--out` {str(out_dir)!r} cannot be created ({exc.strerror or exc}); pass a writable folder."
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        return f"`--out` {str(out_dir)!r} is not writable; pass a writable folder."
+    # os.access answers yes to root even on read-only or virtual file systems: try a file
+    try:
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".effdyn-write-test-"):
+            pass
+    except OSError as exc:
+        return f"`--out` {str(out_dir)!r} is not writable ({exc.strerror or exc}); pass a writable folder."
     return None
 
 

@@ -6,7 +6,9 @@
   "python version" folder ``cifar-10-batches-py`` (pickled dicts ``data_batch_1`` ..
   ``data_batch_5``, each with ``b'data'``: uint8 (rows, 3072), channel-major (the 1024 red
   pixels, then green, then blue, each row-major 32 × 32) and ``b'labels'``: rows ints in
-  0..9). Nothing is ever downloaded: the folder is given by the caller, or by the
+  0..9). The batches are read with a restricted unpickler (:func:`read_pickled_batch`) that
+  admits only what genuine batches hold, so a crafted file cannot run code. Nothing is ever
+  downloaded: the folder is given by the caller, or by the
   environment variable ``EFFDYN_CIFAR10``.
 
 Features are standardised column by column (zero mean, unit variance over the chosen
@@ -25,7 +27,7 @@ import numpy as np
 from ._checks import nonneg_int, positive_int
 
 __all__ = ["load_digits_subset", "load_cifar10", "load_cifar10_subset", "one_hot", "standardize",
-           "cifar10_path", "check_cifar10_folder", "CIFAR10_ENV", "CIFAR10_BATCHES"]
+           "cifar10_path", "check_cifar10_folder", "read_pickled_batch", "CIFAR10_ENV", "CIFAR10_BATCHES"]
 
 #: Environment variable naming a local ``cifar-10-batches-py`` folder.
 CIFAR10_ENV = "EFFDYN_CIFAR10"
@@ -137,12 +139,91 @@ def _missing_message(file: Path) -> str:
             f"{', '.join(CIFAR10_BATCHES)} (the python version of CIFAR-10, unpacked).")
 
 
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle refers to something a CIFAR-10 batch never contains (code could run)."""
+
+
+def _latin1_encode(text, encoding="latin1", errors="strict"):
+    # How Python 3 writes bytes under protocols < 3: _codecs.encode(str, "latin1").
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise UnsafePickleError(f"_codecs.encode is admitted only as encode(str, 'latin1'); got encoding "
+                                f"{encoding!r}")
+    return text.encode("latin1")
+
+
+def _plain_dtype(*args):
+    dt = np.dtype(*args)
+    if dt.hasobject:
+        raise UnsafePickleError(f"NumPy dtype {dt} holds Python objects; CIFAR-10 arrays are numeric")
+    return dt
+
+
+def _numpy_names():
+    """The (module, name) pairs NumPy's array pickles use, mapped to what loading may call."""
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _plain_dtype,
+               ("_codecs", "encode"): _latin1_encode}
+    try:
+        from numpy._core.multiarray import _reconstruct
+        from numpy._core.numeric import _frombuffer
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import _reconstruct
+        from numpy.core.numeric import _frombuffer
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = _reconstruct
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+        allowed[(mod, "_frombuffer")] = _frombuffer
+    return allowed
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Admits dicts, lists, tuples, bytes, str, numbers and numeric NumPy arrays (through
+    NumPy's own reconstruction functions); any other global is refused, so nothing outside
+    that list can be called while loading."""
+
+    def __init__(self, fh, allowed):
+        super().__init__(fh, encoding="bytes")
+        self._allowed = allowed
+
+    def find_class(self, module, name):
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(f"refused global {module}.{name} (a genuine CIFAR-10 batch holds only dicts, "
+                                    "lists, bytes, ints and NumPy arrays)") from None
+
+    def persistent_load(self, pid):
+        raise UnsafePickleError("refused a persistent id (not used by CIFAR-10 batches)")
+
+
+class _Refused(ValueError):
+    pass
+
+
+def read_pickled_batch(file):
+    """Load one ``cifar-10-batches-py`` batch with the restricted unpickler.
+
+    Raises
+    ------
+    ValueError
+        The file is not a pickle of the admitted kinds; the message names the file and what
+        was refused. Nothing in the file is executed.
+    """
+    file = Path(file)
+    try:
+        with open(file, "rb") as fh:
+            return _BatchUnpickler(fh, _numpy_names()).load()
+    except UnsafePickleError as exc:
+        raise _Refused(f"CIFAR-10 file {str(file)!r} was refused: {exc}. Use the python version of CIFAR-10 "
+                         "as distributed (cifar-10-python.tar.gz, unpacked).") from None
+
+
 def _read_batch(file: Path):
     if not file.is_file():
         raise FileNotFoundError(_missing_message(file))
     try:
-        with open(file, "rb") as fh:
-            batch = pickle.load(fh, encoding="bytes")
+        batch = read_pickled_batch(file)
+    except _Refused:
+        raise
     except Exception as exc:
         raise ValueError(
             f"Could not read CIFAR-10 file {str(file)!r} ({type(exc).__name__}: {exc}); expected a pickled "

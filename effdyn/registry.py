@@ -105,6 +105,8 @@ _PROBLEMS.update({
     "TeacherStudent": ProblemEntry("TeacherStudent", "effdyn.problems.builders:teacher_student_problem"),
     "DigitsMLP": ProblemEntry("DigitsMLP", "effdyn.problems.builders:digits_mlp"),
     "Cifar10MLP": ProblemEntry("Cifar10MLP", "effdyn.problems.builders:cifar10_mlp"),
+    # a JAX loss named by "package.module:function" references (effdyn.problems.from_config)
+    "jax": ProblemEntry("jax", "effdyn.problems.from_config:jax_problem"),
 })
 
 #: Validation cases registered from outside effdyn (the built-in ones are the files of

@@ -27,7 +27,6 @@
 
 # %%
 import numpy as np
-import matplotlib.pyplot as plt
 from threadpoolctl import threadpool_limits
 
 import effdyn as ed
@@ -35,7 +34,7 @@ import effdyn as ed
 # effdyn's matrices are small (Hessians of a few dozen rows, P × r factors): one BLAS thread
 # is the fastest, and much faster than many threads competing on a busy machine.
 threadpool_limits(1, user_api="blas")
-plt.rcParams.update({"figure.figsize": (11, 3.4), "axes.grid": True, "grid.alpha": 0.3})
+# %matplotlib inline
 
 # %%
 from effdyn._jax import import_jax
@@ -78,28 +77,18 @@ runs = {
 print("EoS onset at GD step", traj.eos_onset())
 
 # %%
-k_la, loss_avg = traj.loss_average()
-fig, ax = plt.subplots(1, 2)
-ax[0].plot(traj.eig_k, eta * traj.sharpness, color="0.6", lw=0.8, label="GD")
-ax[1].semilogy(traj.k, traj.loss, color="0.8", lw=0.5, label="GD, raw")
-ax[1].semilogy(k_la, loss_avg, color="0.3", lw=1, label="GD, two-step average")
-for name, sol in runs.items():
-    ax[0].plot(sol.k, eta * sol.sharpness, label=name)
-    ax[1].semilogy(sol.k, sol.time_avg_loss, label=name)
-ax[0].axhline(2, color="k", ls=":", lw=1)
-ax[0].set(xlabel="GD step k", ylabel="η · sharpness", ylim=(0.9, 2.8))
-ax[1].set(xlabel="GD step k", ylabel="loss")
-ax[0].legend(fontsize=8), ax[1].legend(fontsize=8)
-fig.tight_layout()
+ed.plot(traj, *runs.values(), labels=list(runs), what=("sharpness", "loss"))
+
+# %%
 metrics = {name: ed.compare(traj, sol) for name, sol in runs.items()}
 for name, m in metrics.items():
     print(f"{name:16s} sharpness error {m.sharpness_error:.4f}  loss error {m.loss_error:.4f}  distance {m.distance:.4f}")
 
 # %% [markdown]
-# Gradient flow sharpens past the edge (η·S keeps rising) and takes a different path
+# Gradient flow sharpens past the edge (S keeps rising above 2/η) and takes a different path
 # through parameter space. The free-energy flow, stepped once per GD step, lets its
 # oscillation grow from a round-off seed after the crossing, as GD's does, and reproduces
-# the catapult and the return towards η·S = 2.
+# the catapult (the loss spike) and the return towards S = 2/η.
 #
 # Saving a result keeps the configuration, library versions and seed with the numbers:
 

@@ -31,7 +31,6 @@
 
 # %%
 import numpy as np
-import matplotlib.pyplot as plt
 from threadpoolctl import threadpool_limits
 
 import effdyn as ed
@@ -39,7 +38,7 @@ import effdyn as ed
 # effdyn's matrices are small (Hessians of a few dozen rows, P × r factors): one BLAS thread
 # is the fastest, and much faster than many threads competing on a busy machine.
 threadpool_limits(1, user_api="blas")
-plt.rcParams.update({"figure.figsize": (11, 3.4), "axes.grid": True, "grid.alpha": 0.3})
+# %matplotlib inline
 
 # %%
 DMF = ed.problems.DeepMatrixFactorization
@@ -67,36 +66,22 @@ for sigma1 in (5.0, 5.5):
 # balanced minimum (sharpness 29.2, above the edge): its oscillation starts from a
 # round-off-sized seed and needs about a hundred steps to grow (theory §5). Then Σ pulls
 # the sharpness down to 2/η, where it stays.
-
-# %%
-fig, ax = plt.subplots(1, 2, sharey=True)
-for a, (sigma1, (traj, flow, step_map)) in zip(ax, results.items()):
-    a.plot(traj.eig_k, traj.sharpness, color="0.6", lw=0.6, label="GD")
-    a.plot(flow.k, flow.sharpness, color="C1", label="θ/Σ flow")
-    a.axhline(2 / eta, color="k", ls=":", lw=1, label="2/η")
-    a.axhline(3 * sigma1 ** (4 / 3), color="C2", ls="--", lw=1, label="3σ₁^{4/3}")
-    a.set(title=f"σ₁ = {sigma1}", xlabel="GD step k", ylabel="sharpness")
-ax[0].legend(fontsize=8)
-fig.tight_layout()
-
-# %% [markdown]
+#
 # ## The free energy
 #
 # GD's raw loss oscillates; its two-step average does not. F is the models' prediction of
 # that average. The step-exact map (`solver="map"`: the same equations stepped once per GD
-# step) is shown as well.
+# step) is shown as well. `ed.plot` draws each regime's sharpness (with 2/η) and loss.
 
 # %%
-fig, ax = plt.subplots(1, 2)
-for a, (sigma1, (traj, flow, step_map)) in zip(ax, results.items()):
-    k_la, loss_avg = traj.loss_average()
-    a.semilogy(traj.k, traj.loss, color="0.8", lw=0.5, label="GD, raw")
-    a.semilogy(k_la, loss_avg, color="0.3", lw=1, label="GD, two-step average")
-    a.semilogy(flow.k, flow.free_energy, color="C1", label="F, θ/Σ flow")
-    a.semilogy(step_map.k, step_map.free_energy, color="C0", ls="--", lw=1, label="F, step-exact map")
-    a.set(title=f"σ₁ = {sigma1}", xlabel="GD step k", ylabel="loss", ylim=(1e-14 if sigma1 == 5.0 else 1e-5, 30))
-ax[0].legend(fontsize=8)
-fig.tight_layout()
+traj, flow, step_map = results[5.0]
+ed.plot(traj, flow, step_map, labels=["θ/Σ flow", "step-exact map"], what=("sharpness", "loss"), title="σ₁ = 5.0")
+
+# %%
+traj, flow, step_map = results[5.5]
+ed.plot(traj, flow, step_map, labels=["θ/Σ flow", "step-exact map"], what=("sharpness", "loss"), title="σ₁ = 5.5")
+
+# %%
 for sigma1, (traj, flow, step_map) in results.items():
     for name, sol in (("flow", flow), ("map", step_map)):
         m = ed.compare(traj, sol)

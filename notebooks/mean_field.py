@@ -28,7 +28,6 @@
 
 # %%
 import numpy as np
-import matplotlib.pyplot as plt
 from threadpoolctl import threadpool_limits
 
 import effdyn as ed
@@ -36,7 +35,7 @@ import effdyn as ed
 # effdyn's matrices are small (Hessians of a few dozen rows, P × r factors): one BLAS thread
 # is the fastest, and much faster than many threads competing on a busy machine.
 threadpool_limits(1, user_api="blas")
-plt.rcParams.update({"figure.figsize": (11, 3.4), "axes.grid": True, "grid.alpha": 0.3})
+# %matplotlib inline
 
 # %%
 from effdyn.problems.two_layer import teacher_student
@@ -51,16 +50,16 @@ for N in widths:
     print(f"N = {N:3d}: P = {prob.dim:4d}, η = {N * eta_mf:5.1f}, onset at step {runs[N].eos_onset()}, "
           f"final loss {runs[N].loss[-1]:.2e}")
 
+# %% [markdown]
+# `ed.plot` shows a mean-field network's sharpness in mean-field units, S_MF = N·λ_max
+# against 2/η_MF, over GD steps k (mean-field time t = k·η_MF = k/2); here the narrowest and
+# the widest network:
+
 # %%
-fig, ax = plt.subplots(1, 2)
-for N, traj in runs.items():
-    ax[0].plot(traj.eig_k * eta_mf, N * traj.sharpness, label=f"N = {N}")
-    ax[1].semilogy(traj.k * eta_mf, traj.loss, lw=0.8, label=f"N = {N}")
-ax[0].axhline(2 / eta_mf, color="k", ls=":", lw=1, label="2/η_MF")
-ax[0].set(xlabel="mean-field time t = k·η_MF", ylabel="S_MF = N·λ_max")
-ax[1].set(xlabel="mean-field time t", ylabel="loss")
-ax[0].legend(fontsize=8)
-fig.tight_layout()
+from IPython.display import display
+
+for N in (widths[0], widths[-1]):
+    display(ed.plot(runs[N], what=("sharpness", "loss"), title=f"GD, width N = {N}"))
 
 # %% [markdown]
 # ## Convergence in N
@@ -90,16 +89,7 @@ N = 40
 prob = teacher_student(N, n=100, d=5, seed=0)
 kinetic = ed.solve(ed.models.MeanFieldKinetic(prob, eta_mf), prob.init(0), steps, solver="map", save_every=10)
 m = ed.compare(runs[N], kinetic)
-fig, ax = plt.subplots(1, 2)
-ax[0].plot(runs[N].eig_k * eta_mf, N * runs[N].sharpness, color="0.5", label="GD")
-ax[0].plot(kinetic.t, kinetic.sharpness_mf, color="C3", label="kinetic model")
-ax[0].axhline(2 / eta_mf, color="k", ls=":", lw=1)
-ax[0].set(xlabel="mean-field time t", ylabel="S_MF")
-ax[1].semilogy(runs[N].k * eta_mf, runs[N].loss, color="0.8", lw=0.5, label="GD, raw")
-ax[1].semilogy(kinetic.t, kinetic.free_energy, color="C3", label="kinetic model, F")
-ax[1].set(xlabel="mean-field time t", ylabel="loss")
-ax[0].legend(fontsize=8), ax[1].legend(fontsize=8)
-fig.tight_layout()
+display(ed.plot(runs[N], kinetic, labels=["kinetic model"], what=("sharpness", "loss"), title=f"N = {N}"))
 print(f"sharpness error {m.sharpness_error:.4f} (of 2/η), loss error {m.loss_error:.3f}")
 
 # %%

@@ -38,7 +38,6 @@
 
 # %%
 import numpy as np
-import matplotlib.pyplot as plt
 from threadpoolctl import threadpool_limits
 
 import effdyn as ed
@@ -46,7 +45,7 @@ import effdyn as ed
 # effdyn's matrices are small (Hessians of a few dozen rows, P × r factors): one BLAS thread
 # is the fastest, and much faster than many threads competing on a busy machine.
 threadpool_limits(1, user_api="blas")
-plt.rcParams.update({"figure.figsize": (11, 3.4), "axes.grid": True, "grid.alpha": 0.3})
+# %matplotlib inline
 
 # %% [markdown]
 # ## Gradient descent
@@ -83,58 +82,41 @@ for name, sol in runs.items():
     print(f"{name:18s} {sol}")
 
 # %% [markdown]
-# ## Sharpness and the valley coordinate
+# ## Sharpness, distance and amplitude
 #
 # GD's iterates alternate at the EoS, so the models are compared with GD's *two-step
 # midpoint* θ̄_k = ¼(θ_{k−1} + 2θ_k + θ_{k+1}), the mean of the two half-step midpoints on
 # either side of θ_k (centred on step k, and free of any period-two alternation), and with
 # the half-step amplitude |v₁ᵀ(θ_{k+1} − θ_k)|/2 of the oscillation along the top
-# eigenvector v₁.
+# eigenvector v₁. `ed.plot` draws GD and any number of solutions panel by panel: the
+# sharpness against 2/η, the distance ‖θ − θ̄_GD‖ of each model to GD's midpoint, and the
+# amplitude.
 
 # %%
-k_mid, mid = traj.midpoint()
-k_amp, amp = traj.amplitude()
-fig, ax = plt.subplots(1, 3)
-ax[0].plot(traj.eig_k, traj.sharpness, color="0.6", lw=0.8, label="GD")
-ax[1].plot(k_mid, mid[:, 1], color="0.6", lw=0.8, label="GD midpoint")
-ax[2].plot(k_amp, amp, color="0.6", lw=0.8, label="GD")
-for name, sol in runs.items():
-    ax[0].plot(sol.k, sol.sharpness, label=name)
-    ax[1].plot(sol.k, sol.theta[:, 1], label=name)
-    ax[2].plot(sol.k, sol.amplitude, label=name)
-ax[0].axhline(2 / eta, color="k", ls=":", lw=1, label="2/η")
-ax[0].set(xlabel="GD step k", ylabel="sharpness", ylim=(2.5, 9))
-ax[1].set(xlabel="GD step k", ylabel="y (valley coordinate)")
-ax[2].set(xlabel="GD step k", ylabel="oscillation amplitude", xlim=(onset - 200, steps))
-ax[0].legend(fontsize=8)
-fig.tight_layout()
+ed.plot(traj, *runs.values(), labels=list(runs), what=("sharpness", "distance", "amplitude"))
 
 # %% [markdown]
-# Gradient flow keeps sharpening past 2/η: without an oscillation nothing holds it back. The
-# free-energy flow starts its oscillation from a round-off seed when the sharpness crosses
-# 2/η, overshoots (how far depends on the seed's size, theory §5), and then settles on the
-# edge with GD's amplitude. The central flow sits exactly on the edge from the onset on.
+# Gradient flow keeps sharpening past 2/η: without an oscillation nothing holds it back, and
+# it drifts away from GD's midpoint. The free-energy flow starts its oscillation from a
+# round-off seed when the sharpness crosses 2/η, overshoots (how far depends on the seed's
+# size, theory §5), and then settles on the edge with GD's amplitude. The central flow sits
+# exactly on the edge from the onset on.
 #
 # ## Loss: raw, two-step averaged, and the free energy
 #
 # GD's raw loss jumps between the two sides of the valley. Its two-step average
-# ½(E_k + E_{k+1}) is smooth, and it is what the free energy F = E + ½⟨H, Σ⟩ predicts.
+# ½(E_k + E_{k+1}) is smooth, and it is what the free energy F = E + ½⟨H, Σ⟩ predicts;
+# `window="eos"` shows the steps from just before GD's onset on. The band around the
+# free-energy flow is its loss envelope E(θ ± √(v₁ᵀΣv₁)·v₁), the two sides GD visits.
 
 # %%
 k_la, loss_avg = traj.loss_average()
-fig, ax = plt.subplots(1, 2)
-ax[0].plot(traj.k, traj.loss, color="0.8", lw=0.5, label="GD, raw")
-ax[0].plot(k_la, loss_avg, color="0.3", lw=1, label="GD, two-step average")
-for name in ("free-energy flow", "central flow"):
-    ax[0].plot(runs[name].k, runs[name].time_avg_loss, label=name)
-ax[0].set(xlabel="GD step k", ylabel="loss", xlim=(onset - 100, steps), ylim=(-0.06, 0.1))
-ax[0].legend(fontsize=8)
 fe = runs["free-energy flow"]
-ax[1].semilogy(fe.k, fe.sigma_trace, label="tr Σ (free-energy flow)")
-ax[1].axvline(onset, color="k", ls=":", lw=1, label="GD's onset")
-ax[1].set(xlabel="GD step k", ylabel="tr Σ")
-ax[1].legend(fontsize=8)
-fig.tight_layout()
+ed.plot(traj, fe, runs["central flow"], labels=["free-energy flow", "central flow"], what="loss", window="eos")
+
+# %%
+print(f"tr Σ of the free-energy flow: {fe.sigma_trace[0]:.1e} at k = 0 (the round-off seed), "
+      f"{fe.sigma_trace[-1]:.3g} at the end")
 
 # %% [markdown]
 # ## How close? `ed.compare`

@@ -35,9 +35,11 @@ import functools
 import json
 import os
 import signal
+import struct
 import threading
 import types
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -220,12 +222,16 @@ def read_tree(path, *, fmt: str = FORMAT, version: int = VERSION, what: str = "c
             if doc.get("version") != version:
                 raise _VersionError(doc.get("version"))
             arrays = {name: npz[name] for name in npz.files if name != "header"}
+        tree = decode(doc.pop("tree"), arrays)
     except _VersionError as exc:
         raise ValueError(f"{what} {str(path)!r} has format version {exc.args[0]}; this effdyn reads "
                          f"{version}.") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, json.JSONDecodeError,
+            EOFError, NotImplementedError, RuntimeError, OverflowError, struct.error, zlib.error) as exc:
+        # a damaged zip can fail in zipfile with NotImplementedError (unknown compression or
+        # version fields), RuntimeError ("encrypted"), struct or zlib errors; a damaged tree
+        # with KeyError/TypeError/AttributeError: all of them mean "not a checkpoint"
         raise ValueError(f"`path` {str(path)!r} is not an effdyn {what} ({type(exc).__name__}: {exc}).") from None
-    tree = decode(doc.pop("tree"), arrays)
     return doc, tree
 
 

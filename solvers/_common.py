@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from effdyn.outcomes import Cause
@@ -56,12 +54,15 @@ class DivergenceMonitor:
 
 
 def progress_bar(total: float, progress, desc: str):
-    """A tqdm bar in units of GD steps, or None. ``progress=None``: only on a terminal."""
-    if progress is None:
-        progress = sys.stderr.isatty() and total >= 2000
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
+    """A progress display in units of GD steps (:func:`effdyn.progress.progress_meter`), or
+    None when nothing is shown.
 
-    return tqdm(total=float(total), desc=desc, unit="step", leave=False,
-                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]")
+    ``progress=None``: a tqdm bar on a terminal for runs of at least 2000 steps (as before),
+    status lines in scripts only when ``$EFFDYN_PROGRESS_EVERY`` asks for them; True: a bar
+    on a terminal, status lines elsewhere; False: nothing.
+    """
+    from effdyn.progress import progress_meter
+
+    meter = progress_meter(total, progress, desc, unit="step", min_total=2000, leave=False,
+                           bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]")
+    return meter if meter.active else None

@@ -4,6 +4,8 @@ request, checkpointed (see :mod:`effdyn.solvers._checkpoint`)."""
 
 from __future__ import annotations
 
+import time as _time
+
 import numpy as np
 import scipy.integrate as si
 
@@ -32,11 +34,31 @@ _LSODA_ISTATE = {
 }
 
 
-def default_max_evals(state_size: int) -> int:
-    """Default cap on drift evaluations within one GD step: far above what a healthy run
-    needs (a few per step for explicit methods; an implicit method's finite-difference
-    Jacobian costs one evaluation per state component), far below a runaway's millions."""
-    return 10_000 + 50 * int(state_size)
+#: Methods that never evaluate a Jacobian (their work per step does not grow with the state).
+EXPLICIT = ("RK23", "RK45", "DOP853")
+
+
+#: A run whose GD steps each take more than a fifth of ``max_evals_per_step`` evaluations,
+#: this many steps in a row, is stopped too: such work is sustained, not a passing burst.
+_HEAVY_STEPS = 3
+
+
+def default_max_evals(state_size: int, method: str | None = None) -> int:
+    """Default cap on drift evaluations within one GD step.
+
+    Healthy runs stay far below it: the models' rates are O(1) per GD step, and the quick
+    validation suite peaks at under 200 evaluations in any GD step (LSODA, its first
+    finite-difference Jacobians included). Stiff passages may take a few thousand in one GD
+    step (a van der Pol relaxation jump under RK23 at rtol 1e-7: 1800; Radau closing in on
+    a square-root singularity: 3400). A run that needs more than a fifth of the cap in
+    :data:`_HEAVY_STEPS` GD steps in a row is stiff for the method or running away (GD far
+    above the edge: rates of η·λ ≫ 2 per step) and would grind for minutes. Implicit
+    methods and LSODA get 50 more per state component for their finite-difference
+    Jacobians (one evaluation per component each).
+    """
+    if method in EXPLICIT:
+        return 5000
+    return 5000 + 50 * int(state_size)
 
 
 def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw, progress, max_step, first_step,
@@ -48,7 +70,7 @@ def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw,
     sr = SolveRun(model, y0, run, solver=f"scipy:{method}", blowup=blowup, throw=throw, progress=progress,
                   seed=seed, rtol=rtol, atol=atol, record_run=record_run, time_limit=time_limit, callback=callback,
                   total=steps, desc=f"{model.name} [scipy:{method}]")
-    max_evals = default_max_evals(model.state_size) if max_evals_per_step is None else int(max_evals_per_step)
+    max_evals = default_max_evals(model.state_size, method) if max_evals_per_step is None else int(max_evals_per_step)
     # evaluations of the current GD step [bucket, bucket + 1), first bad drift of the current step
     count = {"calls": 0, "bucket": 0, "in_bucket": 0}
     bad_drift = {"k": None, "finite_state": True}
@@ -56,6 +78,12 @@ def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw,
     def fun(k, y):
         count["calls"] += 1
         count["in_bucket"] += 1
+        # the budget is also checked inside a step: one step of a stiff or runaway model
+        # (step sizes shrinking, each evaluation costly) can take longer than the budget
+        if sr.deadline is not None and _time.perf_counter() > sr.deadline:
+            raise StopRun(Cause.TIME_BUDGET, f"stopped at k = {k:.6g} (GD step {int(np.floor(k))}), inside a step: time "
+                                             f"budget of {time_limit:g} s exceeded", step=int(np.floor(k)),
+                          time=float(k))
         if count["in_bucket"] > max_evals:
             b = count["bucket"]
             raise IntegrationError(
@@ -113,7 +141,7 @@ def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw,
         sr.stats.nfev = count["calls"]
         return sr.stop(cause, message, step=int(solver.t), time=float(solver.t))
 
-    stalled = 0
+    stalled = heavy = 0
     with deferred_interrupt(checkpoint is not None) as interrupt:
         try:
             if checkpoint is not None:
@@ -125,6 +153,10 @@ def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw,
                 t_old = solver.t
                 try:
                     message = solver.step()
+                except StopRun as halt:
+                    # solver.t and solver.y are still the last accepted step
+                    _save_due(sr, solver, grid, nxt, inclusive=True)
+                    return stop(halt.cause, halt.message)
                 except (ValueError, ArithmeticError, np.linalg.LinAlgError):
                     # BDF/Radau factorise matrices built from the drift: NaN there fails in LAPACK
                     if bad_drift["k"] is None:
@@ -145,7 +177,18 @@ def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw,
                                 f"{stalled} steps in a row shorter than `min_step` = {min_step:g} GD steps (last "
                                 f"{h:.3g}; step-size underflow): the solution is singular or diverging here")
                 if int(np.floor(solver.t)) != count["bucket"]:
-                    count["bucket"], count["in_bucket"] = int(np.floor(solver.t)), 0
+                    new_bucket = int(np.floor(solver.t))
+                    rate = count["in_bucket"] / max(1, new_bucket - count["bucket"])
+                    heavy = heavy + 1 if 5 * rate > max_evals else 0
+                    if heavy >= _HEAVY_STEPS:
+                        sr.stats.nfev = count["calls"]
+                        return stop(Cause.TOO_MANY_EVALUATIONS,
+                                    f"{sr.stats.solver} stopped at k = {solver.t:.6g} (GD step {new_bucket}): stiff or "
+                                    f"diverging: more than {max_evals // 5} drift evaluations in each of {heavy} GD "
+                                    f"steps in a row (a fifth of `max_evals_per_step` = {max_evals}); the model or GD "
+                                    "itself may diverge here, or the problem is stiff for this method (try "
+                                    "solver='map' or another method)")
+                    count["bucket"], count["in_bucket"] = new_bucket, 0
                 sr.stats.n_accepted += 1
                 if n_stages is not None:
                     attempts = max(1, (count["calls"] - before) // n_stages)

@@ -100,9 +100,11 @@ def solve(
         Scipy backends: 50 accepted steps in a row shorter than this (in GD steps) stop the
         run with cause "step-size underflow" (a runaway or singular solution).
     max_evals_per_step : int, optional
-        Scipy backends: more drift evaluations than this within one GD step stop the run
-        with cause "too many evaluations" ("stiff or diverging"); default
-        ``10000 + 50·state_size``.
+        Scipy backends: more drift evaluations than this within one GD step, or more
+        than a fifth of it in each of three GD steps in a row, stop the run with cause
+        "too many evaluations" ("stiff or diverging"); default 5000 for the explicit
+        methods (RK23, RK45, DOP853), ``5000 + 50·state_size`` for BDF, Radau and LSODA
+        (finite-difference Jacobians).
     blowup : float
         A state entry larger than ``blowup · max(1, max|y0|)`` counts as divergence.
     initial : dict, optional
@@ -127,8 +129,9 @@ def solve(
     checkpoint_every : float, optional
         Spacing of the checkpoints in GD steps (default: a tenth of the horizon).
     time_limit : float, optional
-        Wall-time budget in seconds: the run stops after the first step past it, with
-        status "budget" and the partial solution (raised only when ``throw=True``).
+        Wall-time budget in seconds: the run stops after the first step past it (the scipy
+        backends also check it at every drift evaluation inside a step), with status
+        "budget" and the partial solution (raised only when ``throw=True``).
     callback : callable, optional
         ``callback(k, y)`` after every accepted step (scipy, map); a truthy return value
         (e.g. a message) stops the run with status "stopped" and that message.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import positive_float
+from .._checks import positive_float, seed_rng
 from ..kernels import minimalist_two_layer as _k
 from .base import CompiledProblem, NumbaKernels
 
@@ -61,5 +61,7 @@ class MinimalistTwoLayer(CompiledProblem):
         return cls(lam1=config["lam1"], lam2=config["lam2"])
 
     def init(self, seed: int | None = None) -> np.ndarray:
-        """The benchmark start (α, β1, β2) = (0.5, 0.05, 0.05); ``seed`` is ignored."""
+        """The benchmark start (α, β1, β2) = (0.5, 0.05, 0.05), the same for every ``seed``
+        (None or an integer >= 0, checked like every problem's seed)."""
+        seed_rng(seed)
         return np.array([0.5, 0.05, 0.05])

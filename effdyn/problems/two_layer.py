@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._checks import as_matrix, as_vector, positive_int, seed_rng
+from .._checks import as_matrix, as_vector, positive_int, real_array, seed_rng
 from ..kernels import two_layer as _k
 from .base import CompiledProblem, NumbaKernels
 
@@ -88,16 +88,12 @@ def get_activation(name) -> Activation:
 
 
 def _check_data(X, y):
-    try:
-        Xa = np.array(X, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"`X` must be a real array of shape (n, d); got {type(X).__name__} ({exc})") from None
+    # real_array refuses complex numbers, text and booleans: NumPy would drop imaginary
+    # parts (with a warning only) and parse strings such as "1.5" into numbers
+    Xa = real_array(X, "X", "a real array of shape (n, d)")
     if Xa.ndim != 2 or Xa.shape[0] < 1 or Xa.shape[1] < 1:
         raise ValueError(f"`X` must be a 2-D array of shape (n, d) with n, d >= 1; got shape {Xa.shape}.")
-    try:
-        ya = np.array(y, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"`y` must be a real vector of shape (n,); got {type(y).__name__} ({exc})") from None
+    ya = real_array(y, "y", "a real vector of shape (n,)")
     if ya.ndim == 2 and ya.shape[1] == 1:
         ya = ya[:, 0]
     if ya.ndim != 1 or ya.shape[0] != Xa.shape[0]:
@@ -308,6 +304,8 @@ def teacher_student_data(n: int = 100, d: int = 5, *, seed: int = 0, coeffs=(1.5
     d = positive_int(d, "d")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"`seed` must be an integer; got {seed!r}.")
+    if seed < 0:
+        raise ValueError(f"`seed` must be an integer >= 0; got {seed}.")
     coeffs = as_vector(coeffs, "coeffs")
     if coeffs.size == 0:
         raise ValueError("`coeffs` must contain at least one teacher coefficient.")

@@ -34,7 +34,9 @@ Problem types are the names in :mod:`effdyn.registry`: the classes of effdyn.pro
 builders ``TeacherStudent`` (width, n, d, data_seed, activation, scaling), ``DigitsMLP``
 (n, width, init_scale, data_seed), ``Cifar10MLP`` (path, n, width, init_scale, data_seed),
 ``DeepMatrixFactorization`` (also with ``sigma1``, ``target_seed`` instead of ``target``),
-and whatever a plugin registered. Model types likewise (the classes of effdyn.models and
+``jax`` (a JAX loss named by ``loss = "package.module:function"``, with ``dim`` or
+``params``, and an optional ``data`` builder that receives the table's other keys: see
+:mod:`effdyn.problems.from_config`), and whatever a plugin registered. Model types likewise (the classes of effdyn.models and
 registered ones).
 
 A validation case is a configuration with a ``[case]`` table (``title``, ``quick_steps``,
@@ -121,7 +123,12 @@ def _number(path, where, key, value, *, integer=False, positive=True):
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if integer:
         ok = ok and isinstance(value, numbers.Integral)
-    if not ok or not np.isfinite(value) or (positive and value <= 0):
+    if ok:
+        try:  # Python integers beyond float64 (TOML allows 64-bit ones, documents built in code any)
+            ok = bool(np.isfinite(float(value))) and (not integer or abs(value) < 2**63)
+        except OverflowError:
+            ok = False
+    if not ok or (positive and value <= 0):
         kind = "a positive integer" if integer else ("a number > 0" if positive else "a finite number")
         raise _err(path, where, f"`{key}` must be {kind}; got {value!r}. Write e.g. `{key} = "
                    f"{'100' if integer else '0.1'}`.")
@@ -148,6 +155,8 @@ def _build_problem(path, spec):
     names = registry.problem_names()
     if kind is None:
         raise _err(path, where, f"missing `type`; set e.g. `type = \"MinimalValley\"` (one of {', '.join(names)}).")
+    if not isinstance(kind, str):
+        raise _err(path, where, f"`type` must be a string, one of {', '.join(names)}; got {kind!r}.")
     try:
         entry = registry.problem_entry(kind)
     except registry.UnknownNameError:
@@ -213,6 +222,8 @@ def _models(path, entries, mode=None):
         names = registry.model_names()
         if kind is None:
             raise _err(path, where, f"missing `type`; one of {', '.join(names)}.")
+        if not isinstance(kind, str):
+            raise _err(path, where, f"`type` must be a string, one of {', '.join(names)}; got {kind!r}.")
         try:
             reg = registry.model_entry(kind)
         except registry.UnknownNameError:
@@ -339,11 +350,12 @@ def _index(node, part, key, source):
     return int(part)
 
 
-def load_config(path, *, mode: str | None = None) -> RunConfig:
+def load_config(path, *, mode: str | None = None, cifar=None) -> RunConfig:
     """Parse and check a run configuration (see the module docstring for the layout).
 
     ``mode`` ("quick" or "full") applies the file's ``[quick]``/``[full]`` overrides and
-    model filters (validation cases); None applies none.
+    model filters (validation cases); None applies none. ``cifar`` fills ``problem.path``
+    of a case that needs CIFAR-10.
 
     Raises
     ------
@@ -360,7 +372,7 @@ def load_config(path, *, mode: str | None = None) -> RunConfig:
             doc = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return config_from_document(doc, path, mode=mode)
+    return config_from_document(doc, path, mode=mode, cifar=cifar)
 
 
 def config_from_document(doc: dict, source, *, mode: str | None = None, cifar=None) -> RunConfig:
@@ -378,6 +390,14 @@ def config_from_document(doc: dict, source, *, mode: str | None = None, cifar=No
     _check_keys(path, "top level", doc, tuple(_TOP_KEYS))
     case = _table(path, doc, "case")
     _check_keys(path, "[case]", case, _CASE_KEYS)
+    for key in ("quick_steps", "full_steps"):
+        if key in case:
+            _number(path, "[case]", key, case[key], integer=True)
+    for key in ("title", "notes"):
+        if key in case and not isinstance(case[key], str):
+            raise _err(path, "[case]", f"`{key}` must be a string; got {case[key]!r}.")
+    if "needs_cifar" in case and not isinstance(case["needs_cifar"], bool):
+        raise _err(path, "[case]", f"`needs_cifar` must be true or false; got {case['needs_cifar']!r}.")
     if mode is not None:
         if mode not in ("quick", "full"):
             raise ValueError(f"`mode` must be 'quick', 'full' or None; got {mode!r}.")

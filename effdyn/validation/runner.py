@@ -424,10 +424,13 @@ def case_dataset(result: CaseResult):
 
     * GD: ``gd_loss(gd_k)``, ``gd_theta(gd_theta_k, param)`` (every ``theta_every`` steps), ``gd_sharpness(gd_eig_k)``,
       ``gd_eigs(gd_eig_k, eig)``, and its time averages ``gd_loss_average(gd_avg_k)``,
-      ``gd_amplitude(gd_amp_k)``, ``gd_midpoint(gd_mid_k, param)``,
+      ``gd_amplitude(gd_amp_k)``, ``gd_amplitude_subspace(gd_amp_k)`` (in the top-``n_eigs``
+      eigenspace), ``gd_midpoint(gd_mid_k, param)``,
       ``gd_sharpness_average(gd_sharp_k)``.
     * model ``m`` (slug of its label): ``m__k``, ``m__loss``, ``m__time_avg_loss``,
-      ``m__sharpness``, ``m__amplitude`` (and ``m__free_energy`` where the model has one),
+      ``m__sharpness``, ``m__amplitude``, ``m__amplitude_subspace``, and where the model has
+      them ``m__envelope_plus`` / ``m__envelope_minus`` (the loss at θ ± the oscillation),
+      ``m__free_energy``, ``m__sigma_trace``,
       ``m__theta``, ``m__distance(gd_mid_k)`` = ‖θ_model − θ̄_GD‖.
     * per model (dimension ``model``, labels as coordinate): ``status``, ``message``,
       ``solver``, ``model_class``, ``nfev``, ``wall_time`` and ``metrics(model, metric)``.
@@ -471,6 +474,9 @@ def case_dataset(result: CaseResult):
             kk, vv = avg[key]
             coords[dim] = kk
             data[var] = ((dim,), np.asarray(vv, dtype=float))
+        sub_k, sub = avg["amplitude_subspace"]
+        if np.array_equal(sub_k, coords["gd_amp_k"]):
+            data["gd_amplitude_subspace"] = (("gd_amp_k",), np.asarray(sub, dtype=float))
         coords["gd_mid_k"] = mid_k
         if save_theta:
             data["gd_midpoint"] = (("gd_mid_k", "param"), mid)
@@ -490,7 +496,8 @@ def case_dataset(result: CaseResult):
             continue
         dim = f"{s}__k"
         coords[dim] = np.asarray(sol.k, dtype=float)
-        for name in ("loss", "time_avg_loss", "sharpness", "amplitude", "free_energy", "sigma_trace"):
+        for name in ("loss", "time_avg_loss", "sharpness", "amplitude", "amplitude_subspace", "envelope_plus",
+                     "envelope_minus", "free_energy", "sigma_trace"):
             if name in obs and np.shape(obs[name]) == (len(sol.k),):
                 data[f"{s}__{name}"] = ((dim,), np.asarray(obs[name], dtype=float))
         if save_theta:
