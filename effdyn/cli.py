@@ -226,8 +226,7 @@ def _config_case(path, quick: bool, cifar):
     """A validation case from a TOML configuration (checked now; its setup is reused)."""
     import dataclasses
 
-    from .registry import case_names
-    from .validation.cases import Case
+    from .validation.cases import Case, case_names
     from .validation.config import ConfigError, load_config
 
     cfg = load_config(path, mode="quick" if quick else "full", cifar=cifar)

@@ -18,19 +18,21 @@ def save_grid(steps: float, save_every: float) -> np.ndarray:
 class DivergenceMonitor:
     """Turns an invalid state into a cause string: non-finite, blow-up, model-specific.
 
-    A state entry larger than ``blowup · max(1, max|y0|)`` counts as a blow-up; the model's
-    ``check_state`` adds its own causes (for instance ``"sigma not PSD"``).
+    A state larger than ``blowup · max(1, |y0|)`` counts as a blow-up, the size being the
+    model's ``magnitude`` (the largest entry in physical units: a state in log coordinates
+    is measured by what it represents); the model's ``check_state`` adds its own causes
+    (for instance ``"sigma not PSD"``).
     """
 
     def __init__(self, model, y0: np.ndarray, blowup: float):
         self.model = model
         self.blowup = blowup
-        self.bound = blowup * max(1.0, float(np.max(np.abs(y0))) if y0.size else 1.0)
+        self.bound = blowup * max(1.0, model.magnitude(y0) if y0.size else 1.0)
 
     def cause(self, y: np.ndarray) -> str | None:
         if not np.all(np.isfinite(y)):
             return Cause.NON_FINITE
-        if y.size and np.max(np.abs(y)) > self.bound:
+        if y.size and self.model.magnitude(y) > self.bound:
             return Cause.BLOW_UP
         cause = self.model.check_state(y)
         if cause is None:
@@ -48,7 +50,7 @@ class DivergenceMonitor:
             bad = np.flatnonzero(~np.isfinite(y))
             return f"non-finite state (NaN/inf at state indices {bad[:5].tolist()}{' ...' if len(bad) > 5 else ''})"
         if cause == "blow-up":
-            return (f"blow-up (max |y| = {np.max(np.abs(y)):.3g} exceeds the bound {self.bound:.3g} = "
+            return (f"blow-up (max |y| = {self.model.magnitude(y):.3g} exceeds the bound {self.bound:.3g} = "
                     f"blowup · max(1, max|y0|) with blowup = {self.blowup:g})")
         return cause
 

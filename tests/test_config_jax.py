@@ -150,7 +150,7 @@ def test_flat_dim_form_and_validate_config(user_module, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "a flat JAX loss" in report
     # the case is forgotten afterwards: the registry holds only what it held before
-    from effdyn.registry import case_names
+    from effdyn.validation.cases import case_names
 
     assert "flat-jax" not in case_names()
 

@@ -266,7 +266,7 @@ RUNAWAYS = [  # (model, problem, η / (2/λ), solver, causes it may end with)
     ("free-energy", "valley", 1000, "scipy:BDF", {Cause.STEP_UNDERFLOW}),
     ("free-energy", "quadratic", 20, "scipy:LSODA", {Cause.BLOW_UP}),
     ("edge", "valley", 1000, "scipy:RK45", {Cause.STEP_UNDERFLOW}),
-    ("edge", "quadratic", 20, "scipy:BDF", {Cause.NON_FINITE}),
+    ("edge", "quadratic", 20, "scipy:BDF", {Cause.NON_FINITE, Cause.BLOW_UP}),  # ρ = e^{log ρ} bounded
     ("edge", "product", 20, "scipy:LSODA", {Cause.TOO_MANY_EVALUATIONS}),
     ("central", "valley", 1000, "scipy:RK45", {Cause.TOO_MANY_EVALUATIONS}),
     ("central", "product", 20, "scipy:BDF", {Cause.SDCP_FAILED}),

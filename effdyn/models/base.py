@@ -36,7 +36,9 @@ whole interface a new model implements:
    ``jax_args()`` its ``args`` (parameters as arrays, so sweeps do not recompile); a model
    without one raises :class:`~effdyn.errors.MissingFeatureError` (the default).
 6. **Validity.** ``check_state(y)`` returns None or a cause (``Cause`` value, e.g.
-   ``"sigma not PSD"``) that stops the solve; ``atol_weights(y0)`` optionally scales the
+   ``"sigma not PSD"``) that stops the solve; ``magnitude(y)`` is the state's largest entry
+   in physical units, which the blow-up check bounds (default max|y|; a state kept in log
+   coordinates measures what it represents); ``atol_weights(y0)`` optionally scales the
    adaptive solvers' ``atol`` per component.
 7. **Records.** ``record(k, y, run)`` is called by the solvers at every saved state and
    returns a dict of arrays (scalars or small fixed-shape arrays): every saved quantity that
@@ -226,6 +228,11 @@ class AbstractModel(ABC):
         """``atol`` as the adaptive backends use it: a scalar, or ``atol · atol_weights``."""
         w = self.atol_weights(y0)
         return atol if w is None else atol * np.asarray(w, dtype=np.float64)
+
+    def magnitude(self, y: np.ndarray) -> float:
+        """Largest entry of the state in physical units (what the blow-up check bounds);
+        a model that stores something in log coordinates measures what it represents."""
+        return float(np.max(np.abs(y))) if np.size(y) else 0.0
 
     def check_state(self, y: np.ndarray) -> str | None:
         """Cause string when ``y`` is not a valid state, else None."""

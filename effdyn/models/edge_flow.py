@@ -126,6 +126,13 @@ class EdgeFlow(AbstractModel):
         u = np.ascontiguousarray(u / np.linalg.norm(u))
         return theta, u, float(y[-1])
 
+    def magnitude(self, y):
+        """max of |θ| and ρ = e^{log ρ} (the stored log ρ grows only linearly while the
+        oscillation it stands for explodes)."""
+        y = np.asarray(y, dtype=np.float64)
+        with np.errstate(over="ignore"):
+            return float(max(np.max(np.abs(y[: self.dim])), np.exp(y[-1])))
+
     def _log_rho_rate(self, rayleigh, log_rho, theta):
         rate = self.eta * rayleigh - 2.0
         if self.rho_floor is not None and rate < 0:

@@ -270,6 +270,15 @@ class FreeEnergyFlow(AbstractModel):
         w[self.dim:] = 1e-20
         return w
 
+    def magnitude(self, y):
+        """max|θ| and the largest entry of the factor V (with log-factor storage V = v̂ e^ρ,
+        whose ρ grows only linearly while the oscillation it stands for explodes)."""
+        if self.storage != "log-factor":
+            return super().magnitude(y)
+        theta, V = self.split(np.asarray(y, dtype=np.float64))
+        with np.errstate(over="ignore"):
+            return float(max(np.max(np.abs(theta)), np.max(np.abs(V))))
+
     def check_state(self, y):
         if not np.all(np.isfinite(y)):
             return "non-finite"
