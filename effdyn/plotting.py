@@ -919,15 +919,29 @@ def plot_result(path, out_dir=None) -> list[Path]:
     out_dir : str or Path, optional
         Where to write the PNGs (default: next to the file).
     """
-    from .io import load_dataset
+    from .io import atomic_write, load_dataset
 
     path = Path(path)
     ds = load_dataset(path)
     out_dir = path.parent if out_dir is None else Path(out_dir)
+    if "sweep_name" in ds.attrs or "gd_period" in ds:
+        from .sweep import plot_sweep  # a phase diagram of `effdyn sweep`
+
+        return plot_sweep(ds, out_dir)
     if _is_case_dataset(ds):
         return plot_case(ds, out_dir, prefix=path.stem)
     if _is_solution_dataset(ds):
         return plot_solution(ds, out_dir, prefix=path.stem)
+    if ds.attrs.get("effdyn_format") == "effdyn-results":
+        # GD and/or solutions written by ed.save / GDTrajectory.save: redraw them from the objects
+        from .results import Results, load
+
+        obj = load(path)
+        runs = ([obj.gd] if obj.gd is not None else []) + list(obj.solutions.values()) \
+            if isinstance(obj, Results) else [obj]
+        fig = plot(*runs)
+        out = out_dir / f"{path.stem}_panels.png"
+        return [atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))]
     raise ValueError(
         f"{str(path)!r} is not an effdyn result: expected a validation case file (with `gd_loss`) or a saved "
         "Solution (with `state`); pass a .nc file written by `effdyn validate`, `effdyn run` or Solution.save."

@@ -248,3 +248,17 @@ def test_saved_trajectory_draws_like_the_object(valley, tmp_path):
         assert {line.get_gid() for line in ax_a.get_lines()} == set(lines_b)
         for line in ax_a.get_lines():
             np.testing.assert_allclose(line.get_ydata(), lines_b[line.get_gid()].get_ydata(), rtol=1e-12)
+
+
+def test_effdyn_plot_draws_files_of_ed_save(tmp_path, capsys):
+    from effdyn.cli import main
+
+    p = ed.problems.MinimalValley()
+    traj = ed.gd(p, [0.1, 3.0], 0.3, 200)
+    sol = ed.solve(ed.models.FreeEnergyFlow(p, 0.3), [0.1, 3.0], 200, solver="map")
+    ed.save(tmp_path / "both.nc", traj, sol)
+    traj.save(tmp_path / "gd.nc")
+    for name in ("both", "gd"):
+        assert main(["plot", str(tmp_path / f"{name}.nc")]) == 0
+        out = tmp_path / f"{name}_panels.png"
+        assert capsys.readouterr().out.strip() == str(out) and out.stat().st_size > 10_000

@@ -278,3 +278,12 @@ def test_laws_checked_per_point_without_rerunning(tmp_path):
     assert ds["check_balanced_sharpness_ok"].values.tolist() == [-1] * 3  # not a matrix factorisation
     doc["sweep"] = {"checks": {"valley-amplitude": 1e-6}}
     assert run_sweep(doc, tmp_path, serial=True, log=None).dataset["check_valley_amplitude_ok"].values.tolist() == [0] * 3
+
+
+def test_effdyn_plot_draws_a_sweep_file(tmp_path, capsys):
+    from effdyn.cli import main
+
+    res = run_sweep(tiny(axes={"gd.eta": [0.07, 0.077]}), tmp_path, serial=True, log=None)
+    assert main(["plot", str(res.path), "--out", str(tmp_path / "figs")]) == 0
+    written = capsys.readouterr().out.split()
+    assert written and all(p.endswith(".png") and (tmp_path / "figs").exists() for p in written)
