@@ -206,7 +206,7 @@ def test_lanczos_warm_start_is_part_of_the_checkpoint(tmp_path):
         ed.solve(model(), theta0, 120, solver="map", checkpoint=path, checkpoint_every=40)
     header, tree = ckpt_format.read_tree(path)
     past = tree["run"]["tracker"]["state"]["_past"]
-    assert tree["k"] == 80 and len(past) == 3 and past[0].shape == (30, 3)  # n_track = 2, plus a guard
+    assert tree["k"] == 80 and len(past) == 3 and past[0].shape == (30, model().n_track + 1)  # plus a guard
     _same(resume(model(), path), ref)
     # without the warm start the continuation differs (so the test above can fail)
     tree["run"]["tracker"]["state"]["_past"] = []
