@@ -113,7 +113,7 @@ def gd_jax(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int |
            theta_every: int | None = None, loss_bound: float = 1e10, throw: bool = True,
            progress: bool | None = None, chunk: int | None = None, seed: int | None = None,
            eig_tol: float | str | None = None, eig_threshold: float | None = None, eig_block: int | None = None,
-           tracker=None, record_eigvecs: bool = True, record_bytes: int = RECORD_BYTES):
+           eig_criterion: str = "eigenvalue", tracker=None, record_eigvecs: bool = True, record_bytes: int = RECORD_BYTES):
     """Run GD on a JAX problem in compiled chunks; records as :func:`effdyn.gd`.
 
     Parameters
@@ -130,7 +130,11 @@ def gd_jax(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int |
     chunk : int, optional
         Steps per compiled call (default 256), rounded up to a multiple of the record strides.
     eig_tol : float or "tight", optional
-        Residual tolerance of the tracker relative to 2/η (default 1e-4; "tight": 1e-10).
+        Tolerance of the tracker relative to 2/η (default 1e-4; "tight": 1e-10).
+    eig_criterion : {"eigenvalue", "residual"}, default "eigenvalue"
+        "eigenvalue": eigenvalue error estimate ‖r‖²/δ <= eig_tol·2/η (or residual below
+        it); "residual": residual ‖r‖ <= eig_tol·2/η, a rigorous eigenvalue error bound
+        (see :class:`EigenTrackerJax`).
     eig_threshold : float, optional
         Eigenvalues at or above it are tracked to ``eig_tol`` too, e.g. ``1/eta`` or
         ``(2/eta)·0.9`` (default: only the top ``n_eigs``).
@@ -175,6 +179,7 @@ def gd_jax(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int |
         # Warm starts from two updates back see θ on the same side of the valley only when
         # updates are an odd number of steps apart.
         tracker = EigenTrackerJax(k=n_eigs, block=block, guard=min(2, block - n_eigs), rtol=rtol,
+                                  criterion=choice(eig_criterion, "eig_criterion", ("residual", "eigenvalue")),
                                   history=2 if eig_every % 2 else 1)
     if eig_every is None:
         tracker = None
@@ -220,7 +225,7 @@ def gd_jax(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int |
 
     # ---- the compiled chunk -------------------------------------------------------------------
     run_chunk = _chunk_function(problem, tracker, variant, chunk, theta_every, record_mid, eig_every, vec_every,
-                                n_eigs)
+                                n_eigs, eig_threshold is not None)
     jax, jnp = problem._jax, problem._jnp
     data = problem.data_args
     state = None if tracker is None else tracker.init(P, seed=0 if seed is None else seed)
@@ -373,17 +378,17 @@ def _store(out, k0, k_end, steps, te, record_mid, ee, ve, loss, gnorm, amp, amp_
 _CACHE_ATTR = "_gd_jax_chunks"
 
 
-def _chunk_function(problem, tracker, variant, chunk, te, record_mid, ee, ve, n_eigs):
+def _chunk_function(problem, tracker, variant, chunk, te, record_mid, ee, ve, n_eigs, has_threshold):
     """The jitted chunk of GD steps for this problem and static configuration (cached on
     the problem, so a sweep over η, seeds or θ0 compiles once)."""
-    key = (tracker, variant, chunk, te, record_mid, ee, ve, n_eigs)
+    key = (tracker, variant, chunk, te, record_mid, ee, ve, n_eigs, has_threshold)
     cache = problem.__dict__.setdefault(_CACHE_ATTR, {})
     if key not in cache:
         cache[key] = _build_chunk(problem, *key)
     return cache[key]
 
 
-def _build_chunk(problem, tracker, variant, chunk, te, record_mid, ee, ve, n_eigs):
+def _build_chunk(problem, tracker, variant, chunk, te, record_mid, ee, ve, n_eigs, has_threshold):
     jax, jnp = problem._jax, problem._jnp
     vg, hvp_fn = problem.pure_value_and_grad, problem.pure_hvp
     P = problem.dim
@@ -420,7 +425,8 @@ def _build_chunk(problem, tracker, variant, chunk, te, record_mid, ee, ve, n_eig
                 do_eig = active & ~bad & (k % ee == 0)
 
                 def solve(ts):
-                    return tracker.update(ts, lambda v: hvp_fn(theta, v, data), threshold=threshold, scale=scale)
+                    return tracker.update(ts, lambda v: hvp_fn(theta, v, data),
+                                          threshold=threshold if has_threshold else None, scale=scale)
 
                 def skip(ts):
                     return ts, _empty_result(jnp, P, n_eigs, b)
