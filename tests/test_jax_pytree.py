@@ -124,7 +124,7 @@ def test_equinox_module_array_leaves_are_the_parameters():
     assert isinstance(p.unravel(p.init()), type(model))
 
 
-@pytest.mark.parametrize("chunk_size", [1, 5, 8, N])
+@pytest.mark.parametrize("chunk_size", [5, N])
 def test_chunked_data_equals_the_unchunked_problem(chunk_size):
     whole = from_jax(tree_loss, params=PARAMS)
     chunked = from_jax(batch_loss, params=PARAMS, data=(X, Y), chunk_size=chunk_size)

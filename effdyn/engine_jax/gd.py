@@ -45,7 +45,7 @@ DEFAULT_CHUNK = 256
 PROGRESS_MIN_STEPS = 20_000
 
 VARIANTS = ("gd", "normalized", "sqrt")
-_OK, _NONFINITE, _BLOWUP = 0, 1, 2
+_OK, _NONFINITE, _BLOWUP, _EIGFAIL = 0, 1, 2, 3
 
 
 def _validate(problem, theta0, eta, steps, variant, eig_every, n_eigs, theta_every, loss_bound, throw, progress,
@@ -281,9 +281,14 @@ def gd_jax(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int |
         message = f"GD interrupted at step {fail_step}; the record holds steps 0..{K}."
     elif status == _NONFINITE:
         cause, run_status = "non-finite", "diverged"
-        # fail_value is the offending loss or gradient norm; NaN also marks failed eigenpairs.
-        what = f"non-finite loss, gradient or Hessian eigenpairs ({fail_value!r})"
-        message = f"GD diverged at step {fail_step}: {what}. The record holds steps 0..{K}."
+        message = (f"GD diverged at step {fail_step}: non-finite loss or gradient ({fail_value!r}). "
+                   f"The record holds steps 0..{K}.")
+    elif status == _EIGFAIL:
+        # effdyn.gd reports an eigen-solve that raises this way; compiled code cannot
+        # raise, and non-finite eigenpairs are its failure.
+        cause, run_status = "solver failure", "failed"
+        message = (f"GD stopped at step {fail_step}: the eigen-solve returned non-finite eigenpairs. "
+                   f"The record holds steps 0..{K}.")
     elif status == _BLOWUP:
         cause, run_status = "blow-up", "diverged"
         message = (f"GD diverged at step {fail_step}: |loss| = {abs(fail_value):.3e} exceeds loss_bound = "
@@ -312,7 +317,7 @@ def gd_jax(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int |
         variant=variant,
         status=run_status,
         message=message,
-        diverged_at=fail_step if run_status == "diverged" else None,
+        diverged_at=fail_step if run_status in ("diverged", "failed") else None,
         cause=cause,
         problem_config=problem.config(),
         config=config,
@@ -337,7 +342,7 @@ def gd_jax(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int |
     traj.eig_info = eig_info
     if interrupted:
         raise IntegrationError(message, step=fail_step, time=float(fail_step), cause="interrupted", partial=traj)
-    if run_status == "diverged" and throw:
+    if run_status in ("diverged", "failed") and throw:
         raise IntegrationError(message, step=fail_step, time=float(fail_step), cause=cause, partial=traj)
     return traj
 
@@ -422,7 +427,9 @@ def _build_chunk(problem, tracker, variant, chunk, te, record_mid, ee, ve, n_eig
             bad = active & (nonfinite | blowup)
             out = {"loss": E, "grad_norm": gn}
             if tracker is not None:
-                do_eig = active & ~bad & (k % ee == 0)
+                # Solved even when the loss failed: as in effdyn.gd, whose eigen-solve at θ_k
+                # comes first, a failing eigen-solve is what stops such a step.
+                do_eig = active & (k % ee == 0)
 
                 def solve(ts):
                     return tracker.update(ts, lambda v: hvp_fn(theta, v, data),
@@ -443,11 +450,10 @@ def _build_chunk(problem, tracker, variant, chunk, te, record_mid, ee, ve, n_eig
             else:
                 eig_bad = jnp.zeros((), bool)
             fail_now = bad | (active & eig_bad)
-            code = jnp.where(nonfinite | eig_bad, _NONFINITE, _BLOWUP)
+            code = jnp.where(eig_bad, _EIGFAIL, jnp.where(nonfinite, _NONFINITE, _BLOWUP))
             status = jnp.where(fail_now, code, status)
             fail_k = jnp.where(fail_now, k, fail_k)
-            fail_v = jnp.where(fail_now, jnp.where(eig_bad & ~bad, jnp.nan, jnp.where(nonfinite, jnp.where(
-                jnp.isfinite(E), gn, E), E)), fail_v)
+            fail_v = jnp.where(fail_now, jnp.where(nonfinite & jnp.isfinite(E), gn, E), fail_v)
             take = active & ~fail_now & (k < steps)
             if var == 0:
                 c = eta
