@@ -161,9 +161,10 @@ class EigenTrackerJax:
     dense_max : int, default 64
         Up to this P each update is a dense ``eigh``.
     hvp_batch : {"auto", "vmap", "map"}
-        How H is applied to a block: ``vmap`` over columns or a ``lax.map`` loop of single
-        HVPs. On one CPU core vmap is faster at small P and slower at large P (measured in
-        benchmarks/bench_jax_engine.py); "auto" uses vmap for P <= 4096.
+        How H is applied to the whole block: ``vmap`` over columns or a ``lax.map`` loop of
+        single HVPs. On one CPU core vmap is faster at small P and slower at large P
+        (measured in benchmarks/bench_jax_engine.py); "auto" uses vmap for P <= 4096.
+        LOBPCG's new directions always go through the loop, which skips locked columns.
     """
 
     k: int = 1
@@ -332,24 +333,20 @@ def _check_hvp(jax, jnp, hvp, P):
 
 
 def _block_apply(jax, jnp, hvp, P, how):
-    """``apply(V, mask) -> (H V, HVPs spent)``; columns with mask False give zeros.
+    """``apply(V, mask=None) -> (H V, HVPs spent)``; columns with mask False give zeros.
 
-    The ``lax.map`` loop skips masked columns (a ``lax.cond`` per column really branches
-    in a sequential loop), so locked columns cost nothing; under ``vmap`` every column
-    is computed.
+    A whole block goes through ``vmap`` or a ``lax.map`` loop of single HVPs (``how``).
+    A masked block (LOBPCG's new directions, most of them locked) always goes through the
+    loop, where a ``lax.cond`` per column really skips the locked ones; under ``vmap`` they
+    would all be computed.
     """
     if how == "auto":
         how = "vmap" if P <= 4096 else "map"
-    if how == "vmap":
-        def apply(V, mask=None):
-            HV = jax.vmap(hvp, in_axes=1, out_axes=1)(V)
-            if mask is not None:
-                HV = HV * mask
-            return HV, jnp.asarray(V.shape[1], jnp.int64)
-        return apply
 
     def apply(V, mask=None):
         if mask is None:
+            if how == "vmap":
+                return jax.vmap(hvp, in_axes=1, out_axes=1)(V), jnp.asarray(V.shape[1], jnp.int64)
             return jax.lax.map(hvp, V.T).T, jnp.asarray(V.shape[1], jnp.int64)
 
         def one(args):
