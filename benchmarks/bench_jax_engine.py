@@ -9,7 +9,7 @@ Measured, as CPU time of this process with one thread per library, ratios within
 
 * ``plain``: one GD step in a jitted ``lax.scan`` (one value_and_grad): the unit;
 * ``gd_jax`` without eigen-solves, and with the sharpness every step (default tracker:
-  top-1, block 9, eigenvalue criterion, tolerance 1e-4·2/η), from a point at the EoS;
+  top-1, block 6, eigenvalue criterion, tolerance 1e-4·2/η), from a point at the EoS;
   HVPs per tracked step (mean, median, max) and cold solves; the sharpness against a
   tight solve (ARPACK, tol 1e-10) at sampled steps;
 * the tracker alternatives on the same θ sequence: the residual criterion, history 1,
@@ -240,14 +240,15 @@ def run_width(label, width, quick, log, warm_steps, track_steps, old_steps):
             f"({old.n_hvp / (old_steps + 1):.0f} HVPs/step)")
 
     # --- tracker alternatives on the same θ sequence
-    base = {"k": 1, "block": 9, "guard": 2, "criterion": "eigenvalue"}
-    variants = {"chosen: block 9, eigenvalue crit., history 2": base,
+    base = {"k": 1, "block": 6, "guard": 2, "criterion": "eigenvalue"}
+    variants = {"chosen: block 6, eigenvalue crit., history 2": base,
                 "residual criterion": base | {"criterion": "residual"},
                 "history 1": base | {"history": 1}}
     if not quick:
-        variants["block 16"] = base | {"block": 16}
+        variants["block 4"] = base | {"block": 4}
+        variants["block 9"] = base | {"block": 9}
     alt = tracker_variants(p, thetas[: min(len(thetas), 40 if not quick else 6)], variants,
-                           lobpcg_block=9 if P > 5 * 9 else None)
+                           lobpcg_block=6 if P > 5 * 6 else None)
     rec["tracker"] = {}
     for name, r in alt.items():
         lam = r.pop("sharpness")
