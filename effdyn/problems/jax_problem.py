@@ -22,7 +22,6 @@ functions jit-compiled here.
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
