@@ -210,7 +210,8 @@ class EigenTrackerJax:
         return P <= self.dense_max or 3 * self.block_size(P) >= P
 
     def krylov_steps(self, P: int) -> int:
-        m = max(2 * self.block_size(P) + 20, 40) if self.krylov is None else self.krylov
+        b = self.block_size(P)
+        m = max(2 * b + 20, 40) if self.krylov is None else max(self.krylov, b)
         return int(min(m, P))
 
     # --- state ---------------------------------------------------------------------------
@@ -268,11 +269,13 @@ class EigenTrackerJax:
             tol_of = _tolerance(jnp, self.rtol, scale)
             wanted_of = _wanted(jnp, k, b, guard, thr)
             quad = self.criterion == "eigenvalue"
+            # Pairs that can be wanted: the top k, or with a threshold every non-guard one.
+            n_exp = k if threshold is None else max(k, b - guard)
 
             def warm(_):
                 HS, spent = apply(start)
                 Y, HY, lam = _rayleigh_ritz(jnp, start, HS)
-                return _lobpcg(jax, jnp, apply, Y, HY, lam, self.max_iter, tol_of, wanted_of, quad) + (spent,)
+                return _lobpcg(jax, jnp, apply, Y, HY, lam, self.max_iter, tol_of, wanted_of, quad, n_exp) + (spent,)
 
             def skip(_):
                 z = jnp.zeros((P, b))
@@ -286,7 +289,7 @@ class EigenTrackerJax:
                 m = self.krylov_steps(P)
                 key = jax.random.fold_in(state.key, state.n_cold)
                 Y, HY, lam = _lanczos_block(jax, jnp, apply, hvp, P, m, b, key)
-                out = _lobpcg(jax, jnp, apply, Y, HY, lam, self.cold_iter, tol_of, wanted_of, quad)
+                out = _lobpcg(jax, jnp, apply, Y, HY, lam, self.cold_iter, tol_of, wanted_of, quad, n_exp)
                 return out[:5] + (out[5], out[6] + m)
 
             def keep(_):
@@ -417,12 +420,17 @@ def _extend(jnp, B, Z):
     return Q, keep
 
 
-def _lobpcg(jax, jnp, apply, Y, HY, lam, max_iter, tol_of, wanted_of, quadratic=False):
-    """LOBPCG from the Ritz block (Y, HY = H Y, lam). One block of HVPs per iteration.
+def _lobpcg(jax, jnp, apply, Y, HY, lam, max_iter, tol_of, wanted_of, quadratic=False, n_expand=None):
+    """LOBPCG from the Ritz block (Y, HY = H Y, lam), expanding the top ``n_expand`` pairs.
+
+    Only the first ``n_expand`` Ritz pairs (those that can be wanted) get residual and
+    search directions, so the basis has ``block + 2·n_expand`` columns; of these, H is
+    applied only to the residuals of pairs not yet accepted.
 
     Returns (Y, HY, lam, residual norms, iterations, converged, HVPs).
     """
     P, b = Y.shape
+    e = b if n_expand is None else n_expand
 
     def status(Y, HY, lam, lam_old=None):
         res = jnp.linalg.norm(HY - Y * lam, axis=0)
@@ -442,9 +450,9 @@ def _lobpcg(jax, jnp, apply, Y, HY, lam, max_iter, tol_of, wanted_of, quadratic=
         return res, jnp.logical_not(jnp.any(todo)), todo
 
     res, ok, todo = status(Y, HY, lam)
-    zero_p = jnp.zeros((P, b))
+    zero_p = jnp.zeros((P, e))
     zero_i = jnp.zeros((), jnp.int64)
-    carry = (Y, HY, lam, zero_p, zero_p, jnp.zeros(b, bool), res, ok, todo, zero_i, zero_i)
+    carry = (Y, HY, lam, zero_p, zero_p, jnp.zeros(e, bool), res, ok, todo, zero_i, zero_i)
 
     def cond(c):
         return jnp.logical_not(c[7]) & (c[9] < max_iter)
@@ -453,7 +461,7 @@ def _lobpcg(jax, jnp, apply, Y, HY, lam, max_iter, tol_of, wanted_of, quadratic=
         Y, HY, lam, Pd, HPd, pmask, res, _, todo, it, n_hvp = c
         # New directions only from the wanted pairs not yet converged (soft locking): the
         # others keep improving through Rayleigh–Ritz on the enlarged basis for free.
-        R = (HY - Y * lam) * todo
+        R = ((HY - Y * lam) * todo)[:, :e]
         Z, zmask = _extend(jnp, jnp.concatenate([Y, Pd], axis=1), R)
         HZ, spent = apply(Z, zmask)
         B = jnp.concatenate([Y, Pd, Z], axis=1)
@@ -464,7 +472,7 @@ def _lobpcg(jax, jnp, apply, Y, HY, lam, max_iter, tol_of, wanted_of, quadratic=
         # Search directions: the parts of the new Ritz vectors outside the old ones, made
         # orthonormal to the new Ritz vectors in coefficient space (B is orthonormal), so
         # their images follow as the same combinations of HB without any HVP.
-        D = C.at[:b].set(0.0)
+        D = C[:, :e].at[:b].set(0.0)
         D = D - C @ (C.T @ D)
         D = D * mask[:, None]
         Dq, pmask_new = _svqb(jnp, D, drop=1e-12)
