@@ -1,10 +1,10 @@
 """Top Hessian eigenpairs followed along a trajectory, as a pure JAX function.
 
-At the Edge of Stability the top of the Hessian is a *block*: several eigenvalues near 2/η
-(a multi-class MSE network has about as many as classes, a few per cent apart). One vector
-cannot follow λ1 through such a cluster cheaply: the eigenvectors rotate inside it from
-step to step. The block as a whole, however, moves slowly, because the gap between the
-cluster and the bulk below it is large. So the tracker carries an orthonormal block of
+At the Edge of Stability the top of the Hessian is crowded: several eigenvalues near 2/η
+(on the digits MLP 8 within 10 % of λ1, and a slowly decaying spectrum below). One vector
+cannot follow λ1 through such a crowd cheaply: the eigenvectors rotate inside it from step
+to step, while a block spanning the crowd's top moves less. So the tracker carries an
+orthonormal block of
 ``block`` vectors (every eigenvalue above the caller's ``threshold``, plus ``guard`` more,
 at least ``k``) from one call to the next, and at a new θ
 
@@ -12,10 +12,12 @@ at least ``k``) from one call to the next, and at a new θ
    and does Rayleigh–Ritz on it;
 2. accepts when every *wanted* Ritz pair — the top ``k`` and every one above
    ``threshold`` that is not a guard — meets the tolerance (``criterion``, below);
-3. otherwise runs LOBPCG iterations from that block. H is applied only to the residuals
-   of the wanted pairs not yet accepted (soft locking: one HVP per such pair and
-   iteration); the images of the Ritz vectors and of the search directions are kept as
-   linear combinations, so they cost nothing. At most ``max_iter`` iterations;
+3. otherwise runs LOBPCG iterations from that block. Only the pairs that can be wanted
+   (the top k; with a threshold every non-guard one) get residual and search directions,
+   and H is applied only to the residuals of those not yet accepted (soft locking: one
+   HVP per such pair and iteration); the images of the Ritz vectors and of the search
+   directions are kept as linear combinations, so they cost nothing. At most
+   ``max_iter`` iterations;
 4. if that still fails (or on the first call) it solves cold: ``krylov`` steps of Lanczos
    with full reorthogonalisation from a fixed random vector, whose top Ritz vectors start
    LOBPCG for at most ``cold_iter`` iterations. Cold solves and pairs that end
