@@ -112,9 +112,9 @@ def test_no_module_level_import_circles():
 LAYERS = [
     ("effdyn._checks", "effdyn._json", "effdyn._jit", "effdyn._jax", "effdyn.errors", "effdyn.outcomes",
      "effdyn._names", "effdyn.progress", "effdyn.io", "effdyn.kernels", "effdyn.data"),
-    ("effdyn.problems", "effdyn.spectrum", "effdyn.engine_jax"),
+    ("effdyn.problems", "effdyn.spectrum", "effdyn.engine_jax.tracker"),
     ("effdyn.models", "effdyn.registry"),
-    ("effdyn.solvers", "effdyn.solution", "effdyn.reference", "effdyn.diagnostics"),
+    ("effdyn.solvers", "effdyn.solution", "effdyn.reference", "effdyn.diagnostics", "effdyn.engine_jax"),
     ("effdyn.results", "effdyn.plotting", "effdyn.validation", "effdyn.sweep", "effdyn.cli", "effdyn.demo",
      "effdyn.__main__"),
 ]
@@ -122,11 +122,12 @@ _LAZY_EXCEPTIONS = {("effdyn.reference", "effdyn.results"), ("effdyn.solution", 
 
 
 def _layer(module):
-    best = None
+    """The layer of the longest prefix that names ``module`` or a package holding it."""
+    best, length = None, -1
     for i, layer in enumerate(LAYERS):
         for prefix in layer:
-            if module == prefix or module.startswith(prefix + "."):
-                best = i
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > length:
+                best, length = i, len(prefix)
     return best
 
 

@@ -32,8 +32,10 @@ import time
 
 import numpy as np
 
-from .._validation import as_vector, choice, nonneg_int, positive_float, positive_int
+from .._checks import as_vector, choice, nonneg_int, positive_float, positive_int
 from ..errors import IntegrationError
+from ..kernels.gd_loop import STATUS_NONFINITE
+from ..reference import _first_cause
 
 __all__ = ["gd_jax", "RECORD_BYTES", "DEFAULT_CHUNK"]
 
@@ -285,6 +287,12 @@ def gd_jax(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int |
         cause, run_status = "non-finite", "diverged"
         message = (f"GD diverged at step {fail_step}: non-finite loss or gradient ({fail_value!r}). "
                    f"The record holds steps 0..{K}.")
+    elif status == _EIGFAIL and _first_cause(problem, np.asarray(carry[0]), loss_bound)[0] != 0:
+        # the eigenpairs are non-finite because θ or the loss already is: name that first,
+        # as effdyn.gd does
+        code, _, what = _first_cause(problem, np.asarray(carry[0]), loss_bound)
+        cause, run_status = ("non-finite" if code == STATUS_NONFINITE else "blow-up"), "diverged"
+        message = f"GD diverged at step {fail_step}: {what or 'the loss exceeds loss_bound'}. The record holds steps 0..{K}."
     elif status == _EIGFAIL:
         # effdyn.gd reports an eigen-solve that raises this way; compiled code cannot
         # raise, and non-finite eigenpairs are its failure.

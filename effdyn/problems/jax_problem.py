@@ -378,7 +378,7 @@ class JaxProblem(Problem):
     # --- pytree helpers -------------------------------------------------------------------
     def unravel(self, theta):
         """The parameter pytree of the flat vector ``theta`` (θ itself for a flat loss)."""
-        from .._validation import as_vector
+        from .._checks import as_vector
 
         theta = as_vector(theta, "theta", self.dim)
         return self._layout.unravel(self._jnp.asarray(theta))
@@ -386,7 +386,7 @@ class JaxProblem(Problem):
     def ravel(self, tree) -> np.ndarray:
         """The flat float64 vector θ of a parameter pytree shaped like ``params``."""
         if self._layout.flat:
-            from .._validation import as_vector
+            from .._checks import as_vector
 
             return as_vector(tree, "tree", self.dim)
         return self._layout.ravel(self._jax, self._jnp, tree)
