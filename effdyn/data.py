@@ -24,15 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import nonneg_int, positive_int
+from ._checks import choice, nonneg_int, positive_int
 
 __all__ = ["load_digits_subset", "load_cifar10", "load_cifar10_subset", "one_hot", "standardize",
-           "cifar10_path", "check_cifar10_folder", "read_pickled_batch", "CIFAR10_ENV", "CIFAR10_BATCHES"]
+           "standardize_channels", "cifar10_images", "class_indices", "cifar10_path", "check_cifar10_folder",
+           "read_pickled_batch", "CIFAR10_ENV", "CIFAR10_BATCHES", "CIFAR10_CLASSES"]
 
 #: Environment variable naming a local ``cifar-10-batches-py`` folder.
 CIFAR10_ENV = "EFFDYN_CIFAR10"
 #: The training batch files the CIFAR-10 loader reads, in order.
 CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+#: CIFAR-10's class names, by label.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def standardize(X) -> np.ndarray:
@@ -47,6 +50,43 @@ def standardize(X) -> np.ndarray:
     std = X.std(axis=0)
     std[std == 0] = 1.0
     return (X - mean) / std
+
+
+def standardize_channels(images) -> np.ndarray:
+    """Images (n, H, W, C) shifted and scaled per channel: zero mean and unit variance over
+    all images and pixels of each channel (float64 copy; a constant channel is only centred).
+
+    Unlike :func:`standardize`, which treats every pixel as its own feature, this keeps the
+    relative grey levels within an image, which is what a convolution sees.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim != 4:
+        raise ValueError(f"`images` must be a 4-D array (n, height, width, channels); got shape {images.shape}.")
+    mean = images.mean(axis=(0, 1, 2))
+    std = images.std(axis=(0, 1, 2))
+    std[std == 0] = 1.0
+    return (images - mean) / std
+
+
+def cifar10_images(X) -> np.ndarray:
+    """CIFAR-10 rows (n, 3072), channel-major as in the files, as images (n, 32, 32, 3)
+    (height, width, RGB channel last: the layout of :func:`effdyn.problems.builders.cnn_problem`)."""
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != 3072:
+        raise ValueError(f"`X` must have shape (n, 3072) (CIFAR-10 rows); got {X.shape}.")
+    return X.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def class_indices(labels, classes) -> np.ndarray:
+    """Each label's position in ``classes`` (e.g. labels 3, 0 with classes (0, 3) give 1, 0),
+    so that ``one_hot(class_indices(labels, classes), len(classes))`` has one column per
+    class kept. Every label must be one of ``classes``."""
+    position = {int(c): i for i, c in enumerate(classes)}
+    labels = np.asarray(labels)
+    missing = sorted(set(labels.tolist()) - set(position))
+    if missing:
+        raise ValueError(f"`labels` hold {missing}, which are not in `classes` = {list(position)}.")
+    return np.array([position[int(v)] for v in labels], dtype=np.int64)
 
 
 def one_hot(labels, num_classes: int = 10) -> np.ndarray:
@@ -69,6 +109,18 @@ def _subset_indices(total: int, n: int, seed, name: str) -> np.ndarray:
     seed = None if seed is None else nonneg_int(seed, "seed")
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(total, size=n, replace=False))
+
+
+def _check_classes(classes) -> tuple | None:
+    if classes is None:
+        return None
+    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+        raise TypeError(f"`classes` must be a list of CIFAR-10 labels (integers in 0..9), e.g. [0, 1, 2, 3]; "
+                        f"got {classes!r}.")
+    out = tuple(nonneg_int(c, "classes") for c in classes)
+    if not out or any(c > 9 for c in out) or len(set(out)) != len(out):
+        raise ValueError(f"`classes` must be distinct CIFAR-10 labels in 0..9, at least one; got {list(out)}.")
+    return out
 
 
 def load_digits_subset(n: int = 500, seed: int | None = 0, *, standardized: bool = True):
@@ -277,8 +329,9 @@ def load_cifar10(path=None):
     return np.concatenate([d for d, _ in parts]), np.concatenate([lab for _, lab in parts])
 
 
-def load_cifar10_subset(path=None, n: int = 500, seed: int | None = 0, *, standardized: bool = True):
-    """A random subset of CIFAR-10 training images as float64 feature vectors.
+def load_cifar10_subset(path=None, n: int = 500, seed: int | None = 0, *, standardized: bool = True,
+                        classes=None, selection: str = "random"):
+    """A subset of CIFAR-10 training images as float64 feature vectors.
 
     Parameters
     ----------
@@ -287,17 +340,37 @@ def load_cifar10_subset(path=None, n: int = 500, seed: int | None = 0, *, standa
     n : int
         Number of images, drawn without replacement from all five batches.
     seed : int or None
-        Seed of the draw.
+        Seed of the draw (not used with ``selection="first"``).
     standardized : bool
         Standardise the 3072 columns over the subset; otherwise pixel values / 255.
+    classes : list of int, optional
+        Keep only images with these labels (e.g. ``[0, 1, 2, 3]``: airplane, automobile,
+        bird, cat); default all ten. The labels returned are CIFAR-10's own;
+        :func:`class_indices` maps them to 0..len(classes) − 1.
+    selection : {"random", "first"}
+        "random": ``n`` images drawn with ``seed`` among those of ``classes``; "first": the
+        first ``n`` of them in file order (data_batch_1 first), as papers that train on "the
+        first n images" do.
 
     Returns
     -------
     X : ndarray (n, 3072) float64, channel-major as in the files
-        (``X.reshape(n, 3, 32, 32)`` gives channel, row, column)
+        (:func:`cifar10_images` gives (n, 32, 32, 3) images)
     labels : ndarray (n,) int64
     """
+    classes = _check_classes(classes)
+    selection = choice(selection, "selection", ("random", "first"))
     data, labels = load_cifar10(path)
-    idx = _subset_indices(len(labels), n, seed, f"the CIFAR-10 folder {str(cifar10_path(path))!r}")
+    pool = np.arange(len(labels)) if classes is None else np.flatnonzero(np.isin(labels, classes))
+    where = f"the CIFAR-10 folder {str(cifar10_path(path))!r}"
+    if classes is not None:
+        where += f" with labels in {list(classes)}"
+    if selection == "first":
+        n = positive_int(n, "n")
+        if n > len(pool):
+            raise ValueError(f"`n` = {n} exceeds the {len(pool)} samples available in {where}; pass n <= {len(pool)}.")
+        idx = pool[:n]
+    else:
+        idx = pool[_subset_indices(len(pool), n, seed, where)]
     X = data[idx].astype(np.float64) / 255.0
     return (standardize(X) if standardized else X), labels[idx]

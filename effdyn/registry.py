@@ -105,6 +105,8 @@ _PROBLEMS.update({
     "TeacherStudent": ProblemEntry("TeacherStudent", "effdyn.problems.builders:teacher_student_problem"),
     "DigitsMLP": ProblemEntry("DigitsMLP", "effdyn.problems.builders:digits_mlp"),
     "Cifar10MLP": ProblemEntry("Cifar10MLP", "effdyn.problems.builders:cifar10_mlp"),
+    "DigitsCNN": ProblemEntry("DigitsCNN", "effdyn.problems.builders:digits_cnn"),
+    "Cifar10CNN": ProblemEntry("Cifar10CNN", "effdyn.problems.builders:cifar10_cnn"),
     # a JAX loss named by "package.module:function" references (effdyn.problems.from_config)
     "jax": ProblemEntry("jax", "effdyn.problems.from_config:jax_problem"),
 })
