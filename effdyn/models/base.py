@@ -92,6 +92,9 @@ class AbstractModel(ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     #: The class of the model's run state.
     run_state_class: ClassVar[type] = RunState
+    #: Whether the model carries an oscillation (gradient flow does not: above 2/η it is
+    #: expected to have none, so the stalled-oscillation warning does not apply to it).
+    has_oscillation: ClassVar[bool] = True
 
     # --- parameters ---------------------------------------------------------------------
     def __post_init__(self):

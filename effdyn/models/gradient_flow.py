@@ -50,6 +50,7 @@ class GradientFlow(AbstractModel):
 
     name = "gradient_flow"
     supports = ("scipy", "diffrax", "map")
+    has_oscillation = False
 
     @property
     def state_size(self) -> int:
