@@ -123,8 +123,9 @@ def case_table(case) -> str:
         else:
             vals = ["–"] * _N_METRIC_COLUMNS
         note = row.message if row.status != "success" or m is None else f"{row.solver}"
-        if row.status == "success" and m is not None and row.message and "not compared" in row.message:
-            note = row.message
+        if row.status == "success" and m is not None and row.message and ("not compared" in row.message
+                                                                           or row.message.startswith("warning:")):
+            note = f"{row.solver}; {row.message}"
         lines.append(_row([_cell(row.label), row.status, *vals, str(row.nfev), _fmt(row.wall_time), _cell(note)]))
     return "\n".join(lines)
 

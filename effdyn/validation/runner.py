@@ -178,6 +178,10 @@ def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log, budget=None) 
         if row.status == Status.BUDGET:
             row.message = (f"stopped at k = {sol.k[-1]:g} of {setup.steps}: time budget of {budget:g} s exceeded "
                            "(raise it with --model-budget)")
+        if sol.stats.warnings:  # e.g. a stalled oscillation: the row says so, not just "success"
+            row.message = "; ".join(["warning: " + w for w in sol.stats.warnings] + ([row.message] if row.message
+                                                                                         and row.status != Status.SUCCESS
+                                                                                         else []))
     row.wall_time = time.perf_counter() - t0
     row.solution = sol = _finite_prefix(sol)
     if sol is not None:
