@@ -45,8 +45,8 @@ __all__ = ["HandoverState", "handover_state", "alternating_filter", "seed_label"
 SEED_KINDS = {
     "none": "the model has no oscillation state (gradient flow; the central flow, whose Σ solves an SDCP at "
             "every instant; the sharpness-reduction flow, whose amplitude is prescribed)",
-    "gd half-step": "GD's first half-step displacement at θ0, (θ1 − θ0)/2 = −η∇E(θ0)/2 (projected on the top "
-                    "eigenvectors where the model carries modes)",
+    "gd half-step": "GD's first half-step displacement at θ0, (θ1 − θ0)/2 = −η∇E(θ0)/2 (projected on the "
+                    "top eigenvectors where the model carries modes)",
     "round-off floor": "a floor of round-off size, ε_mach·max(1, ‖θ‖), along the top eigenvectors",
     "floor": "a floor of a given size along the top eigenvectors",
     "projection": "θ0 minus its projection on the stable set (self-stabilisation)",
@@ -172,8 +172,8 @@ class HandoverState:
     def check(self, model, name: str = "start") -> None:
         """Refuse a model whose η or problem differ from GD's (ValueError naming ``name``)."""
         if model.dim != self.dim:
-            raise ValueError(f"`{name}` is a handover state of a problem with P = {self.dim} parameters, but the model's "
-                             f"problem has P = {model.dim}.")
+            raise ValueError(f"`{name}` is a handover state of a problem with P = {self.dim} parameters, but the "
+                             f"model's problem has P = {model.dim}.")
         if not np.isclose(float(model.eta), self.eta, rtol=1e-12, atol=0.0):
             raise ValueError(f"`{name}` comes from GD with eta = {self.eta:g}, but the model has eta = {model.eta:g}; "
                              "hand over to a model with GD's step size.")
@@ -251,9 +251,9 @@ def handover_state(traj, k, *, n: int | None = None, problem=None, filter_order:
         hit = np.flatnonzero(theta_k == j)
         if hit.size == 0:
             every = int(theta_k[1] - theta_k[0]) if len(theta_k) > 1 else 0
-            raise ValueError(f"the trajectory has no θ at step {j} (it recorded θ every {every} steps); a handover "
-                             f"at step k needs θ at every step from k − {k - first} to k + {last - k}: run effdyn.gd "
-                             "with `theta_every=1`.")
+            raise ValueError(f"the trajectory has no θ at step {j} (it recorded θ every {every} steps); a "
+                             f"handover at step k needs θ at every step from k − {k - first} to k + {last - k}: run "
+                             "effdyn.gd with `theta_every=1`.")
         rows[j] = np.asarray(traj.theta[hit[0]], dtype=np.float64)
     prev, theta, nxt = rows[k - 1], rows[k], rows[k + 1]
     j0, j1 = filter_window(k, order)

@@ -246,7 +246,8 @@ class EdgeFlow(AbstractModel):
         else:
             rho = float(np.linalg.norm(state.delta))
             if rho == 0.0:
-                raise ValueError("`start`: GD's half-step δ is zero at the handover step (GD at a fixed point), so the "
-                                 "edge flow has no oscillation magnitude ρ > 0 to start from; hand over at another step.")
+                raise ValueError("`start`: GD's half-step δ is zero at the handover step (GD at a fixed point), so "
+                                 "the edge flow has no oscillation magnitude ρ > 0 to start from; hand over at "
+                                 "another step.")
             u = np.asarray(state.delta, dtype=np.float64) / rho
         return np.concatenate([theta, u, [np.log(rho)]])
