@@ -283,3 +283,21 @@ class RodFlow(AbstractModel):
             "amplitude_subspace": np.linalg.norm(D, axis=1),
             "delta": D,
         }
+
+    def _from_handover(self, run, state):
+        """From GD's state at step k0: centre w̄ = θ̄ and the rod's half-step from GD's δ with
+        the rod's sign (the rod writes θ_k = w̄ + δ, the handover θ_k ≈ θ̄ − δ; the
+        equations are even in δ). ``sigma="rank1"`` carries the oscillation only (it drops
+        the mean-gradient part of the Σ equation), so δ is projected on the top eigenvector
+        of H(θ̄), −v₁(v₁ᵀδ) (the whole −δ where that vanishes); ``sigma="dense"`` keeps the
+        mean-gradient part and takes Σ = δδᵀ of the whole δ."""
+        theta = self._theta0(state.theta_bar)
+        delta = -np.asarray(state.delta, dtype=np.float64)
+        if self.sigma_form == "rank1":
+            top = state.factor(1)[:, 0]
+            delta = -top if np.any(top) else delta
+            if not np.any(delta):
+                raise ValueError("`start`: GD's half-step δ is zero at the handover step, and δ = 0 is a fixed point of "
+                                 "the rank-one rod flow; hand over at another step.")
+            return np.concatenate([theta, delta])
+        return np.concatenate([theta, np.outer(delta, delta).ravel()])

@@ -469,6 +469,28 @@ class FreeEnergyFlow(AbstractModel):
             out["sigma"] = S
         return out
 
+    def _from_handover(self, run, state):
+        """From GD's state at step k0: θ = GD's two-step midpoint θ̄ and Σ's factor from GD's
+        half-step projected on the top-r eigenvectors of H(θ̄), V_i = v_i (v_iᵀδ)
+        (``state.factor(rank)``; the state needs n >= rank directions). A column whose
+        square is below the floor q (zero included) falls back to the floor seed √q·v_i,
+        as ``sigma_seed="gd"`` does at θ0; with ``storage="log-factor"`` and no floor a zero
+        column is refused (log-amplitudes need nonzero columns)."""
+        theta = self._theta0(state.theta_bar)
+        V = np.array(state.factor(self.rank), dtype=np.float64)
+        q = self.floor_at(theta)
+        if q > 0:
+            weak = np.sum(V**2, axis=0) < q
+            V[:, weak] = np.sqrt(q) * state.eigvecs[:, : self.rank][:, weak]
+        if self.storage == "log-factor":
+            zero = np.flatnonzero(np.linalg.norm(V, axis=0) == 0)
+            if zero.size:
+                raise ValueError(
+                    f"`start`: GD's half-step has no component along eigenvector(s) {zero.tolist()} of H(θ̄), and "
+                    "`storage='log-factor'` needs every column of the factor nonzero; use the default floor, "
+                    "storage='factor', or hand over at another step.")
+        return self._layout.pack(np, theta, V if self._factored else V @ V.T)
+
 
 def _jax():
     from ..._jax import import_jax
