@@ -114,7 +114,8 @@ LAYERS = [
      "effdyn._names", "effdyn.progress", "effdyn.io", "effdyn.kernels", "effdyn.data"),
     ("effdyn.problems", "effdyn.spectrum", "effdyn.engine_jax.tracker"),
     ("effdyn.models", "effdyn.registry"),
-    ("effdyn.solvers", "effdyn.solution", "effdyn.reference", "effdyn.diagnostics", "effdyn.engine_jax"),
+    ("effdyn.solvers", "effdyn.solution", "effdyn.reference", "effdyn.diagnostics", "effdyn.engine_jax",
+     "effdyn.handover"),
     ("effdyn.results", "effdyn.plotting", "effdyn.validation", "effdyn.sweep", "effdyn.cli", "effdyn.demo",
      "effdyn.__main__"),
 ]
