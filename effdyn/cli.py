@@ -3,6 +3,7 @@
 ::
 
     effdyn validate [--quick | --full] [--cases NAME ...] [--config FILE ...] [--out DIR] [--cifar PATH]
+                    [--peer-data PATH]
     effdyn run CONFIG.toml [--out DIR]
     effdyn plot RESULT.nc [--out DIR] [--combined [--facets] [--window K0 K1]]
     effdyn sweep SWEEP.toml [--out DIR] [--scheduler ADDRESS | --workers N | --serial]
@@ -57,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "without --cases, only these run")
     v.add_argument("--out", default="effdyn-output", metavar="DIR", help="output folder (default: effdyn-output)")
     v.add_argument("--cifar", metavar="PATH",
-                   help="local `cifar-10-batches-py` folder; adds the CIFAR-10 case (default: $EFFDYN_CIFAR10)")
+                   help="local `cifar-10-batches-py` folder; adds the CIFAR-10 cases (default: $EFFDYN_CIFAR10)")
+    v.add_argument("--peer-data", metavar="PATH",
+                   help="local folder with the peer MLP's x.npy, y.npy, p0.npy (the JAX central-flow example); adds "
+                        "the peer-mlp case (default: $EFFDYN_PEER_MLP)")
     v.add_argument("--steps", type=int, metavar="N", help="override every case's horizon (GD steps)")
     v.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
     v.add_argument("--model-budget", type=float, metavar="SECONDS",
@@ -143,7 +147,10 @@ def _cmd_cases(args) -> int:
     from .validation.cases import case_names, get_case
 
     for case in (get_case(n) for n in case_names()):
-        extra = "  (needs --cifar PATH or $EFFDYN_CIFAR10)" if case.needs_cifar else ""
+        needs = getattr(case, "needs", None)
+        extra = f"  (needs {needs})" if needs else ""
+        if getattr(case, "full_only", False):
+            extra += "  (full suite only)"
         print(f"{case.name:22s} {case.title}; quick {case.quick_steps} / full {case.full_steps} steps{extra}")
     return EXIT_OK
 
@@ -153,7 +160,7 @@ def _log(msg: str) -> None:
 
 
 def _cmd_validate(args) -> int:
-    from .data import CIFAR10_ENV, check_cifar10_folder
+    from .data import CIFAR10_ENV, PEER_MLP_ENV, check_cifar10_folder, check_peer_mlp_folder
     from .validation import UnknownCaseError, ValidationInterrupted, get_case, validate
     from .validation.config import ConfigError
 
@@ -166,12 +173,21 @@ def _cmd_validate(args) -> int:
                 if n not in names:
                     names.append(n)
         cifar = args.cifar if args.cifar is not None else (os.environ.get(CIFAR10_ENV) or None)
-        needs = names is not None and any(get_case(n).needs_cifar for n in names)
+        needs = [n for n in names or () if get_case(n).needs_cifar]
         if cifar is not None:
             check_cifar10_folder(cifar)
         elif needs:
-            _err("case cifar10-mlp needs a local CIFAR-10 copy: pass `--cifar PATH` (a `cifar-10-batches-py` "
-                 f"folder) or set ${CIFAR10_ENV}. effdyn never downloads data.")
+            _err(f"case{'s' if len(needs) > 1 else ''} {', '.join(needs)} need{'' if len(needs) > 1 else 's'} a local "
+                 "CIFAR-10 copy: pass `--cifar PATH` (a `cifar-10-batches-py` folder) or set "
+                 f"${CIFAR10_ENV}. effdyn never downloads data.")
+            return EXIT_USAGE
+        peer_data = args.peer_data if args.peer_data is not None else (os.environ.get(PEER_MLP_ENV) or None)
+        needs = [n for n in names or () if getattr(get_case(n), "needs_peer_data", False)]
+        if peer_data is not None:
+            check_peer_mlp_folder(peer_data)
+        elif needs:
+            _err(f"case {', '.join(needs)} needs the peer MLP's arrays: pass `--peer-data PATH` (a folder with "
+                 f"x.npy, y.npy, p0.npy) or set ${PEER_MLP_ENV}. effdyn never downloads data.")
             return EXIT_USAGE
         if args.steps is not None and args.steps < 1:
             _err(f"`--steps` must be a positive number of GD steps; got {args.steps}.")
@@ -183,7 +199,7 @@ def _cmd_validate(args) -> int:
                 return EXIT_USAGE
             budget = args.model_budget or None
         # every configuration is parsed and its models built before anything runs
-        config_cases = [_config_case(path, args.quick, cifar) for path in (args.config or [])]
+        config_cases = [_config_case(path, args.quick, cifar, peer_data) for path in (args.config or [])]
     except UnknownCaseError as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -209,7 +225,7 @@ def _cmd_validate(args) -> int:
         try:
             result = validate(None if names is None else names + [c.name for c in config_cases], quick=args.quick,
                               out_dir=args.out, cifar=cifar, steps=args.steps, progress=args.progress, log=_log,
-                              figures=args.figures, model_budget=budget)
+                              figures=args.figures, model_budget=budget, peer_data=peer_data)
         except ValidationInterrupted as exc:
             res = exc.result
             _err(f"interrupted; results computed so far are saved in {res.out_dir} (report: {res.report}).")
@@ -222,14 +238,14 @@ def _cmd_validate(args) -> int:
     return EXIT_OK if not failed else EXIT_FAILED
 
 
-def _config_case(path, quick: bool, cifar):
+def _config_case(path, quick: bool, cifar, peer_data=None):
     """A validation case from a TOML configuration (checked now; its setup is reused)."""
     import dataclasses
 
     from .validation.cases import Case, case_names
     from .validation.config import ConfigError, load_config
 
-    cfg = load_config(path, mode="quick" if quick else "full", cifar=cifar)
+    cfg = load_config(path, mode="quick" if quick else "full", cifar=cifar, peer_data=peer_data)
     if cfg.name in case_names():
         raise ConfigError(f"{cfg.path}: name: {cfg.name!r} is already a validation case; set another `name`.")
     table = cfg.case

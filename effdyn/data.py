@@ -10,6 +10,9 @@
   admits only what genuine batches hold, so a crafted file cannot run code. Nothing is ever
   downloaded: the folder is given by the caller, or by the
   environment variable ``EFFDYN_CIFAR10``.
+* :func:`load_peer_mlp`: the arrays of the public JAX central-flow example (``x.npy``,
+  ``y.npy``, ``p0.npy`` in a local folder given by the caller or ``EFFDYN_PEER_MLP``),
+  read with ``allow_pickle=False``.
 
 Features are standardised column by column (zero mean, unit variance over the chosen
 subset; constant columns are only centred), which keeps the input scale, and hence the
@@ -28,12 +31,17 @@ from ._checks import choice, nonneg_int, positive_int
 
 __all__ = ["load_digits_subset", "load_cifar10", "load_cifar10_subset", "one_hot", "standardize",
            "standardize_channels", "cifar10_images", "class_indices", "cifar10_path", "check_cifar10_folder",
-           "read_pickled_batch", "CIFAR10_ENV", "CIFAR10_BATCHES", "CIFAR10_CLASSES"]
+           "read_pickled_batch", "CIFAR10_ENV", "CIFAR10_BATCHES", "CIFAR10_CLASSES",
+           "PEER_MLP_ENV", "PEER_MLP_FILES", "peer_mlp_path", "check_peer_mlp_folder", "load_peer_mlp"]
 
 #: Environment variable naming a local ``cifar-10-batches-py`` folder.
 CIFAR10_ENV = "EFFDYN_CIFAR10"
 #: The training batch files the CIFAR-10 loader reads, in order.
 CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+#: Environment variable naming a local folder with the peer MLP's arrays.
+PEER_MLP_ENV = "EFFDYN_PEER_MLP"
+#: The files :func:`load_peer_mlp` reads (NumPy .npy, no pickles).
+PEER_MLP_FILES = ("x.npy", "y.npy", "p0.npy")
 #: CIFAR-10's class names, by label.
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -374,3 +382,52 @@ def load_cifar10_subset(path=None, n: int = 500, seed: int | None = 0, *, standa
         idx = pool[_subset_indices(len(pool), n, seed, where)]
     X = data[idx].astype(np.float64) / 255.0
     return (standardize(X) if standardized else X), labels[idx]
+
+
+# --- the peer MLP (the example of the public JAX central-flow code) -------------------------
+
+def peer_mlp_path(path=None) -> Path | None:
+    """The peer-MLP folder to use: ``path`` if given, else ``$EFFDYN_PEER_MLP``, else None."""
+    if path is None:
+        path = os.environ.get(PEER_MLP_ENV) or None
+    return None if path is None else Path(path).expanduser()
+
+
+def check_peer_mlp_folder(path=None) -> Path:
+    """The peer-MLP folder, after checking that it holds ``x.npy``, ``y.npy`` and ``p0.npy``
+    (no file is read). Raises FileNotFoundError naming the folder or the first missing file."""
+    folder = peer_mlp_path(path)
+    if folder is None:
+        raise FileNotFoundError(
+            f"No peer-MLP data given: pass the folder holding {', '.join(PEER_MLP_FILES)} (the arrays of the "
+            f"JAX central-flow example; e.g. `--peer-data PATH`) or set ${PEER_MLP_ENV}. effdyn never downloads "
+            "data.")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"peer-MLP folder {str(folder)!r} does not exist or is not a directory; expected a "
+                                f"folder containing {', '.join(PEER_MLP_FILES)}.")
+    for name in PEER_MLP_FILES:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"peer-MLP file {str(folder / name)!r} not found: the folder must contain "
+                                    f"{', '.join(PEER_MLP_FILES)}.")
+    return folder
+
+
+def load_peer_mlp(path=None):
+    """The arrays of the peer MLP example: ``x`` (n, d) inputs, ``y`` (n,) targets and ``p0``
+    (P,) initial weights, float64, read with ``np.load(allow_pickle=False)`` (a file holding
+    Python objects is refused, not unpickled)."""
+    folder = check_peer_mlp_folder(path)
+    out = []
+    for name, ndim in zip(PEER_MLP_FILES, (2, 1, 1)):
+        try:
+            a = np.load(folder / name, allow_pickle=False)
+        except ValueError as exc:  # object arrays need pickles
+            raise ValueError(f"peer-MLP file {str(folder / name)!r} is not a plain numeric .npy array: {exc}") from None
+        if not isinstance(a, np.ndarray) or a.ndim != ndim or not np.issubdtype(a.dtype, np.number):
+            raise ValueError(f"peer-MLP file {str(folder / name)!r} must hold a numeric {ndim}-D array; got "
+                             f"{getattr(a, 'dtype', type(a))} of shape {getattr(a, 'shape', '?')}.")
+        out.append(np.asarray(a, dtype=np.float64))
+    x, y, p0 = out
+    if len(y) != len(x):
+        raise ValueError(f"peer-MLP data: x.npy has {len(x)} rows but y.npy {len(y)} values.")
+    return x, y, p0

@@ -107,6 +107,7 @@ _PROBLEMS.update({
     "Cifar10MLP": ProblemEntry("Cifar10MLP", "effdyn.problems.builders:cifar10_mlp"),
     "DigitsCNN": ProblemEntry("DigitsCNN", "effdyn.problems.builders:digits_cnn"),
     "Cifar10CNN": ProblemEntry("Cifar10CNN", "effdyn.problems.builders:cifar10_cnn"),
+    "PeerMLP": ProblemEntry("PeerMLP", "effdyn.problems.builders:peer_mlp"),
     # a JAX loss named by "package.module:function" references (effdyn.problems.from_config)
     "jax": ProblemEntry("jax", "effdyn.problems.from_config:jax_problem"),
 })

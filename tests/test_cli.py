@@ -55,7 +55,7 @@ def test_unknown_case_lists_valid_ones(capsys, tmp_path):
 
 def test_cifar_case_without_data(capsys, monkeypatch, tmp_path):
     monkeypatch.delenv(CIFAR10_ENV, raising=False)
-    code, _, err = _run(capsys, "validate", "--cases", "cifar10-mlp", "--out", str(tmp_path))
+    code, _, err = _run(capsys, "validate", "--cases", "cifar10-seed-mlp", "--out", str(tmp_path))
     assert code == 2 and "--cifar PATH" in err and CIFAR10_ENV in err
     code, _, err = _run(capsys, "validate", "--cifar", str(tmp_path / "nowhere"), "--out", str(tmp_path))
     assert code == 2 and "does not exist" in err and "data_batch_1" in err
@@ -63,7 +63,7 @@ def test_cifar_case_without_data(capsys, monkeypatch, tmp_path):
     folder.mkdir()
     with open(folder / "data_batch_1", "wb") as fh:
         pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, fh)
-    code, _, err = _run(capsys, "validate", "--cases", "cifar10-mlp", "--cifar", str(folder), "--out", str(tmp_path))
+    code, _, err = _run(capsys, "validate", "--cases", "cifar10-seed-mlp", "--cifar", str(folder), "--out", str(tmp_path))
     assert code == 2 and "data_batch_2" in err and "not found" in err
 
 
@@ -75,9 +75,9 @@ def test_unreadable_cifar_batch_fails_the_case(capsys, tmp_path):
             pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, fh)
     (folder / "data_batch_4").write_bytes(b"\x00garbage")
     out = tmp_path / "out"
-    code, stdout, err = _run(capsys, "validate", "--cases", "cifar10-mlp", "--cifar", str(folder), "--out", str(out))
+    code, stdout, err = _run(capsys, "validate", "--cases", "cifar10-seed-mlp", "--cifar", str(folder), "--out", str(out))
     assert code == 1
-    assert "case cifar10-mlp: error" in err and "data_batch_4" in err
+    assert "case cifar10-seed-mlp: error" in err and "data_batch_4" in err
     report = (out / "report.md").read_text()
     assert "**Case status: error.**" in report and "data_batch_4" in report
     assert f"Report: {out / 'report.md'}" in stdout
@@ -170,7 +170,7 @@ def test_ctrl_c_saves_and_exits_130(capsys, monkeypatch, tmp_path, registry_sand
 def test_module_entry_point():
     # `python -m effdyn` is the same program: listing cases works, a bad name exits with 2
     ok = subprocess.run([sys.executable, "-m", "effdyn", "cases"], capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0 and "minimal-valley" in ok.stdout and "cifar10-mlp" in ok.stdout
+    assert ok.returncode == 0 and "minimal-valley" in ok.stdout and "cifar10-seed-mlp" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "effdyn", "validate", "--cases", "x"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2 and "valid cases:" in bad.stderr

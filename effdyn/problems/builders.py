@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["deep_matrix_factorization", "teacher_student_problem", "digits_mlp", "cifar10_mlp", "mlp_problem",
-           "cnn_problem", "digits_cnn", "cifar10_cnn", "ACTIVATIONS"]
+           "cnn_problem", "digits_cnn", "cifar10_cnn", "peer_mlp", "ACTIVATIONS"]
 
 #: Activations of :func:`cnn_problem` (smooth, so that every derivative effdyn takes exists).
 ACTIVATIONS = ("tanh", "swish")
@@ -262,3 +262,45 @@ def cifar10_cnn(path, n: int = 500, channels=(16, 16), strides=(2, 2), activatio
     Y = one_hot(labels) if classes is None else one_hot(class_indices(labels, classes), len(classes))
     return cnn_problem(images, Y, channels, strides, activation=activation, init_scale=init_scale, seed=data_seed,
                        name=name, chunk_size=chunk_size)
+
+
+# --- the peer MLP ----------------------------------------------------------------------------
+
+def peer_mlp(path=None, hidden=(16, 16), name: str = "PeerMLP"):
+    """The example problem of the public JAX central-flow code, from the arrays in the local
+    folder ``path`` (or ``$EFFDYN_PEER_MLP``; :func:`effdyn.data.load_peer_mlp`): an MLP
+    d → 16 → 16 → 1 with swish activations and the mean squared error
+    ``E = mean((f(θ, x) − y)²)`` (no ½) on its synthetic data; returns ``(problem, p0)``.
+
+    θ holds, layer by layer, the bias (out,) then the kernel (in, out) row-major, and a layer
+    computes ``h @ W + b``: the peer's flat layout, so ``p0.npy`` is θ0 unchanged.
+    """
+    from .._jax import import_jax
+    from ..data import load_peer_mlp
+    from .jax_problem import from_jax
+
+    x, y, p0 = load_peer_mlp(path)
+    hidden = _int_tuple(hidden, "hidden")
+    sizes = (x.shape[1], *hidden, 1)
+    layers = tuple(zip(sizes[:-1], sizes[1:]))
+    P = sum(o + i * o for i, o in layers)
+    if p0.size != P:
+        raise ValueError(f"peer-MLP data: p0.npy has {p0.size} weights but the MLP {' → '.join(map(str, sizes))} "
+                         f"has {P}.")
+    jax, jnp = import_jax()
+
+    def loss(theta, batch):
+        xb, yb = batch
+        h, i = xb, 0
+        for j, (n_in, n_out) in enumerate(layers):
+            b = theta[i: i + n_out]
+            i += n_out
+            W = theta[i: i + n_in * n_out].reshape(n_in, n_out)
+            i += n_in * n_out
+            h = h @ W + b
+            if j < len(layers) - 1:
+                h = jax.nn.swish(h)
+        return jnp.mean((h[:, 0] - yb) ** 2)
+
+    problem = from_jax(loss, dim=P, data=(x, y), name=name, loss_min=0.0)
+    return problem, p0

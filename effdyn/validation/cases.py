@@ -37,7 +37,8 @@ __all__ = ["Case", "ModelSpec", "Setup", "CASES", "SUITE", "case_names", "get_ca
 
 #: Run order of the built-in cases (names = file stems in validation/cases/).
 SUITE = ("minimal-valley", "dmf-converge", "dmf-period2", "minimalist-two-layer", "mean-field", "digits-mlp",
-         "scalar-product-ngd", "scalar-product-sqrt", "cifar10-mlp")
+         "digits-cnn", "scalar-product-ngd", "scalar-product-sqrt", "digits-wide-mlp", "peer-mlp", "cifar10-seed-mlp",
+         "cifar10-seed-cnn", "cifar10-cf-mlp", "cifar10-cf-cnn")
 
 
 class UnknownCaseError(ValueError):
@@ -52,7 +53,9 @@ class Case:
     Python function ``build(steps, quick, cifar)`` returning the :class:`Setup`. ``cifar``
     is the CIFAR-10 folder (or None) and is only used by cases with ``needs_cifar``;
     ``quick`` selects the quick or the full settings (the ``[quick]``/``[full]`` tables of
-    a file).
+    a file). A file case with ``needs_peer_data`` gets the peer-MLP folder (``peer_data``
+    of :meth:`setup`) as ``problem.path``. ``full_only`` cases (``only = "full"`` in the
+    ``[case]`` table) are left out of the default quick suite (they still run when named).
     """
 
     name: str
@@ -63,6 +66,8 @@ class Case:
     full_steps: int = 0
     path: Path | None = None
     document: dict | None = field(default=None, compare=False, repr=False)
+    needs_peer_data: bool = False
+    full_only: bool = False
 
     def __post_init__(self):
         if (self.build is None) == (self.path is None):
@@ -99,9 +104,28 @@ class Case:
         needs_cifar = table.get("needs_cifar", False)
         if not isinstance(needs_cifar, bool):
             raise ConfigError(f"{path}: [case]: `needs_cifar` must be true or false; got {needs_cifar!r}.")
-        return cls(path.stem, title, None, needs_cifar, path=path, document=doc, **horizons)
+        needs_peer = table.get("needs_peer_data", False)
+        if not isinstance(needs_peer, bool):
+            raise ConfigError(f"{path}: [case]: `needs_peer_data` must be true or false; got {needs_peer!r}.")
+        only = table.get("only")
+        if only not in (None, "full"):
+            raise ConfigError(f"{path}: [case]: `only` must be \"full\" (a case left out of the quick suite) or "
+                              f"absent; got {only!r}.")
+        return cls(path.stem, title, None, needs_cifar, path=path, document=doc, needs_peer_data=needs_peer,
+                   full_only=only == "full", **horizons)
 
-    def setup(self, quick: bool = True, cifar=None, steps: int | None = None) -> Setup:
+    @property
+    def needs(self) -> str | None:
+        """What local data the case needs and how to supply it (None: nothing)."""
+        from ..data import CIFAR10_ENV, PEER_MLP_ENV
+
+        if self.needs_cifar:
+            return f"CIFAR-10 (`--cifar PATH` of a `cifar-10-batches-py` folder, or ${CIFAR10_ENV})"
+        if getattr(self, "needs_peer_data", False):
+            return f"the peer-MLP arrays (`--peer-data PATH` of a folder with x.npy, y.npy, p0.npy, or ${PEER_MLP_ENV})"
+        return None
+
+    def setup(self, quick: bool = True, cifar=None, steps: int | None = None, peer_data=None) -> Setup:
         """The case's setup; ``steps`` overrides the quick/full horizon (GD steps)."""
         if steps is None:
             steps = self.quick_steps if quick else self.full_steps
@@ -118,7 +142,11 @@ class Case:
             from ..data import check_cifar10_folder
 
             cifar = check_cifar10_folder(cifar)  # the folder or $EFFDYN_CIFAR10; names what is missing
-        return config_from_document(doc, self.path, mode=mode, cifar=cifar).setup
+        if self.needs_peer_data:
+            from ..data import check_peer_mlp_folder
+
+            peer_data = check_peer_mlp_folder(peer_data)  # the folder or $EFFDYN_PEER_MLP
+        return config_from_document(doc, self.path, mode=mode, cifar=cifar, peer_data=peer_data).setup
 
 
 def _read_document(path: Path) -> dict:

@@ -32,7 +32,10 @@ to compare with GD. ``validation/example.toml`` is a commented example. Layout::
 
 Problem types are the names in :mod:`effdyn.registry`: the classes of effdyn.problems, the
 builders ``TeacherStudent`` (width, n, d, data_seed, activation, scaling), ``DigitsMLP``
-(n, width, init_scale, data_seed), ``Cifar10MLP`` (path, n, width, init_scale, data_seed),
+(n, width, init_scale, data_seed), ``Cifar10MLP`` (path, n, width, init_scale, data_seed, classes,
+selection), ``DigitsCNN`` (n, channels, strides, activation, init_scale, data_seed), ``Cifar10CNN``
+(path, n, channels, strides, activation, init_scale, data_seed, classes, selection), ``PeerMLP``
+(path, hidden),
 ``DeepMatrixFactorization`` (also with ``sigma1``, ``target_seed`` instead of ``target``),
 ``jax`` (a JAX loss named by ``loss = "package.module:function"``, with ``dim`` or
 ``params``, and an optional ``data`` builder that receives the table's other keys: see
@@ -40,7 +43,8 @@ builders ``TeacherStudent`` (width, n, d, data_seed, activation, scaling), ``Dig
 registered ones).
 
 A validation case is a configuration with a ``[case]`` table (``title``, ``quick_steps``,
-``full_steps``, ``notes``, ``needs_cifar``, ``handover_offset``: GD steps after GD's EoS
+``full_steps``, ``notes``, ``needs_cifar``, ``needs_peer_data``, ``only = "full"`` (left out of
+the default quick suite), ``handover_offset``: GD steps after GD's EoS
 onset at which every model is also started from GD's state) and optional ``[quick]`` / ``[full]`` tables of
 overrides keyed by dotted paths (``"problem.width" = 200``, ``"gd.eta" = 100.0``); a model
 with ``only = "full"`` (or ``"quick"``) runs in that mode only.
@@ -73,7 +77,8 @@ _TOP_KEYS = {"name": "a name for the output files", "problem": "a table", "start
 _GD_KEYS = ("eta", "steps", "n_eigs", "eig_every", "theta_every", "variant", "eig_tol", "dense_max", "loss_bound")
 _MODEL_KEYS = ("type", "label", "solver", "rtol", "atol", "save_every", "budget", "options", "initial", "only")
 _OUTPUT_KEYS = ("dir", "figures")
-_CASE_KEYS = ("title", "quick_steps", "full_steps", "notes", "needs_cifar", "handover_offset")
+_CASE_KEYS = ("title", "quick_steps", "full_steps", "notes", "needs_cifar", "needs_peer_data", "only",
+              "handover_offset")
 
 
 def __getattr__(name):
@@ -363,7 +368,7 @@ def _index(node, part, key, source):
     return int(part)
 
 
-def load_config(path, *, mode: str | None = None, cifar=None) -> RunConfig:
+def load_config(path, *, mode: str | None = None, cifar=None, peer_data=None) -> RunConfig:
     """Parse and check a run configuration (see the module docstring for the layout).
 
     ``mode`` ("quick" or "full") applies the file's ``[quick]``/``[full]`` overrides and
@@ -385,16 +390,17 @@ def load_config(path, *, mode: str | None = None, cifar=None) -> RunConfig:
             doc = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return config_from_document(doc, path, mode=mode, cifar=cifar)
+    return config_from_document(doc, path, mode=mode, cifar=cifar, peer_data=peer_data)
 
 
-def config_from_document(doc: dict, source, *, mode: str | None = None, cifar=None) -> RunConfig:
+def config_from_document(doc: dict, source, *, mode: str | None = None, cifar=None, peer_data=None) -> RunConfig:
     """Check an already-loaded configuration ``doc`` (the dict TOML gives) and build it.
 
     ``source`` names where the document came from (a path, or a label such as
     ``"sweep.toml, point eta=0.3"``); it prefixes every error message and supplies the
     default ``name`` (its stem). ``mode`` applies a case's ``[quick]``/``[full]`` overrides
-    and model filters; ``cifar`` fills ``problem.path`` of a case that needs CIFAR-10. The
+    and model filters; ``cifar`` fills ``problem.path`` of a case that needs CIFAR-10 and
+    ``peer_data`` that of a case with ``needs_peer_data``. The
     checks and errors are those of :func:`load_config`.
     """
     path = source if isinstance(source, Path) else Path(str(source))
@@ -411,6 +417,11 @@ def config_from_document(doc: dict, source, *, mode: str | None = None, cifar=No
             raise _err(path, "[case]", f"`{key}` must be a string; got {case[key]!r}.")
     if "needs_cifar" in case and not isinstance(case["needs_cifar"], bool):
         raise _err(path, "[case]", f"`needs_cifar` must be true or false; got {case['needs_cifar']!r}.")
+    if "needs_peer_data" in case and not isinstance(case["needs_peer_data"], bool):
+        raise _err(path, "[case]", f"`needs_peer_data` must be true or false; got {case['needs_peer_data']!r}.")
+    if case.get("only", "full") != "full":
+        raise _err(path, "[case]", f"`only` must be \"full\" (left out of the quick suite) or absent; got "
+                                   f"{case['only']!r}.")
     _handover_offset(path, case)
     if mode is not None:
         if mode not in ("quick", "full"):
@@ -420,6 +431,8 @@ def config_from_document(doc: dict, source, *, mode: str | None = None, cifar=No
                               f"{path}: [{mode}]")
     if cifar is not None and case.get("needs_cifar"):
         doc = apply_overrides(doc, {"problem.path": str(cifar)}, f"{path}")
+    if peer_data is not None and case.get("needs_peer_data"):
+        doc = apply_overrides(doc, {"problem.path": str(peer_data)}, f"{path}")
     name = doc.get("name", path.stem)
     try:
         name = check_name(name)

@@ -279,6 +279,9 @@ def render_report(result, out_dir: Path | None = None) -> str:
                           "–" if best is None else f"{_fmt(best.metrics.sharpness_error)} ({_cell(best.label)})",
                           _fmt(case.wall_time)]))
     head.append("")
+    skipped = getattr(result, "skipped", None) or {}
+    if skipped:
+        head += ["Not run: " + "; ".join(f"`{name}` ({why})" for name, why in skipped.items()) + ".", ""]
     body = []
     for case in result.cases:
         body += _case_section(case, out_dir)

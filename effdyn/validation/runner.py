@@ -32,7 +32,7 @@ from ..errors import IntegrationError
 from ..outcomes import Cause, Status
 from .cases import CASES, Case, ModelSpec, Setup, get_case
 
-__all__ = ["validate", "run_case", "run_setup", "ModelResult", "CaseResult", "ValidationResult",
+__all__ = ["validate", "default_cases", "run_case", "run_setup", "ModelResult", "CaseResult", "ValidationResult",
            "ValidationInterrupted", "CaseInterrupted", "case_dataset", "distance_series", "slug"]
 
 #: θ trajectories are stored in the netCDF files up to this many parameters.
@@ -111,6 +111,8 @@ class ValidationResult:
     quick: bool
     wall_time: float = 0.0
     interrupted: bool = False
+    #: cases left out of the default suite (missing local data, full-only), with the reason
+    skipped: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -352,13 +354,17 @@ def run_setup(name: str, title: str, setup: Setup, *, out_dir=None, progress=Non
 
 
 def run_case(case: Case | str, *, quick: bool = True, steps: int | None = None, cifar=None, out_dir=None,
-             progress=None, log=_log_default, figures: bool = True, model_budget: float | None = None) -> CaseResult:
+             progress=None, log=_log_default, figures: bool = True, model_budget: float | None = None,
+             peer_data=None) -> CaseResult:
     """Run one registered case (see :func:`run_setup` for what is produced)."""
     if isinstance(case, str):
         case = get_case(case)
     t0 = time.perf_counter()
     try:
-        setup = case.setup(quick, cifar=cifar, steps=steps)
+        if getattr(case, "needs_peer_data", False):
+            setup = case.setup(quick, cifar=cifar, steps=steps, peer_data=peer_data)
+        else:
+            setup = case.setup(quick, cifar=cifar, steps=steps)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
@@ -386,15 +392,36 @@ def _save_case(result: CaseResult, out_dir: Path, *, figures: bool, log) -> None
         log(f"    saving {result.name} failed: {type(exc).__name__}: {exc}")
 
 
+def default_cases(*, quick: bool = True, cifar=None, peer_data=None) -> tuple[list[str], dict[str, str]]:
+    """The built-in cases ``effdyn validate`` runs when none are named, and those it leaves
+    out with the reason and how to include them: CIFAR-10 cases without a CIFAR folder
+    (``cifar`` or ``$EFFDYN_CIFAR10``), the peer-MLP case without its arrays (``peer_data``
+    or ``$EFFDYN_PEER_MLP``), and ``full_only`` cases in quick mode."""
+    from ..data import cifar10_path, peer_mlp_path
+
+    cifar, peer_data = cifar10_path(cifar), peer_mlp_path(peer_data)
+    names, left_out = [], {}
+    for n, c in CASES.items():
+        if (c.needs_cifar and cifar is None) or (c.needs_peer_data and peer_data is None):
+            left_out[n] = f"needs {c.needs}; effdyn never downloads data"
+        elif c.full_only and quick:
+            left_out[n] = "full suite only (`effdyn validate --full`, or name it with `--cases`)"
+        else:
+            names.append(n)
+    return names, left_out
+
+
 def validate(cases=None, *, quick: bool = True, out_dir="effdyn-output", cifar=None, steps=None, progress=None,
-             log=_log_default, figures: bool = True, model_budget="auto") -> ValidationResult:
+             log=_log_default, figures: bool = True, model_budget="auto", peer_data=None) -> ValidationResult:
     """Run validation cases against GD and write the report.
 
     Parameters
     ----------
     cases : list of str, optional
-        Case names (default: every case; the CIFAR-10 case only when a CIFAR folder is
-        given by ``cifar`` or ``$EFFDYN_CIFAR10``). Unknown names raise
+        Case names (default: every case; the CIFAR-10 cases only when a CIFAR folder is
+        given by ``cifar`` or ``$EFFDYN_CIFAR10``, the peer-MLP case only with ``peer_data``
+        or ``$EFFDYN_PEER_MLP``, and the ``full_only`` cases only when ``quick`` is false;
+        each case left out is logged with how to include it). Unknown names raise
         :class:`~effdyn.validation.cases.UnknownCaseError` listing the valid ones, before
         anything runs.
     quick : bool
@@ -403,6 +430,8 @@ def validate(cases=None, *, quick: bool = True, out_dir="effdyn-output", cifar=N
         Output folder: ``report.md``, ``<case>.nc``, ``<case>_<figure>.png``.
     cifar : str or Path, optional
         Local ``cifar-10-batches-py`` folder.
+    peer_data : str or Path, optional
+        Local folder with the peer MLP's ``x.npy``, ``y.npy``, ``p0.npy``.
     steps : int or dict, optional
         Horizon override in GD steps, for every case (int) or per case name (dict).
     progress : bool or None
@@ -426,12 +455,16 @@ def validate(cases=None, *, quick: bool = True, out_dir="effdyn-output", cifar=N
     ValidationInterrupted
         On Ctrl-C, after saving the partial results and the report.
     """
-    from ..data import cifar10_path
+    from ..data import cifar10_path, peer_mlp_path
     from .report import write_report
 
     cifar = cifar10_path(cifar)
+    peer_data = peer_mlp_path(peer_data)
+    left_out = {}
     if cases is None:
-        names = [n for n, c in CASES.items() if not c.needs_cifar or cifar is not None]
+        names, left_out = default_cases(quick=quick, cifar=cifar, peer_data=peer_data)
+        for name, why in left_out.items():
+            log(f"skipped {name}: {why}")
     else:
         names = list(cases)
         for n in names:
@@ -444,7 +477,7 @@ def validate(cases=None, *, quick: bool = True, out_dir="effdyn-output", cifar=N
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = ValidationResult([], out_dir, None, quick)
+    result = ValidationResult([], out_dir, None, quick, skipped=left_out)
     mode = "quick" if quick else "full"
     try:
         for i, name in enumerate(names, 1):
@@ -454,7 +487,7 @@ def validate(cases=None, *, quick: bool = True, out_dir="effdyn-output", cifar=N
             try:
                 result.cases.append(run_case(case, quick=quick, steps=n_steps, cifar=cifar, out_dir=out_dir,
                                              progress=progress, log=log, figures=figures,
-                                             model_budget=model_budget))
+                                             model_budget=model_budget, peer_data=peer_data))
             except CaseInterrupted as exc:
                 result.cases.append(exc.result)
                 raise
