@@ -60,9 +60,13 @@ theta0 = np.concatenate([rng.normal(size=d * h) / np.sqrt(d), np.zeros(h), 0.5 *
 print(prob, "initial sharpness", ed.spectrum.sharpness(prob, theta0))
 
 # %% [markdown]
-# `from_jax` checks the function once on a float64 vector of length `dim` (a wrong `dim`, a
-# non-scalar output or a float32 cast is refused before anything runs), and compiles each
-# derivative once.
+# `from_jax` checks the function once on a float64 vector of length `dim` (a non-scalar
+# output, a float32 cast, a reshape that needs another length, or an index past the end of
+# θ is refused before anything runs), and compiles each derivative once. JAX itself would
+# clamp `t[5]` on a vector of length 3 to `t[2]`; `from_jax` evaluates the loss once under
+# JAX's index checks to refuse it. A static slice such as `t[1:5]` is clamped by NumPy's
+# rules while tracing and cannot be detected: check `dim` against your layout (or pass the
+# parameter pytree with `params=`, which fixes every shape).
 #
 # ## GD against two models
 

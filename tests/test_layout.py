@@ -113,9 +113,9 @@ LAYERS = [
     ("effdyn._checks", "effdyn._json", "effdyn._jit", "effdyn._jax", "effdyn.errors", "effdyn.outcomes",
      "effdyn._names", "effdyn.progress", "effdyn.io", "effdyn.kernels", "effdyn.data"),
     ("effdyn.problems", "effdyn.spectrum", "effdyn.engine_jax.tracker"),
-    ("effdyn.models", "effdyn.registry"),
-    ("effdyn.solvers", "effdyn.solution", "effdyn.reference", "effdyn.diagnostics", "effdyn.engine_jax",
-     "effdyn.handover"),
+    # handover: GD's state as a value the models start from (it reads problems and spectrum only)
+    ("effdyn.models", "effdyn.registry", "effdyn.handover"),
+    ("effdyn.solvers", "effdyn.solution", "effdyn.reference", "effdyn.diagnostics", "effdyn.engine_jax"),
     ("effdyn.results", "effdyn.plotting", "effdyn.validation", "effdyn.sweep", "effdyn.cli", "effdyn.demo",
      "effdyn.__main__"),
 ]

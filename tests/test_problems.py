@@ -403,3 +403,33 @@ def test_bad_theta_and_directions(pid):
 def test_bad_constructor_arguments(make, exc, word):
     with pytest.raises(exc, match=word):
         make()
+
+
+# --- out-of-bounds indexing (JAX clamps it; from_jax refuses it) ----------------------------
+
+
+def test_from_jax_refuses_an_index_beyond_dim():
+    # t[5] on a vector of length 3 would silently read t[2].
+    with pytest.raises(ValueError, match=r"out of bounds.*`dim` \(now 3"):
+        from_jax(lambda t: t[5] ** 2 + t[0], dim=3)
+    with pytest.raises(ValueError, match="out of bounds"):  # a gather with an index array
+        from_jax(lambda t: jnp.sum(t[jnp.array([0, 4])] ** 2), dim=3)
+    with pytest.raises(ValueError, match="out of bounds"):  # through the data path
+        X = np.ones((6, 3))
+        from_jax(lambda t, b: jnp.mean((b[0] @ t[jnp.arange(3)] + t[3]) ** 2), dim=3, data=(X,), chunk_size=2)
+    with pytest.raises(ValueError, match="`params`"):  # a pytree loss reading past a leaf
+        from_jax(lambda p: p["w"][4] ** 2, params={"w": np.zeros(2)})
+    # In bounds (negative indices included) is accepted and computes what it says.
+    p = from_jax(lambda t: t[2] ** 2 + t[-3], dim=3)
+    np.testing.assert_allclose(p.grad(np.array([1.0, 2.0, 3.0])), [1.0, 0.0, 6.0], rtol=0, atol=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(dim=st.integers(1, 6), k=st.integers(0, 9))
+def test_from_jax_index_check_fuzz(dim, k):
+    loss = lambda t: t[k] ** 2  # noqa: E731
+    if k < dim:
+        assert from_jax(loss, dim=dim).loss(np.arange(dim, dtype=float)) == float(k) ** 2
+    else:
+        with pytest.raises(ValueError, match="out of bounds"):
+            from_jax(loss, dim=dim)

@@ -218,6 +218,7 @@ class JaxProblem(Problem):
         self.n_samples = None if self._chunks is None else self._chunks.n
         self.chunk_size = None if self._chunks is None else self._chunks.m
         self._check_output(jax, jnp, loss_fn)
+        self._check_indexing(jax, jnp, loss_fn)
         self._loss_fn = loss_fn
         self._build(jax, jnp)
 
@@ -261,6 +262,37 @@ class JaxProblem(Problem):
                 f"`loss_fn` returns {dtype} on float64 input; effdyn runs in float64 only. "
                 "Remove casts to float32 (e.g. `.astype(jnp.float32)`, float32 constants) from `loss_fn`."
             )
+
+    def _check_indexing(self, jax, jnp, loss_fn):
+        """Refuse a loss that indexes θ (or anything else) out of bounds.
+
+        JAX clamps an out-of-range index instead of raising (``t[5]`` on a vector of length 3
+        reads ``t[2]``), so a wrong ``dim`` would otherwise run. One evaluation under
+        ``checkify``'s index checks, at a fixed probe point and on the first chunk of the
+        data, catches every gather and dynamic slice that leaves its array. A static slice
+        (``t[1:5]``) is clamped by NumPy's rules while tracing and cannot be seen here (the
+        docs say so). A loss that ``checkify`` cannot transform is not checked.
+        """
+        from jax.experimental import checkify
+
+        lay, chunks = self._layout, self._chunks
+        theta = jnp.asarray(np.random.default_rng(0).standard_normal(self._dim) * 0.1)
+        if chunks is None:
+            fn, args = (lambda th: loss_fn(lay.unravel(th))), (theta,)
+        else:
+            batch = jax.tree_util.tree_map(lambda x: x[0], chunks.full)
+            fn, args = (lambda th, b: loss_fn(lay.unravel(th), b)), (theta, batch)
+        try:
+            err, _ = checkify.checkify(fn, errors=checkify.index_checks)(*args)
+            message = err.get()
+        except Exception:  # noqa: BLE001 - a transform checkify does not support: skip the check
+            return
+        if message:
+            first = message.strip().splitlines()[0]
+            fix = (f"check `dim` (now {self._dim}: the length of θ the loss reads)" if lay.flat
+                   else "check that `params` has the shapes `loss_fn` reads")
+            raise ValueError(f"`loss_fn` indexes out of bounds on {'θ' if lay.flat else 'its parameters'} "
+                             f"or its data: {first} JAX would clamp the index and run silently; {fix}.")
 
     def _build(self, jax, jnp):
         unravel, loss_fn, chunks = self._layout.unravel, self._loss_fn, self._chunks
