@@ -400,8 +400,8 @@ def check_peer_mlp_folder(path=None) -> Path:
     if folder is None:
         raise FileNotFoundError(
             f"No peer-MLP data given: pass the folder holding {', '.join(PEER_MLP_FILES)} (the arrays of the "
-            f"JAX central-flow example; e.g. `--peer-data PATH`) or set ${PEER_MLP_ENV}. effdyn never downloads "
-            "data.")
+            f"JAX central-flow example: `--peer-data PATH` of `effdyn validate`, `path` in a [problem] table) or "
+            f"set ${PEER_MLP_ENV}. effdyn never downloads data.")
     if not folder.is_dir():
         raise FileNotFoundError(f"peer-MLP folder {str(folder)!r} does not exist or is not a directory; expected a "
                                 f"folder containing {', '.join(PEER_MLP_FILES)}.")
