@@ -518,4 +518,4 @@ def _empty_result(jnp, P, k, b):
     z = jnp.zeros((), jnp.int64)
     f = jnp.zeros((), bool)
     return TrackResult(vals=jnp.zeros(k), vecs=jnp.zeros((P, k)), residuals=jnp.zeros(k), n_hvp=z, n_iter=z, cold=f,
-                       converged=f, n_above=z, saturated=f, block_vals=jnp.zeros(b))
+                       converged=f, n_above=z, saturated=f, block_vals=jnp.zeros(b), block_vecs=jnp.zeros((P, b)))
