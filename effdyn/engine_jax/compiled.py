@@ -33,10 +33,14 @@ import numpy as np
 from .._jax import import_jax
 
 __all__ = ["CompiledMap", "Spectrum", "PureOracle", "COUNTERS", "fresh_run", "bump", "to_host", "from_host",
-           "jax_problem_of", "require_jax_problem", "no_evaluation", "max_abs", "MODEL_TRACKER_RTOL"]
+           "jax_problem_of", "require_jax_problem", "no_evaluation", "max_abs", "MODEL_TRACKER_RTOL", "Derivatives",
+           "derivatives_of", "tracker_report", "mixed_third", "RETRY"]
 
 #: Work counters carried in the JAX run state (the names of effdyn.models.run_state.Counters).
 COUNTERS = ("losses", "gradients", "hvps", "thirds", "hessians", "eigensolves")
+#: Status a model's function sets when the step needs a richer compiled map
+#: (``CompiledMap.upgrade``): the driver recompiles and redoes the chunk with it.
+RETRY = 99
 #: Residual tolerance (relative to 2/η) of the models' tracker. The models feed the
 #: eigenvectors into Σ and into the SDCP, so they want them accurate too, not only the
 #: eigenvalues; see docs/jax_engine.md ("Models") for the cost of this choice.
@@ -65,6 +69,15 @@ class CompiledMap(NamedTuple):
     causes : dict
         Codes a function may put into ``jrun["status"]`` (nonzero) and the cause and
         message the solve stops with.
+    report : callable, optional
+        ``report(state) -> list of str``: warnings about a finished run, from the host data
+        of its JAX run state (e.g. a tracked block too small for the eigenvalues above the
+        model's threshold).
+    upgrade : callable, optional
+        ``upgrade() -> CompiledMap``: a map that handles more cases at a higher compile
+        cost, with the same run state (the central flow compiles its general SDCP solver
+        only once two eigenvalues are critical). A function that meets such a case sets
+        ``jrun["status"] = RETRY``; the driver then redoes the chunk with the upgrade.
     """
 
     key: tuple
@@ -75,6 +88,86 @@ class CompiledMap(NamedTuple):
     advance: Callable
     magnitude: Callable
     causes: dict
+    report: Callable | None = None
+    upgrade: Callable | None = None
+
+
+def tracker_report(state: dict) -> list[str]:
+    """Warnings about the run of a model's tracker (from its host data)."""
+    tracker = state.get("tracker")
+    if tracker is None:
+        return []
+    n = int(np.asarray(tracker["n_saturated"]))
+    if not n:
+        return []
+    return [f"in {n} of {int(np.asarray(tracker['n_updates']))} eigen-solves more eigenvalues lay above the model's "
+            "threshold than the tracked block holds, so the model missed some of them"]
+
+
+class Derivatives:
+    """The pure derivative functions of a problem, ``f(θ, ..., data)``, as a JAX problem has
+    them (``pure_loss``, ``pure_grad``, ``pure_hvp``, ``pure_third``, ``pure_hessian``,
+    ``data_args``, ``dim``); for any other problem they are built by autodiff of its
+    ``jax_loss()`` (which holds its own constants; ``data_args`` is None)."""
+
+    def __init__(self, loss, dim):
+        jax, jnp = import_jax()
+        self.dim, self.data_args = dim, None
+        grad = jax.grad(loss)
+
+        def hvp(theta, v):
+            return jax.jvp(grad, (theta,), (v,))[1]
+
+        def curvature(theta, U, s):
+            def d2(u):
+                first = lambda t: jax.jvp(loss, (t,), (u,))[1]  # noqa: E731
+                return jax.jvp(first, (theta,), (u,))[1]
+            return jnp.sum(s * jax.vmap(d2, in_axes=1)(U))
+
+        third = jax.grad(curvature)
+        hessian = jax.hessian(loss)
+        self.loss = loss
+        self.pure_loss = lambda theta, data: loss(theta)
+        self.pure_grad = lambda theta, data: grad(theta)
+        self.pure_hvp = lambda theta, v, data: hvp(theta, v)
+        self.pure_third = lambda theta, U, s, data: third(theta, U, s)
+        self.pure_hessian = lambda theta, data: hessian(theta)
+
+
+def mixed_third(d):
+    """``f(θ, u, w, data) = ∇_θ (uᵀ H(θ) w)`` for the derivatives ``d`` (a JAX problem or
+    :class:`Derivatives`): the mixed second directional derivative d²/ds dt E(θ + su + tw),
+    forward over forward, then one reverse pass — one direction's cost of ``pure_third``
+    (the polarisation ¼[∇(u+w)ᵀH(u+w) − ∇(u−w)ᵀH(u−w)] costs two)."""
+    jax, _ = import_jax()
+
+    def f(theta, u, w, data):
+        def second(x):
+            def first(t):
+                return jax.jvp(lambda z: d.pure_loss(z, data), (t,), (u,))[1]
+            return jax.jvp(first, (x,), (w,))[1]
+        return jax.grad(second)(theta)
+
+    return f
+
+
+def derivatives_of(problem, model_name: str = "the model"):
+    """The problem itself when it is a JAX problem, else :class:`Derivatives` of its JAX loss
+    (MissingFeatureError when it has none)."""
+    from ..problems.jax_problem import JaxProblem
+
+    if isinstance(problem, JaxProblem):
+        return problem
+    from ..errors import MissingFeatureError
+
+    try:
+        loss = problem.jax_loss()
+    except NotImplementedError:
+        raise MissingFeatureError(
+            f"{model_name} on the diffrax backend needs `problem.jax_loss()`, which {type(problem).__name__} does "
+            "not provide. Use solver=\"scipy:LSODA\" or solver=\"map\", or build the problem with "
+            "`effdyn.problems.from_jax`.") from None
+    return Derivatives(loss, problem.dim)
 
 
 def jax_problem_of(model):

@@ -32,7 +32,7 @@ import numpy as np
 from .._jax import import_jax
 from ..errors import IntegrationError, MissingFeatureError
 from ..outcomes import Cause
-from .compiled import from_host, to_host
+from .compiled import RETRY, from_host, to_host
 
 __all__ = ["solve_map_jax", "compiled_map_of", "DEFAULT_CHUNK", "RECORD_BYTES"]
 
@@ -160,10 +160,14 @@ def solve_map_jax(model, cmap, y0, run, steps, *, save_every, throw, progress, b
     rec_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(rec_zero))
     length = _chunk_length(DEFAULT_CHUNK if chunk is None else int(chunk), every, 8 * (y.size + 1) + rec_bytes)
     cache = problem.__dict__.setdefault(_CACHE_ATTR, {})
-    key = (cmap.key, length, every)
-    if key not in cache:
-        cache[key] = _build_chunk(problem, cmap, length, every, rec_zero, ev_zero)
-    run_chunk = cache[key]
+
+    def compiled(cmap):
+        key = (cmap.key, length, every)
+        if key not in cache:
+            cache[key] = _build_chunk(problem, cmap, length, every, rec_zero, ev_zero)
+        return cache[key]
+
+    run_chunk = compiled(cmap)
 
     data = problem.data_args
     scalars = (jnp.int64(steps), jnp.float64(sr.monitor.bound))
@@ -194,8 +198,15 @@ def solve_map_jax(model, cmap, y0, run, steps, *, save_every, throw, progress, b
                 checkpoint.write()
             while k0 <= steps:
                 try:
+                    before = carry
                     carry, bufs, n = run_chunk(carry, jnp.int64(k0), scalars, cmap.params, data)
                     status = int(carry[2])
+                    if status == _MODEL + RETRY and cmap.upgrade is not None:
+                        # the step needs the richer map: compile it and redo this chunk
+                        cmap = cmap.upgrade()
+                        run_chunk = compiled(cmap)
+                        carry, bufs, n = run_chunk(before, jnp.int64(k0), scalars, cmap.params, data)
+                        status = int(carry[2])
                 except KeyboardInterrupt:
                     sync()
                     if checkpoint is not None and checkpoint.snapshot is not None:
@@ -253,7 +264,7 @@ def solve_map_jax(model, cmap, y0, run, steps, *, save_every, throw, progress, b
         sr.stats.status, sr.stats.message = "success", "reached the horizon"
         capture(steps, np.asarray(carry[0], dtype=np.float64), complete=True)
         checkpoint.write()
-    _warn_saturation(model, run)
+    _report(model, cmap, run)
     return sr.finish()
 
 
@@ -272,17 +283,11 @@ def _stop(sr, cmap, status, k_fail, y_bad):
                    step=k_fail, time=float(k_fail))
 
 
-def _warn_saturation(model, run):
-    """Warn when the tracker saw more eigenvalues above the model's threshold than its block
-    holds (the model then missed some of them)."""
+def _report(model, cmap, run):
+    """The model's warnings about the finished run (see ``CompiledMap.report``)."""
     import warnings
 
-    state = (run.jax_state or {}).get("tracker")
-    if state is None:
+    if cmap.report is None or run.jax_state is None:
         return
-    n = int(np.asarray(state["n_saturated"]))
-    if n:
-        warnings.warn(f"{type(model).__name__} on the JAX engine: in {n} of {int(np.asarray(state['n_updates']))} "
-                      "eigen-solves more eigenvalues lay above the model's threshold than the tracked block holds; "
-                      "raise the model's `n_track` (free-energy flow) or `max_rank` (central flow).", RuntimeWarning,
-                      stacklevel=4)
+    for message in cmap.report(run.jax_state):
+        warnings.warn(f"{type(model).__name__} on the JAX engine: {message}.", RuntimeWarning, stacklevel=4)

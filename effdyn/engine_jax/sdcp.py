@@ -116,7 +116,8 @@ def solve_sdcp_jax(A, M, r, X0=None, *, tol: float = 1e-10, max_iter: int = 20, 
     X0 : array (R, R), optional
         Warm start (its leading block is used).
     tol, max_iter, ip_iter : float, int, int
-        Relative KKT tolerance, the Newton budget and the interior-point budget (static).
+        Relative KKT tolerance, the Newton budget (before and after the interior point) and
+        the interior-point budget (static).
 
     Returns
     -------
@@ -127,169 +128,160 @@ def solve_sdcp_jax(A, M, r, X0=None, *, tol: float = 1e-10, max_iter: int = 20, 
     ok : bool scalar
         ``residual <= 1000·tol`` and X finite and bounded.
     iterations : int scalar
+        Newton plus interior-point iterations.
     """
     jax, jnp = import_jax()
     R = A.shape[-1]
-    i, j, w = svec_pairs(R)
+    i, j, _ = svec_pairs(R)
     m = len(i)
     E = jnp.asarray(_basis(R))
+    tiny = jnp.finfo(jnp.float64).tiny
     act = jnp.arange(R) < r
+    block = act[:, None] & act[None, :]
     act_p = jnp.asarray(i) < r                                    # pairs inside the block (i <= j)
     A = 0.5 * (A + A.T)
-    A_r = jnp.where(act[:, None] & act[None, :], A, 0.0)
-    M_r = jnp.where(act_p[:, None] & act_p[None, :], M, 0.0)
+    A_r = jnp.where(block, A, 0.0)
+    M_r = jnp.where(act_p[:, None] & act_p[None, :], 0.5 * (M + M.T), 0.0)
     norm_a = jnp.linalg.norm(A_r)
-    norm_b = jnp.maximum(jnp.linalg.eigvalsh(0.5 * (M_r + M_r.T))[-1], 0.0)
-    # the trailing rows: A = I and B = identity there, so their solution part is 0
+    wm = jnp.linalg.eigvalsh(M_r)
+    norm_b = jnp.maximum(wm[-1], 0.0)
+    # B singular on the block (beyond the zero rows of the padding): the solution set may be
+    # unbounded; as the NumPy solver, accept |X| only up to 1e5·|A|/λ_min⁺(B)
+    small = wm <= 1e-12 * norm_b
+    has_null = jnp.sum(small) > m - jnp.sum(act_p)
+    min_pos = jnp.min(jnp.where(small, jnp.inf, wm))
+    x_bound = jnp.where(has_null, 1e5 * jnp.maximum(norm_a, tiny) / min_pos, jnp.inf)
+    # the trailing rows: A = I and B = identity there, so their part of the solution is 0
     A_p = A_r + jnp.diag(jnp.where(act, 0.0, 1.0))
-    rho = 1e-11 * norm_b
-    M_p = M_r + jnp.diag(jnp.where(act_p, rho, 1.0))
+    M_p = M_r + jnp.diag(jnp.where(act_p, 1e-11 * norm_b, 1.0))
     a = svec(A_p)
-    L = jnp.maximum(jnp.linalg.eigvalsh(M_p)[-1], jnp.finfo(jnp.float64).tiny)
     eye = jnp.eye(m)
 
     def Z_of(x):
         return smat(M_p @ x + a, R)
 
-    def project(W):
-        lam, Q = jnp.linalg.eigh(0.5 * (W + W.T))
-        return (Q * jnp.maximum(lam, 0.0)) @ Q.T, lam, Q
-
-    def residual_of(X):
-        return kkt_residual(jnp.where(act[:, None] & act[None, :], X, 0.0),
-                            jnp.where(act[:, None] & act[None, :], Z_of(svec(X)), 0.0), norm_a, norm_b)
+    def residual(X):
+        # X is PSD here (a projection), so only the dual and complementarity parts remain
+        Z = jnp.where(block, Z_of(svec(X)), 0.0)
+        nx = jnp.linalg.norm(X)
+        scale = jnp.maximum(jnp.maximum(norm_a, norm_b * nx), tiny)
+        dual = jnp.maximum(0.0, -jnp.linalg.eigvalsh(Z)[0]) / scale
+        comp = jnp.where(nx > 0, jnp.linalg.norm(X @ Z) / (jnp.where(nx > 0, nx, 1.0) * scale), 0.0)
+        return jnp.maximum(dual, comp)
 
     def natural(x):
-        X = smat(x, R)
-        W = X - Z_of(x)
-        P, lam, Q = project(W)
+        """F(x) = x − svec Π(W), W = X − Z, with Π(W) and the eigenpairs of W."""
+        lam, Q = jnp.linalg.eigh(smat(x, R) - Z_of(x))
+        P = (Q * jnp.maximum(lam, 0.0)) @ Q.T
         return x - svec(P), P, lam, Q
 
-    def newton_direction(x, F, lam, Q):
+    def solve_reg(K, rhs, rel):
+        # a (near-)singular system solved in the least-squares sense near the origin
+        KtK = K.T @ K
+        return jnp.linalg.solve(KtK + rel * jnp.maximum(jnp.max(jnp.abs(KtK)), tiny) * eye, K.T @ rhs)
+
+    def newton_step(x):
+        F, P, lam, Q = natural(x)
         pos = jnp.maximum(lam, 0.0)
         diff = lam[:, None] - lam[None, :]
         same = jnp.abs(diff) <= 1e-14 * jnp.maximum(1.0, jnp.max(jnp.abs(lam)))
         omega = jnp.where(same, (lam[:, None] > 0).astype(lam.dtype),
                           (pos[:, None] - pos[None, :]) / jnp.where(same, 1.0, diff))
-        # DΠ on the svec basis: columns svec(Q (Ω ∘ QᵀE_pQ) Qᵀ)
         QEQ = jnp.einsum("ai,pab,bj->pij", Q, E, Q)
+        # DΠ on the svec basis: columns svec(Q (Ω ∘ QᵀE_pQ) Qᵀ); J = I − DΠ (I − M)
         D = svec(jnp.einsum("ai,pij,bj->pab", Q, omega * QEQ, Q)).T
-        J = eye - D @ (eye - M_p)
-        return jnp.linalg.lstsq(J, -F, rcond=1e-14)[0]
+        dx = solve_reg(eye - D @ (eye - M_p), -F, 1e-20)
+        nF = jnp.linalg.norm(F)
 
-    def face_solve(x, lam, Q):
-        # minimise ½B[X,X] + ⟨A,X⟩ over X = Q_S Y Q_Sᵀ, S = {lam > 0}, nearest to the iterate
-        face = lam > 0
+        # backtracking on ‖F‖: t = 1, 1/2, ..., 1/16
+        def bt_cond(c):
+            return (c[1] < 5) & ~c[2]
+
+        def bt_body(c):
+            t, n, _, _ = c
+            xt = x + t * dx
+            return 0.5 * t, n + 1, jnp.linalg.norm(natural(xt)[0]) < (1.0 - 1e-4) * nF, xt
+
+        _, _, decreased, x_n = jax.lax.while_loop(bt_cond, bt_body, (jnp.ones(()), jnp.zeros((), jnp.int32),
+                                                                     jnp.zeros((), bool), x))
+        _, P_n, lam_n, Q_n = natural(x_n)
+        # the face of the new iterate (spanned by the positive eigenvectors of X − Z): the
+        # exact minimiser there finishes problems that Newton steps approach slowly
+        face = lam_n > 0
         f_p = face[jnp.asarray(i)] & face[jnp.asarray(j)]
-        Pf = svec(jnp.einsum("ai,pij,bj->pab", Q, E, Q)).T            # svec(Y) ↦ svec(QYQᵀ)
-        K = Pf.T @ M_p @ Pf
-        K = jnp.where(f_p[:, None] & f_p[None, :], K, 0.0) + jnp.diag(jnp.where(f_p, 0.0, 1.0))
-        y0 = jnp.where(f_p, svec(Q.T @ smat(x, R) @ Q), 0.0)
-        rhs = jnp.where(f_p, -(K @ y0 + Pf.T @ a), 0.0)
-        scale_k = jnp.maximum(jnp.max(jnp.abs(K)), jnp.finfo(jnp.float64).tiny)
-        dy = jnp.linalg.lstsq(K / scale_k, rhs / scale_k, rcond=1e-13)[0]
-        Y = smat(y0 + dy, R)
-        return Q @ project(Y)[0] @ Q.T
+        Pf = svec(jnp.einsum("ai,pij,bj->pab", Q_n, E, Q_n)).T            # svec(Y) ↦ svec(QYQᵀ)
+        K = jnp.where(f_p[:, None] & f_p[None, :], Pf.T @ M_p @ Pf, 0.0) + jnp.diag(jnp.where(f_p, 0.0, 1.0))
+        y0 = jnp.where(f_p, svec(Q_n.T @ smat(x_n, R) @ Q_n), 0.0)
+        dy = solve_reg(K, jnp.where(f_p, -(K @ y0 + Pf.T @ a), 0.0), 1e-26)
+        wy, Vy = jnp.linalg.eigh(smat(y0 + dy, R))
+        P_f = Q_n @ ((Vy * jnp.maximum(wy, 0.0)) @ Vy.T) @ Q_n.T
+        res_n, res_f = residual(P_n), residual(P_f)
+        use_f = res_f < res_n
+        return x_n, jnp.where(use_f, P_f, P_n), jnp.where(use_f, res_f, res_n), decreased
 
-    def newton(x0, budget):
-        F0, P0, lam0, Q0 = natural(x0)
+    scale_x = jnp.maximum(1.0, norm_a / jnp.maximum(norm_b, tiny))
+    scale_z = jnp.maximum(1.0, norm_a)
 
-        def cond(c):
-            return (c[5] > tol) & (c[6] < budget)
+    def max_step(S, dS):
+        Li = jnp.linalg.inv(jnp.linalg.cholesky(S))
+        w_ = jnp.linalg.eigvalsh(Li @ dS @ Li.T)[0]
+        return jnp.where(w_ >= 0, jnp.inf, -1.0 / jnp.where(w_ >= 0, -1.0, w_))
 
-        def body(c):
-            x, F, lam, Q, best_P, best_res, it = c
-            nF = jnp.linalg.norm(F)
-            dx = newton_direction(x, F, lam, Q)
-
-            def try_step(t):
-                xt = x + t * dx
-                Ft, Pt, lt, Qt = natural(xt)
-                return xt, Ft, Pt, lt, Qt
-
-            # backtracking on ‖F‖ over t = 1, 1/2, ..., 1/16 (the first success wins)
-            steps = [try_step(0.5 ** s) for s in range(5)]
-            norms = jnp.stack([jnp.linalg.norm(st[1]) for st in steps])
-            good = norms < (1.0 - 1e-4) * nF
-            pick = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs)[jnp.argmax(good)], *steps)
-            # none succeeded: a projected-gradient step on the objective instead
-            xg = svec(project(smat(x, R) - Z_of(x) / L)[0])
-            Fg, Pg, lg, Qg = natural(xg)
-            x_n, F_n, P_n, l_n, Q_n = jax.tree_util.tree_map(
-                lambda a_, b_: jnp.where(jnp.any(good), a_, b_), pick, (xg, Fg, Pg, lg, Qg))
-            res_n = residual_of(P_n)
-            # the face of the new iterate (the positive eigenvectors of X − Z): the exact
-            # minimiser there finishes problems that Newton steps approach slowly
-            P_f = face_solve(x_n, l_n, Q_n)
-            res_f = residual_of(P_f)
-            use_f = res_f < res_n
-            P_c, res_c = jnp.where(use_f, P_f, P_n), jnp.where(use_f, res_f, res_n)
-            better = res_c < best_res
-            return (x_n, F_n, l_n, Q_n, jnp.where(better, P_c, best_P), jnp.where(better, res_c, best_res),
-                    it + 1)
-
-        start = (x0, F0, lam0, Q0, P0, residual_of(P0), jnp.zeros((), jnp.int64))
-        out = jax.lax.while_loop(cond, body, start)
-        return out[4], out[5], out[6]
-
-    def interior_point(_):
+    def ip_step(X, Z, sigma):
         # infeasible primal-dual path following (HKM direction), as effdyn.models.sdcp does
-        scale_x = jnp.maximum(1.0, norm_a / jnp.maximum(norm_b, jnp.finfo(jnp.float64).tiny))
-        scale_z = jnp.maximum(1.0, norm_a)
+        Rr = M_p @ svec(X) + a - svec(Z)
+        Zi = jnp.linalg.inv(Z)
+        XDZ = jnp.einsum("ab,pbc,cd->pad", X, E, Zi)
+        Ek = svec(0.5 * (XDZ + jnp.swapaxes(XDZ, -1, -2))).T          # D ↦ ½(X D Z⁻¹ + Z⁻¹ D X)
+        rhs = svec(sigma * jnp.sum(X * Z) / R * Zi - X) - Ek @ Rr
+        dx = jnp.linalg.solve(eye + Ek @ M_p, rhs)
+        dX, dZ = smat(dx, R), smat(M_p @ dx + Rr, R)
+        alpha = jnp.minimum(1.0, 0.95 * jnp.minimum(max_step(X, dX), max_step(Z, dZ)))
+        going = jnp.isfinite(alpha) & (alpha >= 1e-12)
+        alpha = jnp.where(going, alpha, 0.0)
+        Xn, Zn = X + alpha * dX, Z + alpha * dZ
+        sigma = jnp.where(alpha > 0.9, 0.05, jnp.where(alpha > 0.5, 0.2, 0.5))
+        return 0.5 * (Xn + Xn.T), 0.5 * (Zn + Zn.T), sigma, going
 
-        def max_step(S, dS):
-            Li = jnp.linalg.inv(jnp.linalg.cholesky(S))
-            w_ = jnp.linalg.eigvalsh(Li @ dS @ Li.T)
-            return jnp.where(w_[0] >= 0, jnp.inf, -1.0 / jnp.where(w_[0] >= 0, -1.0, w_[0]))
+    # One loop: Newton from the warm start (mode 0); if it misses the tolerance within its
+    # budget or stalls, the interior point from its standard start (mode 1); then Newton
+    # again from the interior point's best iterate (mode 2).
+    def cond(c):
+        mode, n = c[0], c[1]
+        return (c[6] > tol) & (((mode != 1) & (n < max_iter)) | ((mode == 1) & (n < ip_iter)))
 
-        def cond(c):
-            return (c[3] > 0.1 * tol) & (c[5] < ip_iter) & c[6]
+    def body(c):
+        mode, n, x, X, Z, sigma, best_res, best_P, total = c
 
-        def body(c):
-            X, Z, best_X, best_res, sigma, it, going = c
-            x = svec(X)
-            Rr = M_p @ x + a - svec(Z)
-            gap = jnp.sum(X * Z)
-            mu = sigma * gap / R
-            Zi = jnp.linalg.inv(Z)
-            # svec matrix of D ↦ ½(X D Z⁻¹ + Z⁻¹ D X)
-            XDZ = jnp.einsum("ab,pbc,cd->pad", X, E, Zi)
-            Ek = svec(0.5 * (XDZ + jnp.swapaxes(XDZ, -1, -2))).T
-            rhs = svec(mu * Zi - X) - Ek @ Rr
-            dx = jnp.linalg.solve(eye + Ek @ M_p, rhs)
-            dz = M_p @ dx + Rr
-            dX, dZ = smat(dx, R), smat(dz, R)
-            alpha = jnp.minimum(1.0, 0.95 * jnp.minimum(max_step(X, dX), max_step(Z, dZ)))
-            going = jnp.isfinite(alpha) & (alpha >= 1e-12)
-            alpha = jnp.where(going, alpha, 0.0)
-            Xn, Zn = X + alpha * dX, Z + alpha * dZ
-            Xn, Zn = 0.5 * (Xn + Xn.T), 0.5 * (Zn + Zn.T)
-            res_n = residual_of(Xn)
-            better = res_n < best_res
-            sigma = jnp.where(alpha > 0.9, 0.05, jnp.where(alpha > 0.5, 0.2, 0.5))
-            return (Xn, Zn, jnp.where(better, Xn, best_X), jnp.where(better, res_n, best_res), sigma, it + 1, going)
+        def newton(_):
+            x_n, P_c, res_c, decreased = newton_step(x)
+            stop = (mode == 0) & (~decreased | (n + 1 >= max_iter)) & (res_c > tol)
+            return (jnp.where(stop, 1, mode).astype(jnp.int32), jnp.where(stop, 0, n + 1).astype(jnp.int32), x_n, X, Z,
+                    sigma, P_c, res_c)
 
-        X0_ = scale_x * jnp.eye(R)
-        c0 = (X0_, scale_z * jnp.eye(R), X0_, residual_of(X0_), jnp.asarray(0.3), jnp.zeros((), jnp.int64),
-              jnp.ones((), bool))
-        out = jax.lax.while_loop(cond, body, c0)
-        # finish on the face the interior point found
-        Xp, res_p, it_p = newton(svec(out[2]), max_iter)
-        use = res_p < out[3]
-        return jnp.where(use, Xp, out[2]), jnp.where(use, res_p, out[3]), out[5] + it_p
+        def interior(_):
+            Xn, Zn, sig, going = ip_step(X, Z, sigma)
+            res_n = residual(Xn)
+            done = ~going | (n + 1 >= ip_iter) | (res_n <= 0.1 * tol)
+            # leaving: Newton from the best point so far
+            x_n = jnp.where(done, svec(jnp.where(res_n < best_res, Xn, best_P)), x)
+            return (jnp.where(done, 2, 1).astype(jnp.int32), jnp.where(done, 0, n + 1).astype(jnp.int32), x_n, Xn, Zn,
+                    sig, Xn, res_n)
 
-    x0 = jnp.zeros(m) if X0 is None else svec(jnp.where(act[:, None] & act[None, :], 0.5 * (X0 + X0.T), 0.0))
-    trivial = jnp.linalg.eigvalsh(A_p)[0] >= 0.0
+        mode, n, x, X, Z, sigma, P_c, res_c = jax.lax.cond(mode == 1, interior, newton, None)
+        better = res_c < best_res
+        return (mode, n, x, X, Z, sigma, jnp.where(better, res_c, best_res), jnp.where(better, P_c, best_P),
+                total + 1)
 
-    def solve(_):
-        X, res, it = newton(x0, max_iter)
-        return jax.lax.cond(res <= tol, lambda _: (X, res, it), interior_point, None)
-
-    X, res, it = jax.lax.cond(trivial, lambda _: (jnp.zeros((R, R)), jnp.zeros(()), jnp.zeros((), jnp.int64)),
-                              solve, None)
-    X = jnp.where(act[:, None] & act[None, :], X, 0.0)
-    nx = jnp.linalg.norm(X)
-    # a solvable problem has |X| of order |A|/λ_min^+(M); an unbounded one grows without limit
-    bounded = nx <= 1e8 * norm_a / jnp.maximum(norm_b, jnp.finfo(jnp.float64).tiny)
-    ok = (res <= LOOSE_FACTOR * tol) & jnp.all(jnp.isfinite(X)) & bounded
+    x0 = jnp.zeros(m) if X0 is None else svec(jnp.where(block, 0.5 * (X0 + X0.T), 0.0))
+    trivial = jnp.linalg.eigvalsh(A_p)[0] >= 0.0        # A ⪰ 0: X = 0
+    P0 = natural(x0)[1]
+    res0 = jnp.where(trivial, 0.0, residual(P0))
+    c0 = (jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), x0, scale_x * jnp.eye(R), scale_z * jnp.eye(R),
+          jnp.asarray(0.3), res0, P0, jnp.zeros((), jnp.int64))
+    out = jax.lax.while_loop(cond, body, c0)
+    res, X, it = out[6], out[7], out[8]
+    X = jnp.where(trivial | ~block, 0.0, X)
+    # a solvable problem has |X| of order |A|/λ_min⁺(B); an unbounded one grows without limit
+    ok = (res <= LOOSE_FACTOR * tol) & jnp.all(jnp.isfinite(X)) & (jnp.linalg.norm(X) <= x_bound)
     return X, res, ok, it

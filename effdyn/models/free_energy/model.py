@@ -381,26 +381,44 @@ class FreeEnergyFlow(AbstractModel):
 
     # --- JAX drift (diffrax backend) ------------------------------------------------------
     def jax_args(self):
+        """η, clip, threshold and floor as arrays, and the problem's data (``from_jax`` with
+        ``data=``; None otherwise), so that neither is compiled into the drift."""
+        args = self._jax_params()
+        args["data"] = getattr(self.problem, "data_args", None)
+        return args
+
+    def _jax_params(self):
         _, jnp = _jax()
         return {name: jnp.asarray(value, dtype=jnp.float64) for name, value in self._params().items()}
 
     def jax_drift(self):
-        """Pure-JAX drift: the same equations (:mod:`.dynamics`) with autodiff of the problem's
-        JAX loss and a dense eigendecomposition of H (small P).
+        """Pure-JAX drift: the same equations (:mod:`.dynamics`) with the problem's JAX
+        derivatives and its eigenpairs from a dense eigendecomposition of H up to
+        ``dense_max``, from the JAX eigen-tracker solving cold above (a diffrax drift carries
+        no warm start; the compiled map, :meth:`jax_map`, does).
 
-        Built once per problem and structural configuration (η, clip, floor, threshold are
-        arguments), so a sweep over models does not retrace or recompile it.
+        Built once per problem and structural configuration (η, clip, floor, threshold and
+        the data are arguments), so a sweep over models does not retrace or recompile it.
         """
-        key = f"free_energy:{self.rank}:{self.n_track}:{self.storage}:{self.sigma_form}:{self.closure}"
+        dense = self.dim <= self.dense_max
+        key = f"free_energy:{self.rank}:{self.n_track}:{self.storage}:{self.sigma_form}:{self.closure}:{dense}"
         return cached_jax_drift(self.problem, key, self._build_jax_drift)
 
     def _build_jax_drift(self):
+        from ...engine_jax.compiled import PureOracle, Spectrum, derivatives_of, fresh_run
+
         _, jnp = _jax()
-        oracle = _dyn.JaxOracle(self.problem.jax_loss(), self.n_track)
+        d = derivatives_of(self.problem, type(self).__name__)
+        P = self.dim
         layout, closure, form, rank = self._layout, _dyn.CLOSURES[self.closure], self.sigma_form, self.rank
+        spectrum = Spectrum(n=self.n_track, dense=P <= self.dense_max, k=rank)
 
         def drift(k, y, args):
-            return _dyn.drift(jnp, oracle, layout, closure, form, rank, y, args)
+            data = args.get("data")
+            theta = layout.unpack(jnp, y)[0]
+            lam, Q, _ = spectrum.solve(fresh_run(**spectrum.init(P)), d, theta, data,
+                                       threshold=_tracked_threshold(jnp, args), scale=2.0 / args["eta"])
+            return _dyn.drift(jnp, PureOracle(d, data, (lam, Q)), layout, closure, form, rank, y, args)
 
         return drift
 
@@ -417,7 +435,8 @@ class FreeEnergyFlow(AbstractModel):
         threshold 1/η). Pairs below that are returned unconverged but only enter with the
         untracked rate, so they do not change Σ.
         """
-        from ...engine_jax.compiled import CompiledMap, PureOracle, Spectrum, bump, fresh_run, require_jax_problem
+        from ...engine_jax.compiled import (CompiledMap, PureOracle, Spectrum, bump, fresh_run, require_jax_problem,
+                                            tracker_report)
 
         _, jnp = _jax()
         problem = require_jax_problem(self)
@@ -426,13 +445,9 @@ class FreeEnergyFlow(AbstractModel):
         spectrum = Spectrum(n=self.n_track, dense=P <= self.dense_max, k=r)
         chord = self.closure == "chord"
 
-        def tracked_threshold(p):
-            lo, hi = (1.0 - p["clip"]) / p["eta"], (1.0 + p["clip"]) / p["eta"]
-            return jnp.where((p["threshold"] >= lo) & (p["threshold"] <= hi), hi, p["threshold"])
-
         def evaluate(k, y, jrun, p, data):
             theta = layout.unpack(jnp, y)[0]
-            lam, Q, jrun = spectrum.solve(jrun, problem, theta, data, threshold=tracked_threshold(p),
+            lam, Q, jrun = spectrum.solve(jrun, problem, theta, data, threshold=_tracked_threshold(jnp, p),
                                           scale=2.0 / p["eta"])
             return {"lam": lam, "Q": Q}, jrun
 
@@ -471,9 +486,11 @@ class FreeEnergyFlow(AbstractModel):
             return jnp.maximum(jnp.max(jnp.abs(theta)), jnp.max(jnp.abs(V)))
 
         key = ("FreeEnergyFlow", r, self.n_track, self.storage, self.sigma_form, self.closure, spectrum)
-        return CompiledMap(key=key, params=self.jax_args(), init_run=lambda y0, seed: fresh_run(**spectrum.init(P, seed)),
+        return CompiledMap(key=key, params=self._jax_params(),
+                           init_run=lambda y0, seed: fresh_run(**spectrum.init(P, seed)),
                            evaluate=evaluate, record=record, advance=advance,
-                           magnitude=magnitude if self.storage == "log-factor" else _max_abs, causes={})
+                           magnitude=magnitude if self.storage == "log-factor" else _max_abs, causes={},
+                           report=tracker_report)
 
     # --- records and observables --------------------------------------------------------
     def record(self, k, y, run):
@@ -536,6 +553,14 @@ def _jax():
     from ..._jax import import_jax
 
     return import_jax()
+
+
+def _tracked_threshold(jnp, p):
+    """Where the tracker must converge every eigenpair: above the threshold, except where
+    the rate log max(|1 − ηλ|, clip) equals the untracked rate log(clip), i.e. up to
+    (1 + clip)/η when the threshold lies within [(1 − clip)/η, (1 + clip)/η]."""
+    lo, hi = (1.0 - p["clip"]) / p["eta"], (1.0 + p["clip"]) / p["eta"]
+    return jnp.where((p["threshold"] >= lo) & (p["threshold"] <= hi), hi, p["threshold"])
 
 
 def _max_abs(y):
