@@ -398,7 +398,10 @@ def compare(gd_trajectory, solution, window=None, *, spike_tolerance: float = SP
         (save densely enough to resolve spikes).
     window : None | "eos" | "all" | "last-third" | (k0, k1)
         GD steps to compare over. None/"eos": from GD's EoS onset (first step with sharpness
-        above 2/η; step 0 if it never gets there) to the end of the shorter run.
+        above 2/η; step 0 if it never gets there) to the end of the shorter run. Every
+        window starts no earlier than the solution's first saved step (a solution handed
+        over from GD at step k0, ``solve(model, start=traj.state_at(k0))``, is compared
+        from k0 on).
     spike_tolerance : float
         Largest |k_model − k_GD| (GD steps) at which a model spike matches a GD spike.
     check : bool, default True
@@ -429,6 +432,9 @@ def compare(gd_trajectory, solution, window=None, *, spike_tolerance: float = SP
     avg = gd_time_averages(gd_trajectory)
     last = min(avg["midpoint"][0][-1], avg["loss_average"][0][-1], solution.k[-1])
     k0, k1 = _window(gd_trajectory, window, last)
+    # a solution that starts later (a handover from GD's state at k0, sol.k[0] = k0) is
+    # compared from its first step on: before it there is nothing of the model to compare
+    k0 = max(k0, int(math.ceil(float(solution.k[0]))))
     if k1 <= k0:
         raise ValueError(f"the comparison window [{k0}, {k1}] is empty (GD or the model stopped too early).")
     obs = solution.observables

@@ -244,6 +244,41 @@ class GDTrajectory:
         above = np.flatnonzero(self.sharpness > 2.0 / self.eta)
         return int(self.eig_k[above[0]]) if above.size else None
 
+    def state_at(self, k, *, n: int | None = None, problem=None, filter_order: int = 8):
+        """GD's state at step ``k`` as a :class:`effdyn.handover.HandoverState`, from which
+        ``effdyn.solve(model, start=state, steps=...)`` starts any model (its time axis then
+        continues at k).
+
+        It holds θ_k, the two-step midpoint θ̄_k = ¼(θ_{k−1} + 2θ_k + θ_{k+1}), GD's
+        half-step δ (sign: θ_k ≈ θ̄_k − δ, θ_{k+1} ≈ θ̄_k + δ), the top ``n`` eigenpairs of
+        H(θ̄_k) — computed here from the problem, since GD records only the top eigenvector
+        and at θ_k — and the problem's identity and η, which ``solve`` checks against the
+        model's.
+
+        Parameters
+        ----------
+        k : int
+            GD step; θ must be recorded at every step the estimates read (run ``effdyn.gd``
+            with ``theta_every=1``; a stride is refused with that advice).
+        n : int, optional
+            Number of eigen-directions (default: the run's ``n_eigs``); at least the rank of
+            the models handed the state.
+        problem : Problem, optional
+            The problem GD ran on, for a trajectory that does not carry it (read from a
+            file); checked against the trajectory's problem identity.
+        filter_order : int, default 8
+            How δ is read from the iterates. 1: the half-step (θ_{k+1} − θ_k)/2 itself. m > 1:
+            the alternating binomial filter over θ_{k−⌊m/2⌋} .. θ_{k−⌊m/2⌋+m}
+            (:func:`effdyn.handover.alternating_filter`), which passes a period-two
+            oscillation unchanged and removes a smooth drift of θ of degree < m. Near the
+            EoS onset GD's oscillation is still at round-off size and the half-step mostly
+            measures the drift (minimal valley, 50 steps after the onset: 3e-12 along v₁,
+            where the oscillation is 6e-18), so a handover there needs the filter.
+        """
+        from .handover import handover_state
+
+        return handover_state(self, k, n=n, problem=problem, filter_order=filter_order)
+
     def to_xarray(self):
         """The run as an ``xarray.Dataset``; configuration and status go into JSON attributes."""
         import xarray as xr

@@ -40,9 +40,13 @@ class SolveStats:
     thirds: int = 0
     hessians: int = 0
     eigensolves: int = 0
+    #: findings about a run that reached its horizon but may not mean what it seems (see
+    #: :func:`effdyn.solvers._run.stalled_oscillation`): short messages, also warned about
+    warnings: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {k: (str(v) if k in ("status", "cause") else v) for k, v in self.__dict__.items()}
+        return {k: (str(v) if k in ("status", "cause") else list(v) if k == "warnings" else v)
+                for k, v in self.__dict__.items()}
 
     def set_work(self, counters) -> None:
         """Copy a run's :class:`~effdyn.models.run_state.Counters` into the stats."""

@@ -27,17 +27,18 @@ _DTMIN_ULPS = 4.0
 
 
 def solve_diffrax(model, y0, run, steps, name, *, rtol, atol, save_every, throw, progress, max_steps, first_step,
-                  blowup, seed):
+                  blowup, seed, k0=0.0):
     jax, jnp = import_jax()
     import diffrax
 
     f = model.jax_drift()
     args = model.jax_args(run) if _takes_run(model.jax_args) else model.jax_args()
     solver = getattr(diffrax, name)()
-    dtmin = _DTMIN_ULPS * np.finfo(np.float64).eps * max(1.0, float(steps))
+    k0 = float(k0)  # y0 is the state at GD step k0 (0, or the step of a handover)
+    dtmin = _DTMIN_ULPS * np.finfo(np.float64).eps * max(1.0, k0 + float(steps))
     # PI(D) coefficients in the range diffrax's documentation recommends for smooth problems.
     controller = diffrax.PIDController(rtol=rtol, atol=jnp.asarray(model.scaled_atol(atol, y0)), pcoeff=0.3, icoeff=0.4, dtmin=dtmin, force_dtmin=False)
-    grid = save_grid(steps, save_every)
+    grid = k0 + save_grid(steps, save_every)
     # the drift runs compiled and stateless; the records of the saved states are computed
     # afterwards with their own run state
     sr = SolveRun(model, y0, run, solver=f"diffrax:{name}", blowup=blowup, throw=throw, progress=False, seed=seed,
@@ -47,14 +48,14 @@ def solve_diffrax(model, y0, run, steps, name, *, rtol, atol, save_every, throw,
     t0 = _time.perf_counter()
     try:
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(f), solver, t0=0.0, t1=float(steps), dt0=first_step, y0=jnp.asarray(y0, dtype=jnp.float64),
+            diffrax.ODETerm(f), solver, t0=k0, t1=k0 + float(steps), dt0=first_step, y0=jnp.asarray(y0, dtype=jnp.float64),
             args=args, saveat=diffrax.SaveAt(ts=jnp.asarray(grid)), stepsize_controller=controller,
             max_steps=max_steps, throw=False, progress_meter=meter,
         )
     except KeyboardInterrupt:
-        sr.save(0.0, y0)
+        sr.save(k0, y0)
         return sr.stop(Cause.INTERRUPTED, "interrupted during the compiled diffrax call; no intermediate states "
-                       "are available", step=0, time=0.0)
+                       "are available", step=int(k0), time=k0)
     ys = np.asarray(sol.ys, dtype=np.float64)
     ts = np.asarray(sol.ts, dtype=np.float64)
     stats.wall_time = _time.perf_counter() - t0
@@ -87,7 +88,7 @@ def solve_diffrax(model, y0, run, steps, name, *, rtol, atol, save_every, throw,
                    f"{monitor.describe(cause, ys[n_good])}")
         return sr.stop(cause, message, step=int(t_bad), time=t_bad)
     if not ok:
-        t_last = float(grid[n_good - 1]) if n_good else 0.0
+        t_last = float(grid[n_good - 1]) if n_good else k0
         text = str(sol.result)  # "diffrax._solution.RESULTS<message>"
         if "<" in text and text.endswith(">"):
             text = text[text.index("<") + 1: -1]

@@ -17,26 +17,29 @@ from ._run import SolveRun, StopRun
 
 
 def solve_map(model, y0, run, steps, *, save_every, throw, progress, blowup, seed, checkpoint=None,
-              resume_state=None, time_limit=None, callback=None, engine="numpy"):
+              resume_state=None, time_limit=None, callback=None, k0=0, engine="numpy"):
     if engine == "jax":
         # the model's compiled map: chunks of steps in jitted lax.scan calls
         from effdyn.engine_jax.map import solve_map_jax
 
         return solve_map_jax(model, model.jax_map(), y0, run, steps, save_every=save_every, throw=throw,
                              progress=progress, blowup=blowup, seed=seed, checkpoint=checkpoint,
-                             resume_state=resume_state, time_limit=time_limit)
+                             resume_state=resume_state, time_limit=time_limit, k0=k0)
+    # y0 is GD step k0 (0, or the step of a handover); the run ends at GD step k0 + steps
+    k_first = int(round(k0))
     steps = int(round(steps))
+    k_end = k_first + steps
     every = max(1, int(round(save_every)))
     sr = SolveRun(model, y0, run, solver="map", blowup=blowup, throw=throw, progress=progress, seed=seed,
                   time_limit=time_limit, callback=callback, total=steps, desc=f"{model.name} [map]")
 
     if resume_state is None:
-        k_start, y = 0, np.array(y0, dtype=np.float64)
+        k_start, y = k_first, np.array(y0, dtype=np.float64)
     else:
         sr.restore(resume_state)
         k_start, y = int(resume_state["k_state"]), np.array(resume_state["y"], dtype=np.float64)
         if sr.bar is not None:
-            sr.bar.update(k_start)
+            sr.bar.update(k_start - k_first)
 
     def capture(k, y, complete=False):
         checkpoint.capture(k, {**sr.body(), "complete": complete, "y": y, "k_state": k})
@@ -51,11 +54,11 @@ def solve_map(model, y0, run, steps, *, save_every, throw, progress, blowup, see
     with deferred_interrupt(checkpoint is not None) as interrupt:
         try:
             if resume_state is None:
-                sr.save(0, y)
+                sr.save(k_first, y)
             if checkpoint is not None:
                 capture(k_start, y)
                 checkpoint.write()
-            for k in range(k_start, steps):
+            for k in range(k_start, k_end):
                 y = np.asarray(sr.call(model.map_step, k, y, run), dtype=np.float64)
                 sr.stats.nfev += 1
                 sr.stats.n_accepted += 1
@@ -72,14 +75,14 @@ def solve_map(model, y0, run, steps, *, save_every, throw, progress, blowup, see
                                         for name, v in sr.recs[-1].items()})
                     return sr.stop(stop.cause, f"{model.name} map diverged at GD step {k + 1}: "
                                    f"{sr.monitor.describe(stop.cause, y)}", step=k + 1, time=float(k + 1))
-                if (k + 1) % every == 0 or k + 1 == steps:
+                if (k + 1 - k_first) % every == 0 or k + 1 == k_end:
                     sr.save(k + 1, y)
                 if sr.bar is not None:
                     sr.bar.update(1)
-                if checkpoint is not None and k + 1 < steps and (interrupt.hit or checkpoint.due(k + 1)):
+                if checkpoint is not None and k + 1 < k_end and (interrupt.hit or checkpoint.due(k + 1)):
                     capture(k + 1, y)
                     checkpoint.write()
-                if interrupt.hit and k + 1 < steps:
+                if interrupt.hit and k + 1 < k_end:
                     return interrupted(k + 1)
         except IntegrationError as exc:
             if exc.partial is not None:
@@ -93,6 +96,6 @@ def solve_map(model, y0, run, steps, *, save_every, throw, progress, blowup, see
             return interrupted(k)
     if checkpoint is not None:
         sr.stats.status, sr.stats.message = "success", "reached the horizon"
-        capture(steps, y, complete=True)
+        capture(k_end, y, complete=True)
         checkpoint.write()
     return sr.finish()

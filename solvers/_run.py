@@ -13,6 +13,7 @@ accepted step (divergence, time budget, user callback) and ends with :meth:`fini
 from __future__ import annotations
 
 import time as _time
+import warnings
 
 import numpy as np
 
@@ -139,6 +140,10 @@ class SolveRun:
 
     def finish(self, message: str = "reached the horizon") -> Solution:
         self.stats.status, self.stats.message, self.stats.cause = Status.SUCCESS, message, ""
+        found = stalled_oscillation(self.model, self.ks, self.recs, self.ys)
+        if found is not None:
+            self.stats.warnings.append(found)
+            warnings.warn(f"{self.model.name}: {found}", RuntimeWarning, stacklevel=4)
         return self.solution()
 
     def stop(self, cause, message: str, *, step, time, throw=None) -> Solution:
@@ -163,3 +168,43 @@ class SolveRun:
         if self.throw or cause == Cause.INTERRUPTED:
             raise exc
         return partial
+
+
+#: A model whose sharpness stays above (2/η)·(1 + STALL_MARGIN) for STALL_STEPS GD steps in a
+#: row while its oscillation amplitude stays below STALL_AMPLITUDE·max(1, ‖θ‖) and grows by
+#: less than a factor STALL_GROWTH has an oscillation that should be growing but is not
+#: (above that edge a mode grows at least (1 + 2·STALL_MARGIN)^STALL_STEPS ≈ 117-fold):
+#: typically a fluctuation seeded below the integrator's absolute tolerance, whose growth
+#: the error control never sees. An onset overshoot, where the amplitude is tiny but
+#: growing, is not flagged.
+STALL_MARGIN = 0.05
+STALL_STEPS = 50
+STALL_AMPLITUDE = 1e-8
+STALL_GROWTH = 2.0
+
+
+def stalled_oscillation(model, ks, recs, ys) -> str | None:
+    """A message when the run sat above the edge without an oscillation (see STALL_*),
+    read from the records of the saved states (models with an oscillation only)."""
+    if not getattr(model, "has_oscillation", True) or len(ks) < 2 or not recs:
+        return None
+    if "sharpness" not in recs[0] or "amplitude" not in recs[0]:
+        return None
+    edge = (2.0 / model.eta) * (1.0 + STALL_MARGIN)
+    start = a_start = None
+    for k, rec, y in zip(ks, recs, ys):
+        scale = max(1.0, float(np.linalg.norm(np.asarray(y)[: model.dim])))  # θ comes first in a state
+        amp = float(rec["amplitude"])
+        bad = float(rec["sharpness"]) > edge and amp < STALL_AMPLITUDE * scale
+        if bad:
+            if start is None:
+                start, a_start = k, amp
+            if k - start >= STALL_STEPS and amp < STALL_GROWTH * a_start:
+                return (f"stalled oscillation: the sharpness stayed above 2/η·(1 + {STALL_MARGIN:g}) from k = "
+                        f"{start:g} to {k:g} while the oscillation amplitude stayed below {STALL_AMPLITUDE:g}·max(1, ‖θ‖) "
+                        f"and grew by less than {STALL_GROWTH:g}× (a fluctuation that should grow did not; if Σ was "
+                        "seeded at round-off size, use "
+                        "storage='log-factor' or tighter tolerances, or check against GD)")
+        else:
+            start = None
+    return None

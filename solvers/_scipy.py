@@ -63,16 +63,18 @@ def default_max_evals(state_size: int, method: str | None = None) -> int:
 
 def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw, progress, max_step, first_step,
                 blowup, seed, checkpoint=None, resume_state=None, time_limit=None, callback=None, min_step=1e-8,
-                max_evals_per_step=None):
+                max_evals_per_step=None, k0=0.0):
     cls = METHODS[method]
-    grid = save_grid(steps, save_every)
+    # y0 is the state at GD step k0 (0, or the step of a handover); the run covers [k0, k0 + steps]
+    k0 = float(k0)
+    grid = k0 + save_grid(steps, save_every)
     record_run = model.new_run()
     sr = SolveRun(model, y0, run, solver=f"scipy:{method}", blowup=blowup, throw=throw, progress=progress,
                   seed=seed, rtol=rtol, atol=atol, record_run=record_run, time_limit=time_limit, callback=callback,
                   total=steps, desc=f"{model.name} [scipy:{method}]")
     max_evals = default_max_evals(model.state_size, method) if max_evals_per_step is None else int(max_evals_per_step)
     # evaluations of the current GD step [bucket, bucket + 1), first bad drift of the current step
-    count = {"calls": 0, "bucket": 0, "in_bucket": 0}
+    count = {"calls": 0, "bucket": int(np.floor(k0)), "in_bucket": 0}
     bad_drift = {"k": None, "finite_state": True}
 
     def fun(k, y):
@@ -112,8 +114,8 @@ def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw,
             nxt = 1
             if first_step is not None:
                 kwargs["first_step"] = first_step
-            sr.save(0.0, y0)
-            solver = cls(fun, 0.0, y0, float(steps), **kwargs)
+            sr.save(k0, y0)
+            solver = cls(fun, k0, y0, k0 + float(steps), **kwargs)
         else:
             sr.restore(resume_state)
             from effdyn.models.run_state import RunState
@@ -124,7 +126,7 @@ def solve_scipy(model, y0, run, steps, method, *, rtol, atol, save_every, throw,
             # (first_step is left out: it may exceed the remaining interval and is replaced
             # anyway). The set-up evaluates the drift, which moves the run state's warm
             # starts: the run states are loaded from the checkpoint again afterwards.
-            solver = cls(fun, float(saved["t"]), np.array(saved["y"]), float(steps), **kwargs)
+            solver = cls(fun, float(saved["t"]), np.array(saved["y"]), k0 + float(steps), **kwargs)
             restore_scipy(solver, saved)
             sr.run = RunState.from_dict(model, resume_state["run"])
             sr.record_run = RunState.from_dict(model, resume_state["record_run"])

@@ -57,6 +57,7 @@ def solve(
     initial: dict | None = None,
     state0=None,
     run=None,
+    start=None,
     seed: int | None = None,
     checkpoint=None,
     checkpoint_every: float | None = None,
@@ -65,7 +66,7 @@ def solve(
     engine: str = "auto",
     **deprecated_initial,
 ):
-    """Integrate ``model`` from ``theta0`` over ``steps`` GD steps.
+    """Integrate ``model`` from ``theta0`` (or from GD's state, ``start=``) over ``steps`` GD steps.
 
     Parameters
     ----------
@@ -74,7 +75,8 @@ def solve(
     theta0 : array_like, shape (P,)
         Initial average parameters.
     steps : float
-        Horizon in GD steps (> 0; an integer for ``solver="map"``).
+        Horizon in GD steps (> 0; an integer for ``solver="map"``), counted from the start
+        (from k0 for ``start=``).
     solver : str, optional
         One of :data:`SOLVER_NAMES`. Default (:func:`default_solver`): ``"scipy:LSODA"`` for
         states of at most :data:`IMPLICIT_MAX_STATE` (= 1000) values, ``"scipy:RK45"`` above
@@ -117,6 +119,12 @@ def solve(
     run : effdyn.models.run_state.RunState, optional
         The run state that goes with ``state0`` (e.g. ``sol.run`` of a previous solution:
         warm starts and quantities fixed at the start); default: a fresh one.
+    start : effdyn.handover.HandoverState, optional
+        GD's state at a step k0 (``traj.state_at(k0)``) instead of ``theta0``: the model
+        maps it to its own initial state (``model.start_from``), a model on another problem
+        or with another η is refused, and the solution's time axis continues GD's:
+        ``sol.k`` runs from k0 to k0 + ``steps``, so ``effdyn.compare(traj, sol)`` compares
+        the same GD steps. The state is kept in ``sol.extra["handover"]``.
     seed : int, optional
         Recorded in the solution's metadata (models with random seeding take their own).
     checkpoint : str or os.PathLike, optional
@@ -229,7 +237,14 @@ def solve(
     n_saves = int(np.ceil(steps / save_every)) + 1
     _check_memory(model, n_saves)
 
-    if state0 is not None:
+    k0 = 0.0
+    if start is not None:
+        if theta0 is not None or state0 is not None or initial or run is not None:
+            raise ValueError("`start` (GD's state handed over) replaces `theta0`, `initial`, `state0` and `run`; pass "
+                             "it alone.")
+        y0, run = model.start_from(start)
+        k0 = float(start.k0)
+    elif state0 is not None:
         if theta0 is not None or initial:
             raise ValueError("Pass either `state0` (with its `run`) or `theta0` (with `initial`), not both.")
         y0 = as_vector(state0, "state0", model.state_size)
@@ -252,34 +267,46 @@ def solve(
                     min_step=min_step, max_evals_per_step=max_evals_per_step, time_limit=time_limit, y0=y0,
                     engine=engine)
         args["theta0"] = theta0  # None from a state: compare then checks no θ0
+        args["k0"] = k0
+        if start is not None:
+            args["handover"] = {key: (v.tolist() if isinstance(v, np.ndarray) else v)
+                                for key, v in start.to_dict().items()}
         ckpt = Checkpointer(ckpt_path, ckpt_every, {**make_header(model, solver, args, ckpt_every),
                                                     "problem": json.loads(model.problem.identity())})
     return _started_from(theta0, lambda: _dispatch(
         model, y0, run, solver, steps=steps, rtol=rtol, atol=atol, save_every=save_every, throw=throw,
         progress=progress, max_step=max_step, first_step=first_step, max_steps=int(max_steps), min_step=min_step,
         max_evals_per_step=max_evals_per_step, blowup=blowup, seed=seed, checkpoint=ckpt, time_limit=time_limit,
-        callback=callback, engine=engine))
+        callback=callback, k0=k0, engine=engine), None if start is None else start.to_dict())
 
 
-def _started_from(theta0, run):
+def _started_from(theta0, run, handover=None):
     """``run()``'s Solution (also a partial one carried by an IntegrationError) with the θ0
-    it was started from recorded (None for a start from ``state0``)."""
+    it was started from recorded (None for a start from ``state0`` or a handover, whose
+    state goes into ``extra["handover"]``)."""
     from effdyn.errors import IntegrationError
 
     theta0 = None if theta0 is None else np.array(theta0, dtype=np.float64)
+
+    def mark(sol):
+        sol.theta0 = theta0
+        if handover is not None:
+            sol.extra["handover"] = handover
+
     try:
         sol = run()
     except IntegrationError as exc:
         if exc.partial is not None:
-            exc.partial.theta0 = theta0
+            mark(exc.partial)
         raise
-    sol.theta0 = theta0
+    mark(sol)
     return sol
 
 
 def _dispatch(model, y0, run, solver, *, steps, rtol, atol, save_every, throw, progress, max_step, first_step,
               max_steps, min_step, max_evals_per_step, blowup, seed, checkpoint, time_limit, callback,
-              resume_state=None, engine="numpy"):
+              resume_state=None, k0=0.0, engine="numpy"):
+    # k0: the time of y0 in GD steps (0, or the step handed over); the run covers [k0, k0 + steps]
     family = solver.split(":")[0]
     if family == "scipy":
         from ._scipy import solve_scipy
@@ -288,18 +315,18 @@ def _dispatch(model, y0, run, solver, *, steps, rtol, atol, save_every, throw, p
                            throw=throw, progress=progress, max_step=max_step, first_step=first_step,
                            blowup=blowup, seed=seed, checkpoint=checkpoint, resume_state=resume_state,
                            time_limit=time_limit, callback=callback, min_step=min_step,
-                           max_evals_per_step=max_evals_per_step)
+                           max_evals_per_step=max_evals_per_step, k0=k0)
     if family == "diffrax":
         from ._diffrax import solve_diffrax
 
         return solve_diffrax(model, y0, run, steps, solver.split(":")[1], rtol=rtol, atol=atol,
                              save_every=save_every, throw=throw, progress=progress, max_steps=max_steps,
-                             first_step=first_step, blowup=blowup, seed=seed)
+                             first_step=first_step, blowup=blowup, seed=seed, k0=k0)
     from ._map import solve_map
 
     return solve_map(model, y0, run, steps, save_every=save_every, throw=throw, progress=progress, blowup=blowup,
                      seed=seed, checkpoint=checkpoint, resume_state=resume_state, time_limit=time_limit,
-                     callback=callback, engine=engine)
+                     callback=callback, k0=k0, engine=engine)
 
 
 #: The engines of ``solve(solver="map")``.
@@ -418,8 +445,9 @@ def resume(model, path, *, checkpoint=None, checkpoint_every=None, throw: bool =
     Returns
     -------
     Solution
-        The whole solution from k = 0 (states saved before the checkpoint included). A
-        checkpoint written at the end of a finished run gives back that run's solution.
+        The whole solution from its start (k = 0, or k0 for a handover; states saved before
+        the checkpoint included). A checkpoint written at the end of a finished run gives
+        back that run's solution.
     """
     from effdyn.io import versions
     from effdyn.models.base import AbstractModel
@@ -464,12 +492,20 @@ def resume(model, path, *, checkpoint=None, checkpoint_every=None, throw: bool =
     ckpt_path, every = check_checkpoint_args(checkpoint, every, solver, args["steps"])
     run = RunState.from_dict(model, state["run"])
     theta0 = args.get("theta0")
+    handover = None
+    if args.get("handover") is not None:
+        from effdyn.handover import HandoverState
+
+        handover = HandoverState.from_dict(args["handover"]).to_dict()
     if state["complete"]:
         stats = SolveStats(**state["stats"])
-        return Solution(model, np.asarray(state["ks"], dtype=float), np.asarray(state["ys"]), stats,
+        done = Solution(model, np.asarray(state["ks"], dtype=float), np.asarray(state["ys"]), stats,
                         rtol=args.get("rtol"), atol=args.get("atol"), seed=args["seed"],
                         records=dict(state["records"]), run=run,
                         theta0=None if theta0 is None else np.asarray(theta0, dtype=np.float64))
+        if handover is not None:
+            done.extra["handover"] = handover
+        return done
     ckpt = None
     if ckpt_path is not None:
         header = {k: state[k] for k in ("format", "version", "solver", "model", "problem", "args", "versions")
@@ -483,7 +519,7 @@ def resume(model, path, *, checkpoint=None, checkpoint_every=None, throw: bool =
         first_step=args["first_step"], max_steps=1, min_step=args.get("min_step", 1e-8),
         max_evals_per_step=args.get("max_evals_per_step"), blowup=args["blowup"], seed=args["seed"],
         checkpoint=ckpt, time_limit=args.get("time_limit"), callback=None, resume_state=state,
-        engine=args.get("engine", "numpy")))
+        k0=float(args.get("k0", 0.0)), engine=args.get("engine", "numpy")), handover)
 
 
 __all__ = ["solve", "resume", "default_solver", "SOLVER_NAMES", "CHECKPOINT_SOLVERS", "IMPLICIT_MAX_STATE",

@@ -109,9 +109,10 @@ ENTRIES = [
             other={"eta": 0.02, "variant": "sqrt" if variant == "normalized" else "normalized", "rank_tol": 1e-7})
       for variant in ("normalized", "sqrt")],
     Entry("rod-flow-rank1", lambda **o: M.RodFlow(VALLEY, 0.3, **o), [0.1, 6.0], "scipy:LSODA",
-          bad=(({"sigma": "x"}, "sigma"),), other={"eta": 0.31, "sigma": "dense"}),
+          bad=(({"sigma": "x"}, "sigma"), ({"delta_floor": "x"}, "delta_floor"), ({"delta_floor": -1.0}, "delta_floor")),
+          other={"eta": 0.31, "sigma": "dense", "delta_floor": None}),
     Entry("rod-flow-dense", lambda **o: M.RodFlow(VALLEY, 0.3, "dense", **o), [0.1, 6.0], "scipy:LSODA",
-          other={"eta": 0.31, "sigma": "rank1"}),
+          other={"eta": 0.31, "sigma": "rank1", "delta_floor": 1e-10}),
     Entry("edge-flow", lambda **o: M.EdgeFlow(VALLEY, 0.3, **o), [0.1, 6.0], "map",
           bad=(({"rho_floor": "x"}, "rho_floor"), ({"rho_floor": -1.0}, "rho_floor")),
           other={"eta": 0.31, "rho_floor": None}),

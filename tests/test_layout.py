@@ -114,7 +114,8 @@ LAYERS = [
      "effdyn._names", "effdyn.progress", "effdyn.io", "effdyn.kernels", "effdyn.data"),
     ("effdyn.problems", "effdyn.spectrum", "effdyn.engine_jax.tracker", "effdyn.engine_jax.compiled",
      "effdyn.engine_jax.sdcp"),
-    ("effdyn.models", "effdyn.registry"),
+    # handover: GD's state as a value the models start from (it reads problems and spectrum only)
+    ("effdyn.models", "effdyn.registry", "effdyn.handover"),
     ("effdyn.solvers", "effdyn.solution", "effdyn.reference", "effdyn.diagnostics", "effdyn.engine_jax"),
     ("effdyn.results", "effdyn.plotting", "effdyn.validation", "effdyn.sweep", "effdyn.cli", "effdyn.demo",
      "effdyn.__main__"),

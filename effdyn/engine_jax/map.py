@@ -73,7 +73,7 @@ def _build_chunk(problem, cmap, chunk, every, rec_template, ev_template):
     n_rows = chunk // every + 2
 
     def run(carry, k0, scalars, params, data):
-        steps, bound = scalars
+        steps, bound, k_first = scalars
         y, jrun, status, fail_k = carry
         S = y.shape[0]
         bufs = {"k": jnp.zeros(n_rows, jnp.int64), "y": jnp.zeros((n_rows, S)),
@@ -90,7 +90,7 @@ def _build_chunk(problem, cmap, chunk, every, rec_template, ev_template):
             ev, jrun = jax.lax.cond(active, lambda jr: cmap.evaluate(k, y, jr, params, data),
                                     lambda jr: (ev_template, jr), jrun)
             model_fail = active & (jrun["status"] != 0)
-            save = active & ~model_fail & ((k % every == 0) | (k == steps))
+            save = active & ~model_fail & (((k - k_first) % every == 0) | (k == steps))
             rec, jrun = jax.lax.cond(save, lambda jr: cmap.record(k, y, ev, jr, params, data),
                                      lambda jr: (rec_template, jr), jrun)
             idx = jnp.minimum(n, n_rows - 1)
@@ -131,25 +131,28 @@ def _templates(cmap, y0, jrun, problem):
 
 
 def solve_map_jax(model, cmap, y0, run, steps, *, save_every, throw, progress, blowup, seed, checkpoint=None,
-                  resume_state=None, time_limit=None, chunk=None):
+                  resume_state=None, time_limit=None, chunk=None, k0=0):
     """The compiled step-exact map (see the module docstring); returns a Solution as
-    :func:`effdyn.solvers._map.solve_map` does."""
+    :func:`effdyn.solvers._map.solve_map` does. ``y0`` is GD step ``k0`` (0, or the step of a
+    handover); the run ends at GD step k0 + steps."""
     from ..solvers._checkpoint import deferred_interrupt
     from ..solvers._run import SolveRun
 
     jax, jnp = import_jax()
     problem = model.problem
-    steps = int(round(steps))
+    k_first = int(round(k0))
+    n_steps = int(round(steps))
+    steps = k_first + n_steps   # the last GD step of the run
     every = max(1, int(round(save_every)))
     sr = SolveRun(model, y0, run, solver="map", blowup=blowup, throw=throw, progress=progress, seed=seed,
-                  time_limit=time_limit, callback=None, total=steps, desc=f"{model.name} [map, jax]")
+                  time_limit=time_limit, callback=None, total=n_steps, desc=f"{model.name} [map, jax]")
     if resume_state is None:
-        k_start, y = 0, np.array(y0, dtype=np.float64)
+        k_start, y = k_first, np.array(y0, dtype=np.float64)
     else:
         sr.restore(resume_state)
         k_start, y = int(resume_state["k_state"]), np.array(resume_state["y"], dtype=np.float64)
         if sr.bar is not None:
-            sr.bar.update(k_start)
+            sr.bar.update(k_start - k_first)
 
     fresh = cmap.init_run(np.asarray(y0, dtype=np.float64), 0 if seed is None else int(seed))
     jax_state = getattr(run, "jax_state", None)
@@ -170,7 +173,7 @@ def solve_map_jax(model, cmap, y0, run, steps, *, save_every, throw, progress, b
     run_chunk = compiled(cmap)
 
     data = problem.data_args
-    scalars = (jnp.int64(steps), jnp.float64(sr.monitor.bound))
+    scalars = (jnp.int64(steps), jnp.float64(sr.monitor.bound), jnp.int64(k_first))
     carry = (jnp.asarray(y), jrun, jnp.zeros((), jnp.int64), jnp.zeros((), jnp.int64))
 
     def sync():
@@ -239,8 +242,8 @@ def solve_map_jax(model, cmap, y0, run, steps, *, save_every, throw, progress, b
                     break
                 if sr.deadline is not None and _time.perf_counter() > sr.deadline:
                     # the state reached gets its record, as in the NumPy map
-                    carry, bufs, n = run_chunk(carry, jnp.int64(k_end), (jnp.int64(k_end), scalars[1]),
-                                               cmap.params, data)
+                    last = (jnp.int64(k_end), scalars[1], scalars[2])
+                    carry, bufs, n = run_chunk(carry, jnp.int64(k_end), last, cmap.params, data)
                     keep(bufs, n)
                     sync()
                     return sr.stop(Cause.TIME_BUDGET, f"stopped at k = {k_end:g} (GD step {k_end}): time budget of "

@@ -24,7 +24,10 @@ whole interface a new model implements:
    model implements ``_initial(run, theta0, **options)`` (its keyword options are the
    model's *initial data*, e.g. ``sigma0=`` — ``initial_options()`` lists them) and may
    store quantities fixed at the start in ``run``. ``initial_state(theta0, **initial)``
-   returns ``y0`` alone.
+   returns ``y0`` alone. ``start_from(state)`` starts from GD's state handed over at a
+   step k0 (:class:`effdyn.handover.HandoverState`); the model maps it to its own state in
+   ``_from_handover(run, state)`` (default: ``_initial`` at GD's midpoint θ̄; a model with
+   an oscillation takes it from GD's half-step δ or Σ factor).
 4. **Dynamics.** ``drift(k, y, run)`` returns dy/dk (time in GD steps, NumPy float64) for
    the scipy backend; ``map_step(k, y, run)`` returns the state one GD step later for the
    step-exact map (default: explicit Euler with dk = 1). Both evaluate the loss only
@@ -96,6 +99,9 @@ class AbstractModel(ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     #: The class of the model's run state.
     run_state_class: ClassVar[type] = RunState
+    #: Whether the model carries an oscillation (gradient flow does not: above 2/η it is
+    #: expected to have none, so the stalled-oscillation warning does not apply to it).
+    has_oscillation: ClassVar[bool] = True
 
     # --- parameters ---------------------------------------------------------------------
     def __post_init__(self):
@@ -190,6 +196,35 @@ class AbstractModel(ABC):
     def _initial(self, run: RunState, theta0) -> np.ndarray:
         """Initial state from θ0 (default: θ0 itself); keyword options are initial data."""
         return self._theta0(theta0)
+
+    def start_from(self, state):
+        """``(y0, run)`` from GD's state handed over (:class:`effdyn.handover.HandoverState`,
+        ``traj.state_at(k)``): the state is checked against the model (problem, η), then
+        mapped by :meth:`_from_handover`."""
+        from ..handover import HandoverState
+
+        if not isinstance(state, HandoverState):
+            raise TypeError(f"`start` must be a HandoverState (from `traj.state_at(k)`); got {type(state).__name__}.")
+        state.check(self)
+        run = self.new_run()
+        y0 = np.asarray(self._from_handover(run, state), dtype=np.float64)
+        if y0.shape != (self.state_size,):
+            raise ValueError(f"{type(self).__name__}._from_handover returned a state of shape {y0.shape}; "
+                             f"expected ({self.state_size},).")
+        bad = self.check_state(y0)
+        if bad is not None:
+            raise ValueError(f"the handover state maps to an invalid state of {type(self).__name__}: {bad}.")
+        return y0, run
+
+    def _from_handover(self, run: RunState, state) -> np.ndarray:
+        """The model's initial state from GD's state ``state`` at step ``state.k0``.
+
+        Default: the model's own initial state at GD's two-step midpoint θ̄ (right for models
+        whose state is θ alone). Models that carry an oscillation override it and take it
+        from GD's (``state.delta``, ``state.factor(r)``; see :mod:`effdyn.handover` for the
+        sign conventions).
+        """
+        return self._initial(run, state.theta_bar)
 
     @classmethod
     def initial_options(cls) -> tuple[str, ...]:

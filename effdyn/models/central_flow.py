@@ -360,6 +360,11 @@ class CentralFlow(AbstractModel):
             "sigma_rank": records["sigma_rank"].astype(int),
         }
 
+    def _from_handover(self, run, state):
+        """From GD's state at step k0: θ = GD's two-step midpoint θ̄. Σ is not a state of the
+        central flow (the SDCP gives it at every instant), so GD's oscillation is not used."""
+        return self._theta0(state.theta_bar)
+
 
 # --- the JAX evaluation (shared by jax_drift and jax_map) --------------------------------------
 

@@ -280,3 +280,23 @@ class EdgeFlow(AbstractModel):
             "u": U,
             "rayleigh": rayleigh,
         }
+
+    def _from_handover(self, run, state):
+        """From GD's state at step k0: θ = θ̄; u = the top eigenvector v₁ of H(θ̄), signed
+        like δ's component along it, and ρ = |v₁ᵀδ|, GD's half-step along v₁ — the same
+        projection as the model's default seed at θ0. δ itself also holds the half-step of
+        the slow drift (−η∇E/2 across the valley), which is not part of the oscillation;
+        only where v₁ᵀδ vanishes is the unprojected δ used (u = δ/‖δ‖, ρ = ‖δ‖)."""
+        theta = self._theta0(state.theta_bar)
+        v = np.asarray(state.eigvecs[:, 0], dtype=np.float64)
+        c = float(v @ state.delta)
+        if c != 0.0:
+            u, rho = v * np.sign(c), abs(c)
+        else:
+            rho = float(np.linalg.norm(state.delta))
+            if rho == 0.0:
+                raise ValueError("`start`: GD's half-step δ is zero at the handover step (GD at a fixed point), so "
+                                 "the edge flow has no oscillation magnitude ρ > 0 to start from; hand over at "
+                                 "another step.")
+            u = np.asarray(state.delta, dtype=np.float64) / rho
+        return np.concatenate([theta, u, [np.log(rho)]])

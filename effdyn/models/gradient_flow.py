@@ -50,6 +50,7 @@ class GradientFlow(AbstractModel):
 
     name = "gradient_flow"
     supports = ("scipy", "diffrax", "map")
+    has_oscillation = False
 
     @property
     def state_size(self) -> int:
@@ -117,3 +118,7 @@ class GradientFlow(AbstractModel):
             "amplitude": zeros,
             "amplitude_subspace": zeros.copy(),
         }
+
+    def _from_handover(self, run, state):
+        """From GD's state at step k0: θ = GD's two-step midpoint θ̄ (no oscillation to carry)."""
+        return self._theta0(state.theta_bar)

@@ -431,3 +431,13 @@ class MeanFieldKinetic(AbstractModel):
         theta, U = self.split(y)
         loss, curv = self.problem.run_kernel(_k._quadratic_forms, theta, np.ascontiguousarray(U))
         return float(loss + 0.5 * curv.sum())
+
+    def _from_handover(self, run, state):
+        """From GD's state at step k0: θ̄ = GD's two-step midpoint and u from GD's half-step
+        projected on the top-r eigenvectors of H(θ̄), u_q = ±v_q (v_qᵀδ) (``state.factor``),
+        with the model's sign convention θ_k = θ̄ + (−1)^k u: θ_{k0} ≈ θ̄ − δ gives
+        u = (−1)^{k0+1} δ. The projection keeps the oscillation and drops the slow drift that
+        δ also holds. Needs a state with n >= rank eigen-directions."""
+        theta = self._theta0(state.theta_bar)
+        sign = -1.0 if state.k0 % 2 == 0 else 1.0
+        return self.pack(theta, sign * state.factor(self.rank))

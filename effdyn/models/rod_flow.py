@@ -56,6 +56,15 @@ class RodFlow(AbstractModel):
           follows the Σ equation as stated; δ = √λ₁(Σ)·(top eigenvector of Σ), its sign
           being irrelevant because both equations are symmetric under δ → −δ.
 
+    delta_floor : "roundoff", float or None, default "roundoff"
+        rank1 form: below 2/η the half-step δ stops shrinking at this length (the decaying
+        component of dδ/dk along δ is scaled by ``1 − floor/‖δ‖``, a smooth floor, as the
+        edge flow's ``rho_floor``). GD's own oscillation never falls below the round-off of
+        its iterates, which keeps re-seeding it; ``"roundoff"`` uses ε_mach·max(1, ‖w̄‖).
+        Without a floor (None, the restatement as written) ‖δ‖ decays by hundreds of
+        e-folds during progressive sharpening (to 1e-162 on some problems), after which
+        the flow behaves as gradient flow past 2/η.
+
     Notes
     -----
     ``initial_state(theta0, delta0=None)`` (rank1) or ``(theta0, sigma0=None)`` (dense):
@@ -85,6 +94,7 @@ class RodFlow(AbstractModel):
     problem: Problem
     eta: float
     sigma: str = "rank1"
+    delta_floor: object = "roundoff"
 
     name = "rod_flow"
     # No step-exact map: the η² term already is the first correction of a continuous flow
@@ -95,6 +105,14 @@ class RodFlow(AbstractModel):
 
     def _check(self):
         choice(self.sigma, "sigma", ("rank1", "dense"))
+        floor = self.delta_floor
+        if isinstance(floor, str):
+            if floor != "roundoff":
+                raise ValueError(f"`delta_floor` must be 'roundoff', a positive float or None; got {floor!r}.")
+        elif floor is not None:
+            from .._checks import positive_float
+
+            self._set("delta_floor", positive_float(floor, "delta_floor"))
         if self.sigma == "dense" and self.problem.dim > 200:
             raise ValueError(
                 f"`sigma`='dense' stores a {self.problem.dim}x{self.problem.dim} matrix in the state; use "
@@ -165,10 +183,19 @@ class RodFlow(AbstractModel):
             else:
                 c = float(d @ delta) / n2
                 ddelta = 0.125 * self.eta**2 * c * d - (0.0625 * self.eta**2 * c * c + 1.0) * delta
+                if self.delta_floor is not None:
+                    par = float(delta @ ddelta) / n2
+                    if par < 0:  # shrinking: the floor takes out the decay along δ near it
+                        ddelta = ddelta - par * min(1.0, self._floor(w) / np.sqrt(n2)) * delta
             return np.concatenate([dw, ddelta])
         S = y[P:].reshape(P, P)
         dS = 0.25 * self.eta**2 * (np.outer(g_plus, g_plus) + np.outer(g_minus, g_minus)) - 2.0 * S
         return np.concatenate([dw, dS.ravel()])
+
+    def _floor(self, w) -> float:
+        if self.delta_floor == "roundoff":
+            return float(np.finfo(np.float64).eps * max(1.0, float(np.linalg.norm(w))))
+        return float(self.delta_floor)
 
     def check_state(self, y):
         cause = super().check_state(y)
@@ -212,9 +239,15 @@ class RodFlow(AbstractModel):
                 if form == "rank1":
                     d = g_plus - g_minus
                     n2 = delta @ delta
-                    c = jnp.where(n2 > 0, (d @ delta) / jnp.where(n2 > 0, n2, 1.0), 0.0)
+                    safe = jnp.where(n2 > 0, n2, 1.0)
+                    c = jnp.where(n2 > 0, (d @ delta) / safe, 0.0)
                     ddelta = 0.125 * eta**2 * c * d - (0.0625 * eta**2 * c * c + 1.0) * delta
-                    return jnp.concatenate([dw, ddelta])
+                    floor = jnp.where(args["floor"] < 0,
+                                      jnp.finfo(jnp.float64).eps * jnp.maximum(1.0, jnp.linalg.norm(w)), args["floor"])
+                    par = (delta @ ddelta) / safe
+                    cut = jnp.where((par < 0) & (n2 > 0) & (floor > 0),
+                                    par * jnp.minimum(1.0, floor / jnp.sqrt(safe)), 0.0)
+                    return jnp.concatenate([dw, ddelta - cut * delta])
                 dS = 0.25 * eta**2 * (jnp.outer(g_plus, g_plus) + jnp.outer(g_minus, g_minus)) - 2.0 * S
                 return jnp.concatenate([dw, dS.ravel()])
 
@@ -226,7 +259,8 @@ class RodFlow(AbstractModel):
         from .._jax import import_jax
 
         _, jnp = import_jax()
-        return {"eta": jnp.asarray(self.eta, dtype=jnp.float64)}
+        floor = -1.0 if self.delta_floor == "roundoff" else (0.0 if self.delta_floor is None else self.delta_floor)
+        return {"eta": jnp.asarray(self.eta, dtype=jnp.float64), "floor": jnp.asarray(floor, dtype=jnp.float64)}
 
     def record(self, k, y, run):
         w = self.theta_of(y)
@@ -249,3 +283,21 @@ class RodFlow(AbstractModel):
             "amplitude_subspace": np.linalg.norm(D, axis=1),
             "delta": D,
         }
+
+    def _from_handover(self, run, state):
+        """From GD's state at step k0: centre w̄ = θ̄ and the rod's half-step from GD's δ with
+        the rod's sign (the rod writes θ_k = w̄ + δ, the handover θ_k ≈ θ̄ − δ; the
+        equations are even in δ). ``sigma="rank1"`` carries the oscillation only (it drops
+        the mean-gradient part of the Σ equation), so δ is projected on the top eigenvector
+        of H(θ̄), −v₁(v₁ᵀδ) (the whole −δ where that vanishes); ``sigma="dense"`` keeps the
+        mean-gradient part and takes Σ = δδᵀ of the whole δ."""
+        theta = self._theta0(state.theta_bar)
+        delta = -np.asarray(state.delta, dtype=np.float64)
+        if self.sigma_form == "rank1":
+            top = state.factor(1)[:, 0]
+            delta = -top if np.any(top) else delta
+            if not np.any(delta):
+                raise ValueError("`start`: GD's half-step δ is zero at the handover step, and δ = 0 is a fixed point of "
+                                 "the rank-one rod flow; hand over at another step.")
+            return np.concatenate([theta, delta])
+        return np.concatenate([theta, np.outer(delta, delta).ravel()])

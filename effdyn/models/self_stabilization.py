@@ -388,3 +388,29 @@ class SelfStabilization(AbstractModel):
             "sharpness": records["sharpness"], "amplitude": np.abs(X), "amplitude_subspace": np.abs(X),
             "theta_dagger": D, "gd_prediction": D + W, "x": X, "y_excess": records["y_excess"],
         }
+
+    def _from_handover(self, run, state):
+        """From GD's state at step k0. The constrained trajectory starts at the projection θ†
+        of GD's midpoint θ̄ on the stable set. The predicted dynamics (a map of GD's iterates,
+        GD ≈ θ† + w) start from GD's own iterate: w = θ_{k0} − θ† (θ_{k0} ≈ θ̄ − δ, so the
+        oscillation x = v·w is GD's, taken from δ). The reduced system starts from
+        x0 = v·w, y0 = ∇S⊥·w with α, β at θ† (unless given to the model)."""
+        theta_bar = self._theta0(state.theta_bar)
+        dagger, _ = self.project(theta_bar, run)
+        if self.mode == "constrained":
+            return dagger
+        w = np.asarray(state.theta, dtype=np.float64) - dagger
+        if self.mode in ("predicted", "generalized"):
+            return np.concatenate([dagger, w])
+        geo = self.geometry(dagger, run)
+        if self.beta is None:
+            if geo["beta"] == 0.0:
+                raise ValueError("`start`: ∇S⊥ vanishes at the projection of GD's midpoint; pass `alpha` and `beta` "
+                                 "to the model explicitly.")
+            run.alpha, run.beta = geo["alpha"], geo["beta"]
+        run.ref_point, run.ref_grad_s_perp = dagger, geo["grad_S_perp"]
+        x0 = float(geo["v"] @ w)
+        if x0 == 0.0:
+            raise ValueError("`start`: GD's oscillation along v is zero at the handover step, a fixed point of the "
+                             "reduced system; hand over at another step.")
+        return np.array([x0, float(geo["grad_S_perp"] @ w)])

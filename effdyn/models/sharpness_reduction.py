@@ -204,3 +204,9 @@ class SharpnessReductionFlow(AbstractModel):
             "amplitude_subspace": amp.copy(),
             "tau": self.eta**2 * np.asarray(k, dtype=float),
         }
+
+    def _from_handover(self, run, state):
+        """From GD's state at step k0: GD's two-step midpoint θ̄ projected on the minimiser
+        manifold Γ (the flow lives on Γ; its oscillation amplitude is prescribed, η/2 or
+        (η/2)√(λ₁/2), so GD's δ is not used)."""
+        return self.project_to_manifold(self._theta0(state.theta_bar), run=run)

@@ -11,11 +11,12 @@ the markdown report in :mod:`effdyn.validation.report`.
 """
 
 from .cases import CASES, Case, ModelSpec, Setup, UnknownCaseError, case_names, default_models, get_case, mlp_problem
-from .report import parse_tables, render_report, write_report
+from .report import HANDOVER_COLUMNS, TABLE_COLUMNS, parse_tables, render_report, write_report
 from .runner import (CaseInterrupted, CaseResult, ModelResult, ValidationInterrupted, ValidationResult, case_dataset,
                      run_case, run_setup, validate)
 
 __all__ = ["CASES", "Case", "ModelSpec", "Setup", "UnknownCaseError", "case_names", "default_models", "get_case",
-           "mlp_problem", "parse_tables", "render_report", "write_report", "CaseInterrupted", "CaseResult",
+           "mlp_problem", "parse_tables", "render_report", "write_report", "TABLE_COLUMNS", "HANDOVER_COLUMNS",
+           "CaseInterrupted", "CaseResult",
            "ModelResult", "ValidationInterrupted", "ValidationResult", "case_dataset", "run_case", "run_setup",
            "validate"]

@@ -40,7 +40,8 @@ builders ``TeacherStudent`` (width, n, d, data_seed, activation, scaling), ``Dig
 registered ones).
 
 A validation case is a configuration with a ``[case]`` table (``title``, ``quick_steps``,
-``full_steps``, ``notes``, ``needs_cifar``) and optional ``[quick]`` / ``[full]`` tables of
+``full_steps``, ``notes``, ``needs_cifar``, ``handover_offset``: GD steps after GD's EoS
+onset at which every model is also started from GD's state) and optional ``[quick]`` / ``[full]`` tables of
 overrides keyed by dotted paths (``"problem.width" = 200``, ``"gd.eta" = 100.0``); a model
 with ``only = "full"`` (or ``"quick"``) runs in that mode only.
 
@@ -72,7 +73,7 @@ _TOP_KEYS = {"name": "a name for the output files", "problem": "a table", "start
 _GD_KEYS = ("eta", "steps", "n_eigs", "eig_every", "theta_every", "variant", "eig_tol", "dense_max", "loss_bound")
 _MODEL_KEYS = ("type", "label", "solver", "rtol", "atol", "save_every", "budget", "options", "initial", "only")
 _OUTPUT_KEYS = ("dir", "figures")
-_CASE_KEYS = ("title", "quick_steps", "full_steps", "notes", "needs_cifar")
+_CASE_KEYS = ("title", "quick_steps", "full_steps", "notes", "needs_cifar", "handover_offset")
 
 
 def __getattr__(name):
@@ -304,6 +305,18 @@ def build_model(cls, spec, setup):
     return model
 
 
+def _handover_offset(path, case: dict):
+    """The case's ``handover_offset`` (GD steps after the EoS onset, an integer >= 0) or None."""
+    value = case.get("handover_offset")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _err(path, "[case]", f"`handover_offset` must be an integer >= 0 (GD steps after GD's EoS onset at which "
+                                   f"the models are also started from GD's state), e.g. `handover_offset = 50`; got "
+                                   f"{value!r}.")
+    return int(value)
+
+
 def check_name(name, where="name") -> str:
     """An output name: a non-empty slug of letters, digits, '-', '_', '.' — no path
     separators and no '..', so every file stays inside the output folder."""
@@ -398,6 +411,7 @@ def config_from_document(doc: dict, source, *, mode: str | None = None, cifar=No
             raise _err(path, "[case]", f"`{key}` must be a string; got {case[key]!r}.")
     if "needs_cifar" in case and not isinstance(case["needs_cifar"], bool):
         raise _err(path, "[case]", f"`needs_cifar` must be true or false; got {case['needs_cifar']!r}.")
+    _handover_offset(path, case)
     if mode is not None:
         if mode not in ("quick", "full"):
             raise ValueError(f"`mode` must be 'quick', 'full' or None; got {mode!r}.")
@@ -449,6 +463,9 @@ def config_from_document(doc: dict, source, *, mode: str | None = None, cifar=No
         raise _err(path, "[output]", f"`figures` must be true or false; got {figures!r}.")
     cfg = {"file": str(path), "document": doc}
     notes = case.get("notes", f"Configuration {path.name}: {type(problem).__name__} (P = {problem.dim}).")
-    setup = Setup(problem, theta0, eta, steps, models, seed=seed, gd_options=gd_options, notes=str(notes), config=cfg)
+    # read after the [quick]/[full] overrides, which may move it ("case.handover_offset" = ...)
+    offset = _handover_offset(path, _table(path, doc, "case"))
+    setup = Setup(problem, theta0, eta, steps, models, seed=seed, gd_options=gd_options, notes=str(notes), config=cfg,
+                  handover_offset=offset)
     _check_models_build(path, setup)
     return RunConfig(name, setup, out_dir, figures, path, case)

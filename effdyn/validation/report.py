@@ -1,9 +1,12 @@
 """The markdown report of a validation run: a summary, then one table per case.
 
-Each case table has one row per model (plus GD, the reference) with the errors of
-:func:`effdyn.compare` over the comparison window, the number of right-hand-side
-evaluations, the wall time and the run status. Tables are plain GitHub markdown, so the
-report reads well on a terminal, in an editor and on a repository page.
+Each case table has one row per model (plus GD, the reference) with what seeded its
+oscillation, the errors of :func:`effdyn.compare` over the comparison window, the number of
+right-hand-side evaluations, the wall time and the run status. A case with a handover adds
+a second table, one row per model started from GD's state at step k_h, its errors over
+[k_h, end] beside those of the same model's run from θ0 over the same steps. Tables are
+plain GitHub markdown, so the report reads well on a terminal, in an editor and on a
+repository page.
 """
 
 from __future__ import annotations
@@ -12,14 +15,30 @@ import datetime as _dt
 import math
 from pathlib import Path
 
-__all__ = ["write_report", "render_report", "case_table", "TABLE_COLUMNS", "parse_tables"]
+__all__ = ["write_report", "render_report", "case_table", "handover_table", "TABLE_COLUMNS", "HANDOVER_COLUMNS",
+           "parse_tables"]
 
 #: Column headers of a case table, in order.
-TABLE_COLUMNS = ("model", "status", "loss err", "sharpness err", "amplitude err", "amp err (top)",
+TABLE_COLUMNS = ("model", "status", "seed", "loss err", "sharpness err", "amplitude err", "amp err (top)",
                  "envelope err", "spikes", "spike Δk", "spike height err", "distance", "mean ηS/2", "nfev",
                  "wall [s]", "note")
 
-#: Metric columns of a model row, in table order (between "status" and "nfev").
+#: Column headers of a case's handover table: each error from θ0 and from the handover,
+#: both over the handover window [k_h, end].
+HANDOVER_COLUMNS = ("model", "status", "loss err θ0", "loss err handover", "sharpness err θ0",
+                    "sharpness err handover", "amplitude err θ0", "amplitude err handover", "distance θ0",
+                    "distance handover", "nfev", "wall [s]", "note")
+
+_SEED_HELP = """**seed**: what seeds a model's oscillation (Σ = 0, ρ = 0 and δ = 0 are invariant, so
+something must; docs/theory.md, "Seeds"): `gd half-step` — GD's first half-step −η∇E(θ0)/2
+(projected on the top eigenvectors where the model carries modes), `round-off floor` /
+`floor` — a floor along the top eigenvectors, `projection` — θ0 minus its projection on the
+stable set (self-stabilisation), `given` — explicit initial data, `none` — no oscillation
+state (gradient flow, central flow, sharpness-reduction flow), `handover` — GD's own state.
+GD's own seed is round-off.
+"""
+
+#: Metric columns of a model row, in table order (between "seed" and "nfev").
 _N_METRIC_COLUMNS = 10
 
 _METRIC_HELP = """\
@@ -110,7 +129,7 @@ def case_table(case) -> str:
         cells = ["–"] * _N_METRIC_COLUMNS
         cells[5] = spikes
         cells[-1] = _fmt(mean_s * eta / 2 if mean_s is not None else None)
-        lines.append(_row(["GD (reference)", status, *cells, str(len(getattr(gd, "loss", [])) - 1),
+        lines.append(_row(["GD (reference)", status, "round-off", *cells, str(len(getattr(gd, "loss", [])) - 1),
                            _fmt(case.gd_wall), _cell(note)]))
     for row in case.models:
         m = row.metrics if _shown(row) else None
@@ -123,8 +142,29 @@ def case_table(case) -> str:
         else:
             vals = ["–"] * _N_METRIC_COLUMNS
         note = row.message if row.status != "success" or m is None else f"{row.solver}"
-        if row.status == "success" and m is not None and row.message and "not compared" in row.message:
-            note = row.message
+        if row.status == "success" and m is not None and row.message and ("not compared" in row.message
+                                                                           or row.message.startswith("warning:")):
+            note = f"{row.solver}; {row.message}"
+        lines.append(_row([_cell(row.label), row.status, getattr(row, "seed", "") or "–", *vals, str(row.nfev),
+                           _fmt(row.wall_time), _cell(note)]))
+    return "\n".join(lines)
+
+
+def handover_table(case) -> str:
+    """Markdown table of a case's runs started from GD's state (empty string: none)."""
+    rows = getattr(case, "handovers", [])
+    if not rows:
+        return ""
+    lines = [_row(HANDOVER_COLUMNS), _row(["---"] * len(HANDOVER_COLUMNS))]
+    for row in rows:
+        m = row.metrics if _shown(row) else None
+        b = getattr(row, "baseline", None) if m is not None else None
+        vals = []
+        for name in ("loss_error", "sharpness_error", "amplitude_error", "distance"):
+            vals += [_fmt(getattr(b, name, None)), _fmt(getattr(m, name, None))]
+        note = row.message if row.status != "success" or m is None else row.solver
+        if m is not None and b is None:
+            note = f"{note}; the run from θ0 does not cover the window"
         lines.append(_row([_cell(row.label), row.status, *vals, str(row.nfev), _fmt(row.wall_time), _cell(note)]))
     return "\n".join(lines)
 
@@ -170,6 +210,21 @@ def _case_section(case, out_dir: Path) -> list[str]:
     if case.gd is not None or case.models:
         lines.append(case_table(case))
         lines.append("")
+    table = handover_table(case)
+    if table:
+        k_h = getattr(case, "handover_k0", None)
+        window = next((f"[{r.metrics.k0}, {r.metrics.k1}]" for r in case.handovers if _shown(r)), f"[{k_h}, end]")
+        offset = getattr(setup, "handover_offset", None)
+        lines.append(f"**Handover.** Every model again, started from GD's state at step {k_h} (EoS onset "
+                     f"{case.eos_onset} + {offset}: GD's midpoint θ̄, its half-step δ and Σ's factor, "
+                     "`traj.state_at`); errors over GD steps " + window + " from θ0 (the rows above, recomputed "
+                     "over this window) and from the handover:")
+        lines.append("")
+        lines.append(table)
+        lines.append("")
+    elif getattr(case, "handover_note", ""):
+        lines.append(f"Handover: {_cell(case.handover_note, 300)}.")
+        lines.append("")
     files = case.files
     if files.get("figures"):
         links = " · ".join(f"[{Path(p).stem.removeprefix(case.name + '_')}]({_rel(p, out_dir)})"
@@ -205,9 +260,11 @@ def render_report(result, out_dir: Path | None = None) -> str:
         + ", ".join(f"{k} {v[k]}" for k in ("python", "numpy", "scipy", "numba", "jax") if k in v) + ".",
         "",
         "Every model is run from GD's initial point over the same number of GD steps and compared",
-        "with discrete GD on the same problem (GD is the arbiter).",
+        "with discrete GD on the same problem (GD is the arbiter). Cases with a handover also start",
+        "every model from GD's own state at a step after the EoS onset (second table of the case).",
         "",
         _METRIC_HELP,
+        _SEED_HELP,
         "## Summary",
         "",
         _row(["case", "status", "GD EoS onset", "models compared", "best sharpness err", "wall [s]"]),
@@ -236,15 +293,17 @@ def write_report(result, path) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def parse_tables(text: str) -> dict[str, list[dict[str, str]]]:
+def parse_tables(text: str, columns=TABLE_COLUMNS) -> dict[str, list[dict[str, str]]]:
     """Read the case tables back from a report: {case name: [row dict by column header]}.
 
     Used by the tests and handy for scripts; it relies only on the ``## <case>:`` headings
-    and the table header :data:`TABLE_COLUMNS`.
+    and the table header ``columns`` (:data:`TABLE_COLUMNS`, or :data:`HANDOVER_COLUMNS`
+    for the handover tables).
     """
     tables: dict[str, list[dict[str, str]]] = {}
     current = None
-    header = _row(TABLE_COLUMNS)
+    columns = tuple(columns)
+    header = _row(columns)
     lines = text.splitlines()
     i = 0
     while i < len(lines):
@@ -256,7 +315,7 @@ def parse_tables(text: str) -> dict[str, list[dict[str, str]]]:
             i += 2
             while i < len(lines) and lines[i].startswith("|"):
                 cells = [c.strip().replace("\\|", "|") for c in _split_row(lines[i])]
-                rows.append(dict(zip(TABLE_COLUMNS, cells)))
+                rows.append(dict(zip(columns, cells)))
                 i += 1
             tables[current] = rows
             continue

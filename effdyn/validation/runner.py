@@ -6,6 +6,14 @@ each model of the case through :func:`effdyn.solve`, compares it with GD
 a case can stop the others: a model that is missing, not applicable or fails becomes a row
 with its status and message; a case whose GD diverges is reported as such.
 
+A case with a ``handover_offset`` also starts every model from GD's own state at step
+k_h = (GD's EoS onset) + offset (``traj.state_at(k_h)``, ``solve(model, start=...)``): rows
+"<model> [handover]" in :attr:`CaseResult.handovers`, compared over [k_h, end] together with
+the same model's run from θ0 over that window (``ModelResult.baseline``). A model started at
+θ0 has to find the onset from its seed; from the handover only its dynamics are compared.
+Every row records what seeded its oscillation (``ModelResult.seed``, see
+:func:`effdyn.handover.seed_label`).
+
 A keyboard interrupt saves what was computed so far (the current case's partial results and
 the report) and raises :class:`ValidationInterrupted`, which says where the files are.
 """
@@ -54,6 +62,12 @@ class ModelResult:
     nfev: int = 0
     wall_time: float = 0.0
     solution: object = None  # effdyn.Solution (possibly partial) or None
+    #: what seeded the model's oscillation (a key of effdyn.handover.SEED_KINDS; "" unknown)
+    seed: str = ""
+    #: handover rows: the GD step handed over, and the metrics of the same model's run from
+    #: θ0 over the handover row's window (None when that run cannot be compared there)
+    k0: int | None = None
+    baseline: object = None
 
     @property
     def compared(self) -> bool:
@@ -74,6 +88,11 @@ class CaseResult:
     models: list = field(default_factory=list)
     files: dict = field(default_factory=dict)
     wall_time: float = 0.0
+    #: the rows of the runs started from GD's state (see the module docstring)
+    handovers: list = field(default_factory=list)
+    #: the GD step handed over (None: no handover) and why there is none when one was asked for
+    handover_k0: int | None = None
+    handover_note: str = ""
 
     @property
     def eos_onset(self):
@@ -135,12 +154,14 @@ def _run_gd(setup: Setup, progress):
     return traj, time.perf_counter() - t0
 
 
-def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log, budget=None) -> ModelResult:
+def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log, budget=None, start=None) -> ModelResult:
     from .. import compare, solve
+    from ..handover import seed_label
 
     from .config import build_model
 
-    row = ModelResult(spec.label, spec.cls, spec.solver, Status.ERROR)
+    label = spec.label if start is None else handover_label(spec.label)
+    row = ModelResult(label, spec.cls, spec.solver, Status.ERROR, k0=None if start is None else start.k0)
     cls, why = _model_class(spec.cls)
     if cls is None:
         row.status, row.message = Status.UNAVAILABLE, why
@@ -150,14 +171,19 @@ def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log, budget=None) 
         model = build_model(cls, spec, setup)
     except Exception as exc:  # a model that cannot handle this problem is a result, not a crash
         row.status, row.message = Status.NOT_APPLICABLE, f"{type(exc).__name__}: {exc}"
-        log(f"    {spec.label}: not applicable ({row.message})")
+        log(f"    {label}: not applicable ({row.message})")
         return row
+    row.seed = seed_label(model, spec.initial, start)
     budget = spec.budget if spec.budget is not None else budget
+    if start is None:
+        where = dict(theta0=setup.theta0, steps=setup.steps, initial=spec.initial)
+    else:
+        where = dict(start=start, steps=setup.steps - start.k0)
     t0 = time.perf_counter()
     try:
-        sol = solve(model, setup.theta0, steps=setup.steps, solver=spec.solver, rtol=spec.rtol, atol=spec.atol,
-                    save_every=spec.save_every, throw=False, progress=progress, seed=setup.seed,
-                    initial=spec.initial, time_limit=None if budget is None else float(budget))
+        sol = solve(model, solver=spec.solver, rtol=spec.rtol, atol=spec.atol, save_every=spec.save_every,
+                    throw=False, progress=progress, seed=setup.seed,
+                    time_limit=None if budget is None else float(budget), **where)
     except IntegrationError as exc:
         sol = exc.partial
         row.status = Status.INTERRUPTED if exc.cause == Cause.INTERRUPTED else Status.FAILED
@@ -170,7 +196,7 @@ def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log, budget=None) 
     except Exception as exc:
         row.status, row.message = "error", f"{type(exc).__name__}: {exc}"
         row.wall_time = time.perf_counter() - t0
-        log(f"    {spec.label}: error, {row.message}")
+        log(f"    {label}: error, {row.message}")
         return row
     else:
         row.status = Status(sol.stats.status)
@@ -178,15 +204,60 @@ def _run_model(spec: ModelSpec, setup: Setup, traj, progress, log, budget=None) 
         if row.status == Status.BUDGET:
             row.message = (f"stopped at k = {sol.k[-1]:g} of {setup.steps}: time budget of {budget:g} s exceeded "
                            "(raise it with --model-budget)")
+        if sol.stats.warnings:  # e.g. a stalled oscillation: the row says so, not just "success"
+            row.message = "; ".join(["warning: " + w for w in sol.stats.warnings] + ([row.message] if row.message
+                                                                                         and row.status != Status.SUCCESS
+                                                                                         else []))
     row.wall_time = time.perf_counter() - t0
     row.solution = sol = _finite_prefix(sol)
     if sol is not None:
         row.nfev = int(sol.stats.nfev)
         row.wall_time = float(sol.stats.wall_time) or row.wall_time
     _attach_metrics(row, traj, compare)
-    log(f"    {spec.label}: {row.status}, {row.nfev} rhs evaluations, {row.wall_time:.2f} s"
+    log(f"    {label}: {row.status}, {row.nfev} rhs evaluations, {row.wall_time:.2f} s"
         + (f", sharpness error {row.metrics.sharpness_error:.3g}" if row.metrics is not None else ""))
     return row
+
+
+def handover_label(label: str) -> str:
+    """Row label of a model's run started from GD's state."""
+    return f"{label} [handover]"
+
+
+def _run_handovers(result: CaseResult, setup: Setup, traj, progress, log, budget) -> None:
+    """Every model of the case again, from GD's state at onset + ``handover_offset``."""
+    from .. import compare
+
+    onset = result.eos_onset
+    if onset is None:
+        result.handover_note = "GD never reaches the EoS: no handover"
+        log(f"    handover: skipped, {result.handover_note}")
+        return
+    k_h = onset + setup.handover_offset
+    n = max([int(traj.eigs.shape[1]) if np.ndim(traj.eigs) == 2 else 1]
+            + [int(spec.options.get("rank", 1)) for spec in setup.models
+               if isinstance(spec.options.get("rank", 1), int)])
+    try:
+        if setup.steps - k_h < 2:
+            raise ValueError(f"the handover step {k_h} leaves fewer than 2 of the {setup.steps} steps")
+        state = traj.state_at(k_h, n=min(n, setup.problem.dim))
+    except (ValueError, TypeError) as exc:
+        result.handover_note = f"no handover at step {k_h} (onset {onset} + {setup.handover_offset}): {exc}"
+        log(f"    handover: skipped, {result.handover_note}")
+        return
+    result.handover_k0 = k_h
+    log(f"  handover at GD step {k_h} (EoS onset {onset} + {setup.handover_offset}; GD's half-step amplitude "
+        f"{state.amplitude:.3g} along v1)")
+    by_label = {row.label: row for row in result.models}
+    for spec in setup.models:
+        row = _run_model(spec, setup, traj, progress, log, budget, start=state)
+        base = by_label.get(spec.label)
+        if row.metrics is not None and base is not None and base.solution is not None and len(base.solution.k) >= 2:
+            try:
+                row.baseline = compare(traj, base.solution, window=(row.metrics.k0, row.metrics.k1))
+            except Exception:  # the θ0 run stopped before the window: no baseline
+                row.baseline = None
+        result.handovers.append(row)
 
 
 def _finite_prefix(sol):
@@ -257,11 +328,13 @@ def run_setup(name: str, title: str, setup: Setup, *, out_dir=None, progress=Non
         else:
             for spec in setup.models:
                 result.models.append(_run_model(spec, setup, traj, progress, log, model_budget))
+            if setup.handover_offset is not None:
+                _run_handovers(result, setup, traj, progress, log, model_budget)
     except _GDInterrupted as exc:
         result.gd, result.gd_wall = exc.traj, exc.wall
         interrupted = True
     except _ModelInterrupted as exc:
-        result.models.append(exc.row)
+        (result.handovers if exc.row.k0 is not None else result.models).append(exc.row)
         interrupted = True
     except KeyboardInterrupt:
         interrupted = True
@@ -433,9 +506,18 @@ def case_dataset(result: CaseResult):
       ``m__free_energy``, ``m__sigma_trace``,
       ``m__theta``, ``m__distance(gd_mid_k)`` = ‖θ_model − θ̄_GD‖.
     * per model (dimension ``model``, labels as coordinate): ``status``, ``message``,
-      ``solver``, ``model_class``, ``nfev``, ``wall_time`` and ``metrics(model, metric)``.
+      ``solver``, ``model_class``, ``nfev``, ``wall_time``, ``seed`` (what seeded the
+      oscillation, :data:`effdyn.handover.SEED_KINDS`) and ``metrics(model, metric)``.
+    * the runs started from GD's state (dimension ``handover``, labels "<model> [handover]";
+      only for cases with ``handover_offset``): ``handover_metrics(handover, metric)`` over
+      [k_h, end], ``handover_metrics_theta0(handover, metric)`` (the same model from θ0,
+      same window), ``handover_status``, ``handover_message``, ``handover_solver``,
+      ``handover_model_class``, ``handover_seed``, ``handover_nfev``, ``handover_wall_time``;
+      their series like the models' (``<slug>__k`` starting at k_h). Attributes
+      ``handover_offset``, ``handover_k0`` (-1: none) and ``handover_note``.
     * attributes: effdyn's metadata (config JSON, versions, git commit, seed) plus case,
-      eta, steps, gd_status, gd_message, eos_onset (-1: never), gd_wall_time.
+      eta, steps, gd_status, gd_message, eos_onset (-1: never), gd_wall_time and the
+      handover attributes above.
     * the GD trajectory and each model's solution as stored by ``traj.save``/``sol.save``,
       under the prefixes ``gd__`` and ``s0__``, ``s1__``, ... (:func:`effdyn.results.add_results`),
       so that ``effdyn.load(path)`` gives them back (``.gd``, ``.solutions``, ``.metrics``).
@@ -482,9 +564,10 @@ def case_dataset(result: CaseResult):
             data["gd_midpoint"] = (("gd_mid_k", "param"), mid)
 
     labels, rows = [], []
-    for row in result.models:
-        labels.append(row.label)
-        rows.append(row)
+    for row in result.models + result.handovers:
+        if row.k0 is None:
+            labels.append(row.label)
+            rows.append(row)
         sol = row.solution
         if sol is None or len(sol.k) < 1:
             continue
@@ -518,6 +601,27 @@ def case_dataset(result: CaseResult):
             data[name] = (("model",), np.array(values, dtype=object))
         data["nfev"] = (("model",), np.array([r.nfev for r in rows], dtype=np.int64))
         data["wall_time"] = (("model",), np.array([r.wall_time for r in rows], dtype=float))
+        data["seed"] = (("model",), np.array([r.seed for r in rows], dtype=object))
+    if result.handovers:
+        hrows = result.handovers
+        coords["handover"] = np.array([r.label for r in hrows], dtype=object)
+        coords.setdefault("metric", np.array(_METRIC_FIELDS, dtype=object))
+        for var, attr in (("handover_metrics", "metrics"), ("handover_metrics_theta0", "baseline")):
+            M = np.full((len(hrows), len(_METRIC_FIELDS)), np.nan)
+            for i, row in enumerate(hrows):
+                m = getattr(row, attr)
+                if m is not None:
+                    d = m.as_dict()
+                    M[i] = [float(d[f]) for f in _METRIC_FIELDS]
+            data[var] = (("handover", "metric"), M)
+        for name, values in (("handover_status", [str(r.status) for r in hrows]),
+                             ("handover_message", [r.message for r in hrows]),
+                             ("handover_solver", [r.solver for r in hrows]),
+                             ("handover_model_class", [r.model for r in hrows]),
+                             ("handover_seed", [r.seed for r in hrows])):
+            data[name] = (("handover",), np.array(values, dtype=object))
+        data["handover_nfev"] = (("handover",), np.array([r.nfev for r in hrows], dtype=np.int64))
+        data["handover_wall_time"] = (("handover",), np.array([r.wall_time for r in hrows], dtype=float))
 
     config = {"case": result.name, "title": result.title, "eta": setup.eta, "steps": setup.steps,
               "theta0": np.asarray(setup.theta0).tolist() if P <= THETA_SAVE_MAX else f"<{P} values>",
@@ -530,7 +634,11 @@ def case_dataset(result: CaseResult):
                   "gd_variant": str(getattr(traj, "variant", "gd")),
                   "gd_status": str(getattr(traj, "status", "success")), "gd_message": str(getattr(traj, "message", "")),
                   "eos_onset": -1 if onset is None else int(onset), "gd_wall_time": float(result.gd_wall),
-                  "notes": setup.notes})
+                  "notes": setup.notes,
+                  "handover_offset": -1 if setup.handover_offset is None else int(setup.handover_offset),
+                  "handover_k0": -1 if result.handover_k0 is None else int(result.handover_k0),
+                  "handover_note": result.handover_note})
     from ..results import add_results  # the GD run and the solutions, stored exactly for effdyn.load
 
-    return add_results(xr.Dataset(data, coords=coords, attrs=attrs), traj, {r.label: r.solution for r in rows})
+    return add_results(xr.Dataset(data, coords=coords, attrs=attrs), traj,
+                       {r.label: r.solution for r in rows + result.handovers})

@@ -78,3 +78,6 @@ class Setup:
     gd_options: dict = field(default_factory=dict)
     notes: str = ""
     config: dict = field(default_factory=dict)
+    #: GD steps after GD's EoS onset at which every model is also started from GD's state
+    #: (``traj.state_at``; rows "<model> [handover]"); None: no handover runs.
+    handover_offset: int | None = None

@@ -46,6 +46,8 @@ __all__ = ["FreeEnergyFlow", "TRACK_GUARD"]
 #: Eigenpairs tracked beyond the rank above ``dense_max`` (the whole top cluster of a
 #: multi-class network, in practice): see ``n_track``.
 TRACK_GUARD = 5
+#: Columns of Σ's factor with ``rank="auto"``.
+AUTO_RANK = 4
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,12 @@ class FreeEnergyFlow(AbstractModel):
         Must provide ``third`` (closed-form kernels for built-ins, autodiff for ``from_jax``).
     eta : float
         GD learning rate η; time is in GD steps.
-    rank : int
-        Rank r of Σ = VVᵀ (number of oscillating modes carried), 1 <= r <= P.
+    rank : int or "auto"
+        Rank r of Σ = VVᵀ (number of oscillating modes carried), 1 <= r <= P. "auto":
+        ``min(P, AUTO_RANK)`` columns, so that every mode that starts to oscillate has a
+        column (a mode below the threshold keeps its column at the floor); costs one third
+        contraction per column per drift. Use it when several directions oscillate at once
+        (several singular values or classes at the edge), rank 1 when one does.
     sigma_form : {"log", "rate"}
         Covariance equation. "log" (default) is exact every two GD steps for frozen H and
         keeps the rank of Σ; "rate" is the small-step form and needs ``storage="dense"``.
@@ -133,7 +139,10 @@ class FreeEnergyFlow(AbstractModel):
 
     def _check(self):
         P = self.dim
-        rank = positive_int(self.rank, "rank")
+        rank = min(P, AUTO_RANK) if isinstance(self.rank, str) and self.rank == "auto" else self.rank
+        if isinstance(rank, str):
+            raise ValueError(f"`rank` must be a positive integer or 'auto'; got {rank!r}.")
+        rank = positive_int(rank, "rank")
         if rank > P:
             raise ValueError(f"`rank` must be <= the problem dimension P = {P}; got {self.rank}.")
         self._set("rank", rank)
@@ -547,6 +556,28 @@ class FreeEnergyFlow(AbstractModel):
         elif P <= 64:
             out["sigma"] = S
         return out
+
+    def _from_handover(self, run, state):
+        """From GD's state at step k0: θ = GD's two-step midpoint θ̄ and Σ's factor from GD's
+        half-step projected on the top-r eigenvectors of H(θ̄), V_i = v_i (v_iᵀδ)
+        (``state.factor(rank)``; the state needs n >= rank directions). A column whose
+        square is below the floor q (zero included) falls back to the floor seed √q·v_i,
+        as ``sigma_seed="gd"`` does at θ0; with ``storage="log-factor"`` and no floor a zero
+        column is refused (log-amplitudes need nonzero columns)."""
+        theta = self._theta0(state.theta_bar)
+        V = np.array(state.factor(self.rank), dtype=np.float64)
+        q = self.floor_at(theta)
+        if q > 0:
+            weak = np.sum(V**2, axis=0) < q
+            V[:, weak] = np.sqrt(q) * state.eigvecs[:, : self.rank][:, weak]
+        if self.storage == "log-factor":
+            zero = np.flatnonzero(np.linalg.norm(V, axis=0) == 0)
+            if zero.size:
+                raise ValueError(
+                    f"`start`: GD's half-step has no component along eigenvector(s) {zero.tolist()} of H(θ̄), and "
+                    "`storage='log-factor'` needs every column of the factor nonzero; use the default floor, "
+                    "storage='factor', or hand over at another step.")
+        return self._layout.pack(np, theta, V if self._factored else V @ V.T)
 
 
 def _jax():
