@@ -180,8 +180,9 @@ def solve(
         raise ValueError(f"`solver` must be one of {SOLVER_NAMES}; got {solver!r}.")
     if solver in _IMPLICIT and model.state_size > IMPLICIT_MAX_STATE:
         raise ValueError(
-            f"`solver` {solver!r} estimates a {model.state_size} × {model.state_size} Jacobian by finite differences "
-            f"(one drift evaluation per state component); it is refused above {IMPLICIT_MAX_STATE} state values. "
+            f"`solver` {solver!r} builds a {model.state_size} × {model.state_size} Jacobian (finite differences, or "
+            f"forward-mode autodiff for diffrax: one drift evaluation per state component); it is refused above "
+            f"{IMPLICIT_MAX_STATE} state values. "
             "Use an explicit method (solver='scipy:RK45', 'scipy:DOP853', 'diffrax:Tsit5') or the step-exact map "
             "(solver='map')."
         )

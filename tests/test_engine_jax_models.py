@@ -122,7 +122,7 @@ def test_tracker_path_equals_dense_path_and_resumes_exactly(tmp_path, monkeypatc
     guards, every pair above (1 + clip)/η converged to 1e-6·2/η): the flow follows the dense
     one to that accuracy; a checkpoint written at a chunk's end resumes bit for bit."""
     p = _mlp_problem(n=60, d=6, h=12, seed=1)                     # P = 110
-    eta, steps = 0.6, 120
+    eta, steps = 0.6, 64
     theta0 = p.init()
     tracked, dense = M.FreeEnergyFlow(p, eta, n_track=6, dense_max=0), M.FreeEnergyFlow(p, eta, n_track=6, dense_max=200)
     sol = ed.solve(tracked, theta0, steps, solver="map", save_every=10)
@@ -144,10 +144,10 @@ def test_tracker_path_equals_dense_path_and_resumes_exactly(tmp_path, monkeypatc
     assert sol.stats.hvps == int(state["n_hvp"]) + run0.counters.hvps and int(state["n_hvp"]) > 6 * steps
     assert sol.stats.thirds == steps and sol.stats.losses == 2 * len(sol.k)
 
-    # a Ctrl-C during the third chunk: that chunk finishes, its end is checkpointed
+    # a Ctrl-C during the third chunk (of 16 steps): that chunk finishes, its end is checkpointed
     from effdyn.engine_jax import map as jmap
 
-    monkeypatch.setattr(jmap, "DEFAULT_CHUNK", 32)
+    monkeypatch.setattr(jmap, "DEFAULT_CHUNK", 16)
     full = ed.solve(tracked, theta0, steps, solver="map", save_every=10)
     build = jmap._build_chunk
 
@@ -168,10 +168,10 @@ def test_tracker_path_equals_dense_path_and_resumes_exactly(tmp_path, monkeypatc
         path = tmp_path / "fe.ckpt"
         p.__dict__.pop(jmap._CACHE_ATTR, None)   # rebuild through the interrupting builder
         with pytest.raises(IntegrationError) as info:
-            ed.solve(tracked, theta0, steps, solver="map", save_every=10, checkpoint=path, checkpoint_every=32)
+            ed.solve(tracked, theta0, steps, solver="map", save_every=10, checkpoint=path, checkpoint_every=16)
     finally:
         signal.signal(signal.SIGINT, old)
-    assert info.value.cause == "interrupted" and info.value.time == 96
+    assert info.value.cause == "interrupted" and info.value.time == 48
     back = resume(M.FreeEnergyFlow(p, eta, n_track=6, dense_max=0), path)
     assert np.array_equal(back.k, full.k) and np.array_equal(back.y, full.y)
     for name in full.records:
@@ -318,3 +318,55 @@ def test_engine_argument_of_solve(jax_problems):
     seen = []
     sol = ed.solve(M.GradientFlow(p, 0.3), [0.1, 3.0], 5, solver="map", callback=lambda k, y: seen.append(k))
     assert seen == [1, 2, 3, 4, 5] and sol.run.jax_state is None
+
+
+def test_models_without_a_compiled_map_fall_back_to_the_numpy_engine(jax_problems):
+    """Rod flow (no map at all), self-stabilisation and the sharpness-reduction flow have no
+    compiled map: on a JAX problem engine='auto' runs their NumPy code, engine='jax' is refused
+    with the reason."""
+    p = jax_problems["valley"]
+    sol = ed.solve(M.RodFlow(p, 0.3), [0.1, 6.9], 20, solver="scipy:RK45", save_every=10)
+    assert sol.success and sol.run.jax_state is None
+    ss = M.SelfStabilization(p, 0.3)
+    if "map" in ss.supports:
+        sol = ed.solve(ss, [0.1, 6.9], 20, solver="map", save_every=10)
+        assert sol.success and sol.run.jax_state is None
+        with pytest.raises(ValueError, match="engine='jax'.*not available"):
+            ed.solve(ss, [0.1, 6.9], 20, solver="map", engine="jax")
+    with pytest.raises(ValueError, match="`engine`"):
+        ed.solve(M.RodFlow(p, 0.3), [0.1, 6.9], 20, solver="scipy:RK45", engine="jax")
+
+
+def test_handover_start_runs_on_the_jax_engine(jax_problems):
+    """solve(start=traj.state_at(k0)) on the compiled map: the time axis continues at k0 and
+    the states are those of the NumPy engine."""
+    p = jax_problems["valley"]
+    traj = ed.gd(p, [0.1, 6.9], 0.3, 60, engine="numpy")
+    state = traj.state_at(40)
+    model = M.FreeEnergyFlow(p, 0.3)
+    a = ed.solve(model, steps=30, start=state, solver="map", save_every=10, engine="numpy")
+    b = ed.solve(model, steps=30, start=state, solver="map", save_every=10)
+    assert b.run.jax_state is not None and np.array_equal(a.k, b.k) and a.k[0] == 40 and a.k[-1] == 70
+    np.testing.assert_allclose(b.y, a.y, rtol=0, atol=1e-9 * max(1.0, np.max(np.abs(a.y))))
+
+
+def _accelerators():
+    return [d for d in jax.devices() if d.platform in ("gpu", "tpu", "cuda", "rocm")]
+
+
+@pytest.mark.skipif(not _accelerators(), reason="no accelerator: jax.devices() has no GPU or TPU")
+def test_device_smoke_gd_free_energy_and_central_flow_on_a_digits_mlp():
+    """On a GPU/TPU: GD, the free-energy map and the central-flow map for 50 steps on a digits
+    MLP (all 1797 images), on the default device (nothing in the JAX path pins the CPU)."""
+    from effdyn.problems.builders import digits_mlp
+
+    p, theta0 = digits_mlp(n=1797, width=32)
+    eta = 0.5
+    traj = ed.gd(p, theta0, eta, 50)
+    assert traj.config["engine"] == "jax" and traj.success and np.all(np.isfinite(traj.sharpness))
+    for model in (M.FreeEnergyFlow(p, eta), M.CentralFlow(p, eta)):
+        sol = ed.solve(model, theta0, 50, solver="map", save_every=10)
+        assert sol.success and sol.run.jax_state is not None and np.all(np.isfinite(sol.y))
+    np.testing.assert_allclose(sol.theta[0], traj.theta[0])
+    g = jax.jit(p.pure_grad)(jnp.asarray(theta0), p.data_args)
+    assert {d.platform for d in g.devices()} <= {d.platform for d in _accelerators()}
