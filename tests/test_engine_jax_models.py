@@ -327,6 +327,11 @@ def test_models_without_a_compiled_map_fall_back_to_the_numpy_engine(jax_problem
     p = jax_problems["valley"]
     sol = ed.solve(M.RodFlow(p, 0.3), [0.1, 6.9], 20, solver="scipy:RK45", save_every=10)
     assert sol.success and sol.run.jax_state is None
+    # its compiled form is the pure-JAX drift under diffrax
+    fast = ed.solve(M.RodFlow(p, 0.3), [0.1, 6.9], 20, solver="diffrax:Tsit5", save_every=10, rtol=1e-9, atol=1e-11)
+    ref = ed.solve(M.RodFlow(VALLEY, 0.3), [0.1, 6.9], 20, solver="scipy:DOP853", save_every=10, rtol=1e-9,
+                   atol=1e-11)
+    np.testing.assert_allclose(fast.y, ref.y, rtol=0, atol=1e-8)
     ss = M.SelfStabilization(p, 0.3)
     if "map" in ss.supports:
         sol = ed.solve(ss, [0.1, 6.9], 20, solver="map", save_every=10)

@@ -45,6 +45,12 @@ RETRY = 99
 #: eigenvectors into Σ and into the SDCP, so they want them accurate too, not only the
 #: eigenvalues; see docs/jax_engine.md ("Models") for the cost of this choice.
 MODEL_TRACKER_RTOL = 1e-6
+#: Warm LOBPCG iterations of the models' tracker before it falls back to a cold solve. GD's
+#: tracker (top eigenvalue to 1e-4) needs few; converging a moving cluster of critical pairs
+#: to 1e-6 residuals does not fit in its 8: on a digits MLP at the EoS (five critical
+#: eigenvalues of the central flow) every update then went cold (~90 HVPs per step); with
+#: 30 one cold solve in 21 updates (~45 HVPs per step), the same tolerance.
+MODEL_TRACKER_MAX_ITER = 30
 
 
 class CompiledMap(NamedTuple):
@@ -284,12 +290,14 @@ class Spectrum:
     rtol: float = MODEL_TRACKER_RTOL
     criterion: str = "residual"
     history: int = 2
+    max_iter: int = MODEL_TRACKER_MAX_ITER
 
     def tracker(self, P: int):
         from .tracker import EigenTrackerJax
 
         return EigenTrackerJax(k=self.k, block=min(P, self.n + self.guard), guard=self.guard, rtol=self.rtol,
-                               criterion=self.criterion, history=self.history, dense_max=0)
+                               criterion=self.criterion, history=self.history, dense_max=0,
+                               max_iter=self.max_iter)
 
     def init(self, P: int, seed: int = 0):
         """The spectral part of a fresh JAX run state (an empty dict for the dense path)."""
