@@ -214,8 +214,8 @@ def test_central_flow_closed_form_and_diffrax(jax_problems):
         sigma2 = max(0.0, 2 * (-(g @ dS) - (0.5 / eta) * (2 / eta - S)) / (dS @ dS))
         assert trace == pytest.approx(sigma2, rel=1e-7, abs=1e-12)
     assert np.max(sol.records["sigma_trace"]) > 0
-    a = ed.solve(model, [0.1, 6.9], 300, solver="diffrax:Tsit5", save_every=50, rtol=1e-9, atol=1e-11)
-    b = ed.solve(model, [0.1, 6.9], 300, solver="scipy:DOP853", save_every=50, rtol=1e-9, atol=1e-11)
+    a = ed.solve(model, [0.1, 6.9], 150, solver="diffrax:Tsit5", save_every=50, rtol=1e-9, atol=1e-11)
+    b = ed.solve(model, [0.1, 6.9], 150, solver="scipy:DOP853", save_every=50, rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(a.y, b.y, rtol=0, atol=1e-6)
 
 
@@ -228,7 +228,7 @@ def test_jax_sdcp_matches_the_numpy_solver():
     solve = jax.jit(lambda A, Mm, r, X0: solve_sdcp_jax(A, Mm, r, X0))
     rng = np.random.default_rng(0)
     n_unique = n_singular = n_failed = 0
-    for _ in range(120):
+    for _ in range(80):
         r = int(rng.integers(2, R + 1))
         m = r * (r + 1) // 2
         C = rng.standard_normal((int(rng.integers(1, 3 * m)), m))
@@ -258,7 +258,7 @@ def test_jax_sdcp_matches_the_numpy_solver():
             assert np.max(np.abs(X[:r, :r] - ref.X)) <= 1e-7 * max(1.0, np.max(np.abs(ref.X)))
         else:
             n_singular += 1
-    assert n_unique > 20 and n_singular > 20 and n_failed > 5
+    assert n_unique > 12 and n_singular > 12 and n_failed > 3
 
 
 def test_sdcp_failure_stops_like_the_numpy_engine():
