@@ -23,7 +23,9 @@ Measured, as CPU time of this process with one thread per library, ratios within
   reverse (the library's route) against reverse of the forward-over-reverse HVP (the
   former route), r = 1 and 4, with their largest relative difference.
 
-Run: ``.venv/bin/python benchmarks/bench_jax_engine.py [--quick] [--large] [--out FILE]``.
+Run: ``.venv/bin/python benchmarks/bench_jax_engine.py [--quick] [--large] [--out FILE]``;
+with ``--models`` it runs :mod:`bench_jax_models` instead (the models' compiled maps as
+ratios to the same plain step, the peer MLP, the CIFAR-shaped MLP).
 """
 
 from __future__ import annotations
@@ -341,6 +343,14 @@ def markdown(res: dict) -> str:
 
 
 if __name__ == "__main__":
+    if "--models" in sys.argv:
+        # the models' compiled maps, the peer MLP and the CIFAR-shaped MLP (bench_jax_models.py)
+        import runpy
+
+        sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a != "--models"]
+        runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_jax_models.py"),
+                       run_name="__main__")
+        sys.exit(0)
     quick = "--quick" in sys.argv
     large = "--large" in sys.argv
     out = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else None

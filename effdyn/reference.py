@@ -510,10 +510,11 @@ def _checkpoint_args(checkpoint, checkpoint_every, steps):
 # the entry points
 # --------------------------------------------------------------------------------------
 def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | None = 1, n_eigs: int = 1,
-       theta_every: int = 1, loss_bound: float = 1e10, throw: bool = True, progress: bool | None = None,
-       record_eigvecs: bool = True, dense_max: int | None = None, eig_tol: float | None = None,
-       compiled: bool | None = None, seed: int | None = None, eig_options: dict | None = None,
-       checkpoint=None, checkpoint_every: int | None = None) -> GDTrajectory:
+       theta_every: int | None = None, loss_bound: float = 1e10, throw: bool = True,
+       progress: bool | None = None, record_eigvecs: bool = True, dense_max: int | None = None,
+       eig_tol: float | None = None, compiled: bool | None = None, seed: int | None = None,
+       eig_options: dict | None = None, checkpoint=None, checkpoint_every: int | None = None,
+       engine: str = "auto") -> GDTrajectory:
     """Run gradient descent and record what the effective models are compared with.
 
     Parameters
@@ -537,9 +538,11 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     n_eigs : int, default 1
         Number of eigenvalues recorded (1 <= n_eigs <= P); their eigenvectors span the
         subspace of ``amplitude(subspace=True)``.
-    theta_every : int, default 1
+    theta_every : int, optional
         Record θ every this many steps (a stride for large P). With a stride the two-step
-        midpoints at the recorded steps are computed during the run.
+        midpoints at the recorded steps are computed during the run. Default 1 on the NumPy
+        engine; on the JAX engine 1, or the smallest stride that keeps θ and its midpoints
+        under 256 MB.
     loss_bound : float, default 1e10
         The run stops as diverged when |E| exceeds this (np.inf: only non-finite values stop it).
     throw : bool, default True
@@ -554,7 +557,11 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     record_eigvecs : bool, default True
         Keep the top eigenvector at every eigen-solve (n_eig × P floats).
     dense_max, eig_tol : optional
-        Passed to :class:`effdyn.spectrum.EigenTracker` (``dense_max``, ``tol``).
+        Passed to :class:`effdyn.spectrum.EigenTracker` (``dense_max``, ``tol``). On the
+        JAX engine ``eig_tol`` is the tracker's residual tolerance relative to 2/η (its
+        eigenvalues are then within ``eig_tol·2/η``, see
+        :class:`effdyn.engine_jax.EigenTrackerJax`); without it the JAX tracker uses its
+        default, an eigenvalue error estimate of at most 1e-4·2/η.
     compiled : bool or None
         Force (True) or forbid (False) the compiled loop; None uses it when the problem
         has numba kernels.
@@ -576,6 +583,14 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     checkpoint_every : int, optional
         Steps between checkpoints (default: a tenth of ``steps``). Each checkpoint holds the
         records so far, so very frequent checkpoints of a long run cost time.
+    engine : {"auto", "numpy", "jax"}, default "auto"
+        "jax" runs :func:`effdyn.engine_jax.gd_jax` (compiled ``lax.scan`` chunks with the
+        JAX eigen-tracker inside; problems from :func:`effdyn.problems.from_jax` only);
+        "numpy" the loop described above (numba kernels or Python). "auto" takes JAX for
+        JAX problems unless an option only the NumPy engine has is given (``checkpoint``,
+        ``eig_options``), NumPy otherwise. Both engines give the same θ (to rounding) and
+        the same records; the JAX trajectory also carries ``eig_info`` and
+        ``tracker_state`` (see :func:`effdyn.engine_jax.gd_jax`).
 
     Returns
     -------
@@ -598,8 +613,10 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     >>> traj.eos_onset()
     1222
     """
+    explicit_stride = theta_every is not None
     theta0, eta, steps, variant, eig_every, n_eigs, theta_every, loss_bound = _validate(
-        problem, theta0, eta, steps, variant, eig_every, n_eigs, theta_every, loss_bound, throw, progress, compiled)
+        problem, theta0, eta, steps, variant, eig_every, n_eigs, 1 if theta_every is None else theta_every,
+        loss_bound, throw, progress, compiled)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
         raise ValueError(f"`seed` must be None or an integer >= 0; got {seed!r}.")
     if not isinstance(record_eigvecs, bool):
@@ -615,7 +632,18 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     unknown = sorted(set(eig_options) - set(EIG_OPTIONS))
     if unknown:
         raise ValueError(f"`eig_options` has unknown keys {unknown}; valid keys: {list(EIG_OPTIONS)}.")
+    engine = _gd_engine(problem, engine, checkpoint, eig_options)
     ckpt_path, every = _checkpoint_args(checkpoint, checkpoint_every, steps)
+    if engine == "jax":
+        if explicit_stride:
+            _check_memory(problem.dim, steps, eig_every, n_eigs, theta_every, record_eigvecs)
+        from .engine_jax.gd import gd_jax
+
+        return gd_jax(problem, theta0, eta, steps, variant=variant, eig_every=eig_every, n_eigs=n_eigs,
+                      theta_every=theta_every if explicit_stride else None, loss_bound=loss_bound, throw=throw,
+                      progress=progress, seed=seed, record_eigvecs=record_eigvecs,
+                      eig_tol=eig_tol, eig_criterion="eigenvalue" if eig_tol is None else "residual",
+                      eig_dense_max=dense_max)
     _check_memory(problem.dim, steps, eig_every, n_eigs, theta_every, record_eigvecs)
     from .spectrum import DENSE_MAX, TOL
 
@@ -628,6 +656,33 @@ def gd(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int | Non
     if ckpt_path is not None:
         ckpt = _GDCheckpointer(ckpt_path, every, _checkpoint_header(problem, args, every))
     return _run(problem, args, throw=throw, progress=progress, checkpoint=ckpt)
+
+
+#: The engines of :func:`gd`.
+GD_ENGINES = ("auto", "numpy", "jax")
+
+
+def _gd_engine(problem, engine, checkpoint, eig_options) -> str:
+    """The engine ``gd`` runs on: "numpy" or "jax" (see its ``engine`` argument)."""
+    from .problems.jax_problem import JaxProblem
+
+    if not isinstance(engine, str):
+        raise TypeError(f"`engine` must be one of {list(GD_ENGINES)}; got {engine!r}.")
+    engine = choice(engine, "engine", GD_ENGINES)
+    is_jax = isinstance(problem, JaxProblem)
+    numpy_only = [name for name, given in (("checkpoint", checkpoint not in (None, False)),
+                                           ("eig_options", bool(eig_options))) if given]
+    if engine == "jax":
+        if not is_jax:
+            raise ValueError(f"`engine=\"jax\"` needs a problem made by `effdyn.problems.from_jax`; "
+                             f"{type(problem).__name__} runs on engine=\"numpy\" (or \"auto\").")
+        if numpy_only:
+            raise ValueError(f"`{numpy_only[0]}` is an option of the NumPy engine only; drop it or pass "
+                             "engine=\"numpy\".")
+        return "jax"
+    if engine == "auto":
+        return "jax" if is_jax and not numpy_only else "numpy"
+    return "numpy"
 
 
 def resume_gd(problem, path, *, checkpoint=None, checkpoint_every: int | None = None, throw: bool = True,

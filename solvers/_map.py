@@ -2,7 +2,8 @@
 
 Continuous models lose GD's discrete-time effects (for instance the slow energy drift of
 the self-stabilisation cycle, theory §4); the same equations stepped once per GD step keep
-them. Each model defines its own one-step map (``map_step``)."""
+them. Each model defines its own one-step map (``map_step``); models with a compiled JAX map
+(``jax_map``) run it in compiled chunks on JAX problems (:mod:`effdyn.engine_jax.map`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ from ._run import SolveRun, StopRun
 
 
 def solve_map(model, y0, run, steps, *, save_every, throw, progress, blowup, seed, checkpoint=None,
-              resume_state=None, time_limit=None, callback=None, k0=0):
+              resume_state=None, time_limit=None, callback=None, k0=0, engine="numpy"):
+    if engine == "jax":
+        # the model's compiled map: chunks of steps in jitted lax.scan calls
+        from effdyn.engine_jax.map import solve_map_jax
+
+        return solve_map_jax(model, model.jax_map(), y0, run, steps, save_every=save_every, throw=throw,
+                             progress=progress, blowup=blowup, seed=seed, checkpoint=checkpoint,
+                             resume_state=resume_state, time_limit=time_limit, k0=k0)
     # y0 is GD step k0 (0, or the step of a handover); the run ends at GD step k0 + steps
     k_first = int(round(k0))
     steps = int(round(steps))

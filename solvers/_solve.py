@@ -63,6 +63,7 @@ def solve(
     checkpoint_every: float | None = None,
     time_limit: float | None = None,
     callback=None,
+    engine: str = "auto",
     **deprecated_initial,
 ):
     """Integrate ``model`` from ``theta0`` (or from GD's state, ``start=``) over ``steps`` GD steps.
@@ -143,6 +144,16 @@ def solve(
     callback : callable, optional
         ``callback(k, y)`` after every accepted step (scipy, map); a truthy return value
         (e.g. a message) stops the run with status "stopped" and that message.
+    engine : {"auto", "numpy", "jax"}, default "auto"
+        The engine of ``solver="map"``. "jax": the model's compiled map
+        (``model.jax_map()``, :mod:`effdyn.engine_jax.map`): chunks of GD steps in one jitted
+        ``lax.scan`` each, the eigen-tracker inside, on whatever device JAX has; for
+        problems from ``from_jax`` and models that have one (gradient, edge, free-energy
+        and central flow). It checks non-finite states and blow-up at every step, the
+        model's ``check_state`` and the time budget at the end of every chunk, and takes no
+        ``callback``. "numpy": the model's ``map_step`` in a Python loop. "auto" (default):
+        "jax" where it is available and no ``callback`` is given, "numpy" otherwise. Other
+        solvers take "auto" only.
 
     Returns
     -------
@@ -169,8 +180,9 @@ def solve(
         raise ValueError(f"`solver` must be one of {SOLVER_NAMES}; got {solver!r}.")
     if solver in _IMPLICIT and model.state_size > IMPLICIT_MAX_STATE:
         raise ValueError(
-            f"`solver` {solver!r} estimates a {model.state_size} × {model.state_size} Jacobian by finite differences "
-            f"(one drift evaluation per state component); it is refused above {IMPLICIT_MAX_STATE} state values. "
+            f"`solver` {solver!r} builds a {model.state_size} × {model.state_size} Jacobian (finite differences, or "
+            f"forward-mode autodiff for diffrax: one drift evaluation per state component); it is refused above "
+            f"{IMPLICIT_MAX_STATE} state values. "
             "Use an explicit method (solver='scipy:RK45', 'scipy:DOP853', 'diffrax:Tsit5') or the step-exact map "
             "(solver='map')."
         )
@@ -220,6 +232,7 @@ def solve(
     if callback is not None and family == "diffrax":
         raise ValueError("`callback` is not available with the diffrax backend (one compiled call); use a scipy "
                          "solver or solver='map'.")
+    engine = _map_engine(model, family, engine, callback)
     initial = _initial_options(model, initial, deprecated_initial)
     ckpt_path, ckpt_every = check_checkpoint_args(checkpoint, checkpoint_every, solver, steps)
     n_saves = int(np.ceil(steps / save_every)) + 1
@@ -252,7 +265,8 @@ def solve(
     if ckpt_path is not None:
         args = dict(steps=steps, rtol=None if family == "map" else rtol, atol=None if family == "map" else atol,
                     save_every=save_every, max_step=max_step, first_step=first_step, blowup=blowup, seed=seed,
-                    min_step=min_step, max_evals_per_step=max_evals_per_step, time_limit=time_limit, y0=y0)
+                    min_step=min_step, max_evals_per_step=max_evals_per_step, time_limit=time_limit, y0=y0,
+                    engine=engine)
         args["theta0"] = theta0  # None from a state: compare then checks no θ0
         args["k0"] = k0
         if start is not None:
@@ -264,7 +278,7 @@ def solve(
         model, y0, run, solver, steps=steps, rtol=rtol, atol=atol, save_every=save_every, throw=throw,
         progress=progress, max_step=max_step, first_step=first_step, max_steps=int(max_steps), min_step=min_step,
         max_evals_per_step=max_evals_per_step, blowup=blowup, seed=seed, checkpoint=ckpt, time_limit=time_limit,
-        callback=callback, k0=k0), None if start is None else start.to_dict())
+        callback=callback, k0=k0, engine=engine), None if start is None else start.to_dict())
 
 
 def _started_from(theta0, run, handover=None):
@@ -292,7 +306,7 @@ def _started_from(theta0, run, handover=None):
 
 def _dispatch(model, y0, run, solver, *, steps, rtol, atol, save_every, throw, progress, max_step, first_step,
               max_steps, min_step, max_evals_per_step, blowup, seed, checkpoint, time_limit, callback,
-              resume_state=None, k0=0.0):
+              resume_state=None, k0=0.0, engine="numpy"):
     # k0: the time of y0 in GD steps (0, or the step handed over); the run covers [k0, k0 + steps]
     family = solver.split(":")[0]
     if family == "scipy":
@@ -313,7 +327,36 @@ def _dispatch(model, y0, run, solver, *, steps, rtol, atol, save_every, throw, p
 
     return solve_map(model, y0, run, steps, save_every=save_every, throw=throw, progress=progress, blowup=blowup,
                      seed=seed, checkpoint=checkpoint, resume_state=resume_state, time_limit=time_limit,
-                     callback=callback, k0=k0)
+                     callback=callback, k0=k0, engine=engine)
+
+
+#: The engines of ``solve(solver="map")``.
+MAP_ENGINES = ("auto", "numpy", "jax")
+
+
+def _map_engine(model, family, engine, callback) -> str:
+    """The engine the solve runs on ("numpy" or "jax"; see ``solve``'s ``engine``)."""
+    if not isinstance(engine, str) or engine not in MAP_ENGINES:
+        raise ValueError(f"`engine` must be one of {list(MAP_ENGINES)}; got {engine!r}.")
+    if family != "map":
+        if engine != "auto":
+            raise ValueError(f"`engine` selects the engine of solver='map'; other solvers take engine='auto' only "
+                             f"(got engine={engine!r}).")
+        return "numpy"
+    if engine == "numpy":
+        return "numpy"
+    from effdyn.engine_jax.map import compiled_map_of
+
+    reason = compiled_map_of(model)
+    available = not isinstance(reason, str)
+    if engine == "jax":
+        if not available:
+            raise ValueError(f"`engine='jax'` is not available here: {reason}.")
+        if callback is not None:
+            raise ValueError("`callback` runs on the host after every step, which the compiled map does not do; "
+                             "drop it or pass engine='numpy'.")
+        return "jax"
+    return "jax" if available and callback is None else "numpy"
 
 
 def _initial_options(model, initial, deprecated: dict) -> dict:
@@ -477,7 +520,8 @@ def resume(model, path, *, checkpoint=None, checkpoint_every=None, throw: bool =
         first_step=args["first_step"], max_steps=1, min_step=args.get("min_step", 1e-8),
         max_evals_per_step=args.get("max_evals_per_step"), blowup=args["blowup"], seed=args["seed"],
         checkpoint=ckpt, time_limit=args.get("time_limit"), callback=None, resume_state=state,
-        k0=float(args.get("k0", 0.0))), handover)
+        k0=float(args.get("k0", 0.0)), engine=args.get("engine", "numpy")), handover)
 
 
-__all__ = ["solve", "resume", "default_solver", "SOLVER_NAMES", "CHECKPOINT_SOLVERS", "IMPLICIT_MAX_STATE"]
+__all__ = ["solve", "resume", "default_solver", "SOLVER_NAMES", "CHECKPOINT_SOLVERS", "IMPLICIT_MAX_STATE",
+           "MAP_ENGINES"]

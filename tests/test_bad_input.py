@@ -78,7 +78,7 @@ CASES = [
     ("solve-steps", "steps", lambda: ed.solve(FE, [0.1, 3], 0)),
     ("solve-steps-map", "steps", lambda: ed.solve(FE, [0.1, 3], 10.5, solver="map")),
     ("solve-solver", "solver", lambda: ed.solve(FE, [0.1, 3], 10, solver="scipy:Euler")),
-    ("solve-solver-family", "solver", lambda: ed.solve(M.CentralFlow(MV, 0.3), [0.1, 3], 10, solver="diffrax:Tsit5")),
+    ("solve-solver-family", "solver", lambda: ed.solve(M.RodFlow(MV, 0.3), [0.1, 3], 10, solver="map")),
     ("solve-rtol", "rtol", lambda: ed.solve(FE, [0.1, 3], 10, rtol=-1e-8)),
     ("solve-save_every", "save_every", lambda: ed.solve(FE, [0.1, 3], 10, save_every=0)),
     ("solve-first_step", "first_step", lambda: ed.solve(FE, [0.1, 3], 10, first_step=20)),

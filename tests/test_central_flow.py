@@ -134,5 +134,3 @@ def test_bad_input():
         CentralFlow(p, ETA, max_rank=0)
     with pytest.raises(ValueError, match="`restoring`"):
         CentralFlow(p, ETA, restoring=-1.0)
-    with pytest.raises(ValueError, match="supports"):
-        ed.solve(CentralFlow(p, ETA), [0.1, 3.0], 10, solver="diffrax:Tsit5")

@@ -94,7 +94,7 @@ def test_output_name_traversal_is_refused(capsys, tmp_path, no_gd, name):
 @pytest.mark.parametrize("model, needle", [
     ('type = "FreeEnergyFlow"\noptions = { rank = 99 }', "`rank` must be <= the problem dimension P = 2; got 99"),
     ('type = "FreeEnergyFlow"\ninitial = { sigma_seed = "bogus" }', "`sigma_seed` must be one of"),
-    ('type = "CentralFlow"\nsolver = "diffrax:Tsit5"', "`solver` 'diffrax:Tsit5' is not available for CentralFlow"),
+    ('type = "RodFlow"\nsolver = "map"', "`solver` 'map' is not available for RodFlow"),
 ])
 def test_bad_model_is_refused_before_gd(capsys, tmp_path, no_gd, model, needle):
     # Before 97fbb4a the models were built after GD had run (minutes on real problems), and

@@ -112,7 +112,8 @@ def test_no_module_level_import_circles():
 LAYERS = [
     ("effdyn._checks", "effdyn._json", "effdyn._jit", "effdyn._jax", "effdyn.errors", "effdyn.outcomes",
      "effdyn._names", "effdyn.progress", "effdyn.io", "effdyn.kernels", "effdyn.data"),
-    ("effdyn.problems", "effdyn.spectrum", "effdyn.engine_jax.tracker"),
+    ("effdyn.problems", "effdyn.spectrum", "effdyn.engine_jax.tracker", "effdyn.engine_jax.compiled",
+     "effdyn.engine_jax.sdcp"),
     # handover: GD's state as a value the models start from (it reads problems and spectrum only)
     ("effdyn.models", "effdyn.registry", "effdyn.handover"),
     ("effdyn.solvers", "effdyn.solution", "effdyn.reference", "effdyn.diagnostics", "effdyn.engine_jax"),

@@ -11,10 +11,13 @@ per-chunk buffers inside the scan (one row per recorded step, updated in place) 
 once into the run's arrays. Their strides default to what keeps each record under
 ``record_bytes`` (256 MB).
 
-Beyond ``GDTrajectory``'s fields the trajectory carries, as plain attributes set here:
+The trajectory fills the fields the NumPy engine fills — ``half_amp_subspace`` (K,):
+‖Q_kᵀ(θ_{k+1} − θ_k)‖/2 with Q_k the most recent top-``n_eigs`` eigenvectors (for
+n_eigs = 1 it equals ``half_amp``), ``n_hvp``, ``theta0``, ``loss_min`` and the problem's
+identity; ``eig_checks`` and ``eig_corrections`` stay 0 (this tracker makes no spot checks
+against cold solves; its cold solves are counted in ``eig_info["n_cold"]``). Beyond them it
+carries, as plain attributes set here:
 
-* ``half_amp_subspace`` (K,): ‖Q_kᵀ(θ_{k+1} − θ_k)‖/2 with Q_k the most recent top-``n_eigs``
-  eigenvectors (for n_eigs = 1 it equals ``half_amp``);
 * ``eig_info``: dict of per-update arrays (``n_hvp``, ``residual``, ``cold``, ``converged``,
   ``n_above``, ``saturated``, ``block_vals``) and the run's totals (``n_cold``,
   ``n_unconverged``, ``n_saturated``, ``rtol``, ``block``);
@@ -115,7 +118,8 @@ def gd_jax(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int |
            theta_every: int | None = None, loss_bound: float = 1e10, throw: bool = True,
            progress: bool | None = None, chunk: int | None = None, seed: int | None = None,
            eig_tol: float | str | None = None, eig_threshold: float | None = None, eig_block: int | None = None,
-           eig_criterion: str = "eigenvalue", tracker=None, record_eigvecs: bool = True, record_bytes: int = RECORD_BYTES):
+           eig_criterion: str = "eigenvalue", eig_dense_max: int | None = None, tracker=None,
+           record_eigvecs: bool = True, record_bytes: int = RECORD_BYTES):
     """Run GD on a JAX problem in compiled chunks; records as :func:`effdyn.gd`.
 
     Parameters
@@ -146,6 +150,8 @@ def gd_jax(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int |
         tolerance; 6 had the fewest cold solves (benchmarks/bench_jax_engine.py). With
         ``eig_threshold`` make it hold every eigenvalue above the threshold plus 2
         (``eig_info["saturated"]`` says when it did not).
+    eig_dense_max : int, optional
+        Up to this P every eigen-solve is a dense ``eigh`` (default 64, the tracker's).
     tracker : EigenTrackerJax, optional
         Full control over the tracker (overrides ``eig_tol`` and ``eig_block``; its ``k``
         must equal ``n_eigs``).
@@ -182,9 +188,10 @@ def gd_jax(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int |
         block = min(P, n_eigs + 5) if eig_block is None else min(P, eig_block)
         # Warm starts from two updates back see θ on the same side of the valley only when
         # updates are an odd number of steps apart.
+        extra = {} if eig_dense_max is None else {"dense_max": nonneg_int(eig_dense_max, "eig_dense_max")}
         tracker = EigenTrackerJax(k=n_eigs, block=block, guard=min(2, block - n_eigs), rtol=rtol,
                                   criterion=choice(eig_criterion, "eig_criterion", ("residual", "eigenvalue")),
-                                  history=2 if eig_every % 2 else 1)
+                                  history=2 if eig_every % 2 else 1, **extra)
     if eig_every is None:
         tracker = None
 
@@ -333,11 +340,14 @@ def gd_jax(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int |
         config=config,
         wall_time=wall,
         n_hvp=0 if tracker is None else int(carry[2].n_hvp),
+        half_amp_subspace=amp_sub[: max(K, 0)],
+        loss_min=None if problem.loss_min is None else float(problem.loss_min),
+        theta0=np.array(theta0, dtype=np.float64),
         _mid=mid_arr,
         _mid_k=mid_k,
+        _problem=problem,
     )
-    # Not (yet) GDTrajectory fields: see the module docstring.
-    traj.half_amp_subspace = amp_sub[: max(K, 0)]
+    # Not GDTrajectory fields: see the module docstring.
     traj.top_eigvec_k = (np.arange(n_ve, dtype=np.int64) * vec_every) if vec_every else np.empty(0, np.int64)
     traj.top_eigvec_strided = None if (aligned or vec_rec is None) else vec_rec[:n_ve]
     eig_info = {key: val[:n_ei] for key, val in info.items()}
@@ -508,4 +518,4 @@ def _empty_result(jnp, P, k, b):
     z = jnp.zeros((), jnp.int64)
     f = jnp.zeros((), bool)
     return TrackResult(vals=jnp.zeros(k), vecs=jnp.zeros((P, k)), residuals=jnp.zeros(k), n_hvp=z, n_iter=z, cold=f,
-                       converged=f, n_above=z, saturated=f, block_vals=jnp.zeros(b))
+                       converged=f, n_above=z, saturated=f, block_vals=jnp.zeros(b), block_vecs=jnp.zeros((P, b)))

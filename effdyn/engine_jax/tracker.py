@@ -104,6 +104,7 @@ class TrackResult(NamedTuple):
     n_above: object        # Ritz values >= threshold in the block
     saturated: object      # bool: n_above > block − guard
     block_vals: object     # (block,) all Ritz values of the block
+    block_vecs: object     # (P, block) their Ritz vectors (orthonormal; signs as ``vecs``)
 
 
 def state_to_dict(state: TrackerState) -> dict:
@@ -310,7 +311,8 @@ class EigenTrackerJax:
         n_above = jnp.sum(lam >= thr).astype(jnp.int64)
         # Without a threshold only the top k are wanted and the block cannot overflow.
         saturated = (n_above > b - guard) if threshold is not None else jnp.zeros((), bool)
-        vecs = _fix_signs(jnp, Y[:, :k])
+        block_vecs = _fix_signs(jnp, Y)
+        vecs = block_vecs[:, :k]
         new_state = TrackerState(
             basis=jnp.concatenate([carried[None], state.basis[:-1]]), vals=jnp.concatenate([lam[None], state.vals[:-1]]),
             initialized=jnp.ones((), bool), key=state.key,
@@ -319,7 +321,8 @@ class EigenTrackerJax:
             n_unconverged=state.n_unconverged + jnp.logical_not(conv).astype(jnp.int64),
             n_saturated=state.n_saturated + saturated.astype(jnp.int64))
         result = TrackResult(vals=lam[:k], vecs=vecs, residuals=res[:k], n_hvp=n_hvp, n_iter=n_iter, cold=cold,
-                             converged=conv, n_above=n_above, saturated=saturated, block_vals=lam)
+                             converged=conv, n_above=n_above, saturated=saturated, block_vals=lam,
+                             block_vecs=block_vecs)
         return new_state, result
 
 

@@ -38,6 +38,10 @@ whole interface a new model implements:
 5. **JAX.** ``jax_drift()`` returns a pure function ``f(k, y, args)`` for diffrax and
    ``jax_args()`` its ``args`` (parameters as arrays, so sweeps do not recompile); a model
    without one raises :class:`~effdyn.errors.MissingFeatureError` (the default).
+   ``jax_map()`` returns the step-exact map as pure JAX functions of (state, JAX run
+   state) (:class:`effdyn.engine_jax.compiled.CompiledMap`), which ``solve(solver="map")``
+   runs in compiled chunks for problems from ``from_jax``; optional (default: raises
+   MissingFeatureError, and the NumPy map runs).
 6. **Validity.** ``check_state(y)`` returns None or a cause (``Cause`` value, e.g.
    ``"sigma not PSD"``) that stops the solve; ``magnitude(y)`` is the state's largest entry
    in physical units, which the blow-up check bounds (default max|y|; a state kept in log
@@ -249,6 +253,15 @@ class AbstractModel(ABC):
     def jax_args(self):
         """Arguments of the JAX drift (parameters as arrays)."""
         return None
+
+    def jax_map(self):
+        """The step-exact map as pure JAX functions of (state, run state), for the JAX engine
+        (:class:`effdyn.engine_jax.compiled.CompiledMap`); models that have one override this.
+        Raises :class:`~effdyn.errors.MissingFeatureError` (the default) when the model has
+        no compiled map or its problem is not a JAX problem."""
+        raise MissingFeatureError(
+            f"{type(self).__name__} has no compiled JAX map; solve(..., solver=\"map\") runs its NumPy map."
+        )
 
     def atol_weights(self, y0: np.ndarray):
         """Per-component multipliers of the adaptive solvers' ``atol`` (None: all ones).

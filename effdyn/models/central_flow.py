@@ -22,7 +22,7 @@ import numpy as np
 from .._checks import positive_float, positive_int, real_float
 from ..errors import IntegrationError
 from ..problems.base import Problem
-from ._shared import losses, tracked_eigenpairs
+from ._shared import cached_jax_drift, losses, tracked_eigenpairs
 from .base import AbstractModel
 from .run_state import RunState
 from .sdcp import SDCPError, smat, solve_sdcp_svec, svec
@@ -84,9 +84,15 @@ class CentralFlow(AbstractModel):
 
     *Limits.* Σ is supported on at most ``max_rank`` eigenvectors; the drift is
     non-smooth when an eigenvalue joins or leaves the active set, which adaptive solvers
-    handle with smaller steps. The flow has no JAX drift (the SDCP runs in NumPy), so the
-    diffrax backend is not available. When several critical eigenvalues give a singular
+    handle with smaller steps. When several critical eigenvalues give a singular
     B (e.g. r(r+1)/2 > P), Σ is not unique; the drift is.
+
+    *JAX.* :meth:`jax_drift` (diffrax) and :meth:`jax_map` (the compiled step-exact map
+    for problems from ``from_jax``) evaluate the same equations in JAX: one critical
+    eigenvalue by the closed form, more by :func:`effdyn.engine_jax.sdcp.solve_sdcp_jax`
+    on a static ``max_rank × max_rank`` problem; the eigenpairs from a dense ``eigh`` for
+    P <= 64 and from the JAX eigen-tracker above (warm-started along the map; solved cold
+    at every evaluation of the diffrax drift, which carries no run state).
 
     Observables: ``theta``, ``loss``, ``time_avg_loss`` = E + tr(Σ)/η, ``sharpness``,
     ``amplitude`` = √(v₁ᵀΣv₁), ``amplitude_subspace`` = √tr Σ, ``sigma_factor`` (n, P,
@@ -103,7 +109,7 @@ class CentralFlow(AbstractModel):
     sdcp_tol: float = 1e-10
 
     name = "central_flow"
-    supports = ("scipy", "map")
+    supports = ("scipy", "diffrax", "map")
     requires = ("third",)
     run_state_class = CentralFlowRun
 
@@ -207,6 +213,117 @@ class CentralFlow(AbstractModel):
             return -self.eta * g
         return -self.eta * (g + 0.5 * sol["C"] @ svec(sol["X"]))
 
+    # --- JAX: the diffrax drift and the compiled step-exact map (effdyn.engine_jax) -------
+    def jax_args(self):
+        """η, window and restoring rate as arrays, and the problem's data (``from_jax`` with
+        ``data=``; None otherwise), so that none of them is compiled into the drift."""
+        args = self._jax_params()
+        args["data"] = getattr(self.problem, "data_args", None)
+        return args
+
+    def _jax_params(self):
+        from .._jax import import_jax
+
+        _, jnp = import_jax()
+        return {"eta": jnp.asarray(self.eta, jnp.float64), "window": jnp.asarray(self.window, jnp.float64),
+                "restoring": jnp.asarray(self.restoring, jnp.float64)}
+
+    def _jax_spectrum(self):
+        from ..engine_jax.compiled import Spectrum
+        from ..spectrum import DENSE_MAX
+
+        # the top pair is always wanted (sharpness, amplitude), and so is every critical one
+        return Spectrum(n=self.max_rank, dense=self.dim <= DENSE_MAX, k=1)
+
+    def jax_drift(self):
+        """Pure-JAX drift for diffrax: the eigenpairs solved cold at every evaluation (dense
+        ``eigh`` for P <= 64, the JAX eigen-tracker above), the SDCP from X = 0. A failed
+        SDCP makes the drift NaN, which stops the solve as non-finite."""
+        from ..engine_jax.compiled import derivatives_of
+
+        d = derivatives_of(self.problem, type(self).__name__)
+        spectrum = self._jax_spectrum()
+        R, tol, P = self.max_rank, self.sdcp_tol, self.dim
+
+        def build():
+            from .._jax import import_jax
+            from ..engine_jax.compiled import fresh_run
+
+            _, jnp = import_jax()
+
+            def f(k, y, args):
+                data = args.get("data")
+                vals, U, _ = spectrum.solve(fresh_run(**spectrum.init(P)), d, y, data,
+                                            threshold=_critical(args), scale=2.0 / args["eta"])
+                g, C, X, _, ok, _ = _sigma_jax(d, y, data, vals, U, args, jnp.zeros((R, R)), -1, R=R, tol=tol)
+                dy = -args["eta"] * (g + 0.5 * C @ _svec(X))
+                return jnp.where(ok, dy, jnp.nan)
+
+            return f
+
+        return cached_jax_drift(self.problem, f"central_flow:{R}:{tol!r}:{spectrum}", build)
+
+    def jax_map(self, general: bool = False):
+        """The step-exact map (θ ← θ − η[∇E + ½T(θ)[Σ]], Σ from the SDCP at θ) as pure JAX
+        functions; the JAX run state carries the tracker and the last SDCP solution (the
+        next one's warm start, as ``last_X`` in the NumPy run state). A failed SDCP stops
+        the solve with cause "sdcp failed"."""
+        from .._jax import import_jax
+        from ..engine_jax.compiled import RETRY, CompiledMap, bump, fresh_run, require_jax_problem, tracker_report
+        from ..outcomes import Cause
+
+        _, jnp = import_jax()
+        problem = require_jax_problem(self)
+        spectrum = self._jax_spectrum()
+        R, tol, P = self.max_rank, self.sdcp_tol, self.dim
+        full_rank_possible = R < P
+
+        def evaluate(k, y, jrun, p, data):
+            vals, U, jrun = spectrum.solve(jrun, problem, y, data, threshold=_critical(p), scale=2.0 / p["eta"])
+            g, C, X, r, ok, retry = _sigma_jax(problem, y, data, vals, U, p, jrun["X"], jrun["r"], R=R, tol=tol,
+                                               general=general)
+            jrun = bump({**jrun, "X": X, "r": r,
+                         "n_full": jrun["n_full"] + ((r == R) & full_rank_possible).astype(jnp.int64),
+                         "status": jnp.where(retry, RETRY, jnp.where(ok, jrun["status"], 1))},
+                        gradients=1, thirds=r * (r + 1) // 2)
+            return {"vals": vals, "U": U, "g": g, "C": C, "X": X, "r": r}, jrun
+
+        def record(k, y, ev, jrun, p, data):
+            X, r = ev["X"], ev["r"]
+            act = jnp.arange(R) < r
+            # inactive rows pushed below every eigenvalue of the real block, so that the
+            # last r eigenvectors are the block's, in the order numpy's eigh of it gives
+            w, Q = jnp.linalg.eigh(X - jnp.diag(jnp.where(act, 0.0, 1.0 + jnp.max(jnp.abs(X)))))
+            F = jnp.roll(ev["U"] @ (Q * jnp.sqrt(jnp.maximum(w, 0.0))), r - R, axis=1)
+            scale = jnp.maximum(1.0, jnp.max(jnp.abs(X)))
+            return {"sharpness": ev["vals"][0],
+                    "amplitude": jnp.sqrt(jnp.maximum(jnp.sum((ev["U"][:, 0] @ F) ** 2), 0.0)),
+                    "sigma_trace": jnp.trace(X), "n_critical": r.astype(jnp.float64),
+                    "sigma_rank": jnp.sum((jnp.arange(R) >= R - r) & (w > 1e-12 * scale)).astype(jnp.float64),
+                    "sigma_factor": F}, jrun
+
+        def advance(k, y, ev, jrun, p, data):
+            return y - p["eta"] * (ev["g"] + 0.5 * ev["C"] @ _svec(ev["X"])), jrun
+
+        def init_run(y0, seed):
+            return fresh_run(**spectrum.init(P, seed), X=jnp.zeros((R, R)), r=jnp.asarray(-1, jnp.int64),
+                             n_full=jnp.zeros((), jnp.int64))
+
+        def report(state):
+            out = tracker_report(state)
+            n = int(np.asarray(state.get("n_full", 0)))
+            if n:
+                out.append(f"at {n} evaluations all {R} computed eigenvalues were critical (more may be); increase "
+                           "`max_rank`")
+            return out
+
+        from ..engine_jax.compiled import max_abs
+
+        return CompiledMap(key=("CentralFlow", R, tol, spectrum, general), params=self._jax_params(),
+                           init_run=init_run, evaluate=evaluate, record=record, advance=advance, magnitude=max_abs,
+                           causes={1: (Cause.SDCP_FAILED, "the SDCP has no usable solution")}, report=report,
+                           upgrade=None if general else (lambda: self.jax_map(general=True)))
+
     def record(self, k, y, run):
         """Σ of the saved state as a factor F (P, max_rank), Σ = FFᵀ, and its summaries."""
         sol = self.solve_sigma(y, k, run)
@@ -247,3 +364,71 @@ class CentralFlow(AbstractModel):
         """From GD's state at step k0: θ = GD's two-step midpoint θ̄. Σ is not a state of the
         central flow (the SDCP gives it at every instant), so GD's oscillation is not used."""
         return self._theta0(state.theta_bar)
+
+
+# --- the JAX evaluation (shared by jax_drift and jax_map) --------------------------------------
+
+def _critical(p):
+    """Eigenvalues at or above this are critical: (2/η)(1 − window)."""
+    return (2.0 / p["eta"]) * (1.0 - p["window"])
+
+
+def _svec(X):
+    from ..engine_jax.sdcp import svec
+
+    return svec(X)
+
+
+def _sigma_jax(d, theta, data, vals, U, p, X0, r0, *, R, tol, general=True):
+    """(∇E, C, X, r, ok, retry) at θ from its top eigenpairs (vals descending, U (P, R)).
+
+    The first r = #{vals >= (2/η)(1 − window)} pairs are critical. C (P, R(R+1)/2) holds the
+    curvature gradients ∇(u_iᵀHu_j) of the critical pairs in svec order of the static R × R
+    problem (√2 off the diagonal; zero columns for the rest), each a mixed second
+    directional derivative (one direction's cost); X solves the SDCP with
+    A = smat(Cᵀ∇E) + (κ/η)(2/η − Λ) and B = ½CᵀC: zero for r = 0, the closed form for r = 1,
+    and for r >= 2 the JAX SDCP solver (warm-started from X0 when the previous r0 equals r)
+    — or, with ``general=False``, nothing but ``retry`` set (the solver is then not compiled).
+    """
+    from .._jax import import_jax
+    from ..engine_jax.compiled import mixed_third
+    from ..engine_jax.sdcp import smat, solve_sdcp_jax, svec_pairs
+
+    jax, jnp = import_jax()
+    eta, kappa = p["eta"], p["restoring"]
+    g = d.pure_grad(theta, data)
+    crit = vals >= _critical(p)
+    r = jnp.sum(crit).astype(jnp.int64)
+    I, J, W = svec_pairs(R)
+    Ij, Jj, Wj = jnp.asarray(I), jnp.asarray(J), jnp.asarray(W)
+    mixed = mixed_third(d)
+
+    def column(q):
+        i, j = Ij[q], Jj[q]
+        return jax.lax.cond((i < r) & (j < r), lambda _: Wj[q] * mixed(theta, U[:, i], U[:, j], data),
+                            lambda _: jnp.zeros_like(theta), None)
+
+    C = jax.lax.map(column, jnp.arange(len(I))).T
+    a = C.T @ g
+    A = smat(a, R) + (kappa / eta) * jnp.diag(jnp.where(crit, 2.0 / eta - vals, 0.0))
+    M = 0.5 * (C.T @ C)
+    no = jnp.zeros((), bool)
+
+    def none(_):
+        return jnp.zeros((R, R)), jnp.ones((), bool), no
+
+    def one(_):
+        # σ² = −A/B = max(0, 2[⟨−∇E, ∇S⟩ − (κ/η)(2/η − S)]/‖∇S‖²); no Σ can restore a critical
+        # eigenvalue above the edge whose gradient vanishes (B = 0 with A < 0)
+        a00, b = A[0, 0], M[0, 0]
+        x = jnp.where(a00 < 0, -a00 / jnp.where(b > 0, b, 1.0), 0.0)
+        return jnp.zeros((R, R)).at[0, 0].set(x), (a00 >= 0) | (b > 0), no
+
+    def many(_):
+        if not general:
+            return jnp.zeros((R, R)), jnp.ones((), bool), jnp.ones((), bool)
+        X, _, ok, _ = solve_sdcp_jax(A, M, r, jnp.where(r0 == r, X0, 0.0), tol=tol)
+        return X, ok, no
+
+    X, ok, retry = jax.lax.switch(jnp.minimum(r, 2), [none, one, many], None)
+    return g, C, X, r, ok, retry

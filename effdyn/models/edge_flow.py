@@ -204,6 +204,55 @@ class EdgeFlow(AbstractModel):
                 "log_rho_floor": jnp.asarray(floor, dtype=jnp.float64),
                 "roundoff": jnp.asarray(1.0 if self.rho_floor == "roundoff" else 0.0, dtype=jnp.float64)}
 
+    # --- JAX engine: the compiled step-exact map (effdyn.engine_jax) ----------------------
+    def jax_map(self):
+        """The step-exact map of :meth:`map_step` as pure JAX functions (two gradients and one
+        HVP per step); the records' top eigenvector from a dense ``eigh`` (P <= 64) or the
+        JAX eigen-tracker."""
+        from .._jax import import_jax
+        from ..engine_jax.compiled import CompiledMap, Spectrum, bump, fresh_run, no_evaluation, require_jax_problem
+        from ..spectrum import DENSE_MAX
+
+        _, jnp = import_jax()
+        problem = require_jax_problem(self)
+        P = self.dim
+        spectrum = Spectrum(n=1, dense=P <= DENSE_MAX)
+
+        def parts(y):
+            u = y[P: 2 * P]
+            return y[:P], u / jnp.linalg.norm(u), y[-1]
+
+        def record(k, y, ev, jrun, params, data):
+            theta, u, log_rho = parts(y)
+            vals, vecs, jrun = spectrum.solve(jrun, problem, theta, data, scale=2.0 / params["eta"])
+            return {"sharpness": vals[0], "amplitude": jnp.exp(log_rho) * jnp.abs(u @ vecs[:, 0])}, jrun
+
+        def advance(k, y, ev, jrun, params, data):
+            eta = params["eta"]
+            theta, u, log_rho = parts(y)
+            d = jnp.exp(log_rho) * u
+            g_plus, g_minus = problem.pure_grad(theta + d, data), problem.pure_grad(theta - d, data)
+            Hu = problem.pure_hvp(theta, u, data)
+            rayleigh = u @ Hu
+            u_new = u + eta * (Hu - rayleigh * u)
+            factor = jnp.maximum(jnp.abs(1.0 - eta * rayleigh), _MULTIPLIER_FLOOR)
+            log_new = log_rho + jnp.log(factor)
+            # the floor (a fixed one, or the round-off of θ; −inf without one) as in map_step
+            log_floor = jnp.where(params["roundoff"] > 0,
+                                  jnp.log(jnp.finfo(jnp.float64).eps * jnp.maximum(1.0, jnp.linalg.norm(theta))),
+                                  params["log_rho_floor"])
+            log_new = jnp.where(factor < 1.0, jnp.maximum(log_new, jnp.minimum(log_rho, log_floor)), log_new)
+            y_new = jnp.concatenate([theta - 0.5 * eta * (g_plus + g_minus), u_new / jnp.linalg.norm(u_new),
+                                     log_new[None]])
+            return y_new, bump(jrun, gradients=2, hvps=1)
+
+        def magnitude(y):
+            return jnp.maximum(jnp.max(jnp.abs(y[:P])), jnp.exp(y[-1]))
+
+        return CompiledMap(key=("EdgeFlow", spectrum), params=self.jax_args(),
+                           init_run=lambda y0, seed: fresh_run(**spectrum.init(P, seed)),
+                           evaluate=no_evaluation, record=record, advance=advance, magnitude=magnitude, causes={})
+
     def record(self, k, y, run):
         theta, u, log_rho = self._split(y)
         vals, vecs = tracked_eigenpairs(run, theta)

@@ -82,6 +82,29 @@ class GradientFlow(AbstractModel):
         _, jnp = import_jax()
         return {"eta": jnp.asarray(self.eta, dtype=jnp.float64)}
 
+    # --- JAX engine: the compiled step-exact map (effdyn.engine_jax) ----------------------
+    def jax_map(self):
+        """GD itself (θ ← θ − η∇E) as pure JAX functions; the sharpness of the saved states
+        from a dense ``eigh`` (P <= 64) or the JAX eigen-tracker."""
+        from ..engine_jax.compiled import (CompiledMap, Spectrum, bump, fresh_run, max_abs, no_evaluation,
+                                           require_jax_problem)
+        from ..spectrum import DENSE_MAX
+
+        problem = require_jax_problem(self)
+        P = self.dim
+        spectrum = Spectrum(n=1, dense=P <= DENSE_MAX)
+
+        def record(k, y, ev, jrun, params, data):
+            vals, _, jrun = spectrum.solve(jrun, problem, y, data, scale=2.0 / params["eta"])
+            return {"sharpness": vals[0]}, jrun
+
+        def advance(k, y, ev, jrun, params, data):
+            return y - params["eta"] * problem.pure_grad(y, data), bump(jrun, gradients=1)
+
+        return CompiledMap(key=("GradientFlow", spectrum), params=self.jax_args(),
+                           init_run=lambda y0, seed: fresh_run(**spectrum.init(P, seed)),
+                           evaluate=no_evaluation, record=record, advance=advance, magnitude=max_abs, causes={})
+
     def observables(self, k, Y, records=None, run=None):
         Theta = np.asarray(Y)[:, : self.dim]
         records = self.records_of(k, Y, run) if records is None else records

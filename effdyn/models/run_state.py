@@ -160,6 +160,9 @@ class RunState:
     #: last spectral evaluation: {"theta": θ, ...} (see :meth:`memo_get`)
     memo: dict = field(default_factory=dict)
     tracker: object = None
+    #: the JAX engine's run state (its eigen-tracker, SDCP warm start, ...) as nested dicts
+    #: of arrays, written by a compiled solve (effdyn.engine_jax.map); None otherwise
+    jax_state: dict | None = None
 
     def bind(self, model) -> "RunState":
         """Attach the counting view of ``model.problem`` (done by ``model.new_run``, before

@@ -390,28 +390,116 @@ class FreeEnergyFlow(AbstractModel):
 
     # --- JAX drift (diffrax backend) ------------------------------------------------------
     def jax_args(self):
+        """η, clip, threshold and floor as arrays, and the problem's data (``from_jax`` with
+        ``data=``; None otherwise), so that neither is compiled into the drift."""
+        args = self._jax_params()
+        args["data"] = getattr(self.problem, "data_args", None)
+        return args
+
+    def _jax_params(self):
         _, jnp = _jax()
         return {name: jnp.asarray(value, dtype=jnp.float64) for name, value in self._params().items()}
 
     def jax_drift(self):
-        """Pure-JAX drift: the same equations (:mod:`.dynamics`) with autodiff of the problem's
-        JAX loss and a dense eigendecomposition of H (small P).
+        """Pure-JAX drift: the same equations (:mod:`.dynamics`) with the problem's JAX
+        derivatives and its eigenpairs from a dense eigendecomposition of H up to
+        ``dense_max``, from the JAX eigen-tracker solving cold above (a diffrax drift carries
+        no warm start; the compiled map, :meth:`jax_map`, does).
 
-        Built once per problem and structural configuration (η, clip, floor, threshold are
-        arguments), so a sweep over models does not retrace or recompile it.
+        Built once per problem and structural configuration (η, clip, floor, threshold and
+        the data are arguments), so a sweep over models does not retrace or recompile it.
         """
-        key = f"free_energy:{self.rank}:{self.n_track}:{self.storage}:{self.sigma_form}:{self.closure}"
+        dense = self.dim <= self.dense_max
+        key = f"free_energy:{self.rank}:{self.n_track}:{self.storage}:{self.sigma_form}:{self.closure}:{dense}"
         return cached_jax_drift(self.problem, key, self._build_jax_drift)
 
     def _build_jax_drift(self):
+        from ...engine_jax.compiled import PureOracle, Spectrum, derivatives_of, fresh_run
+
         _, jnp = _jax()
-        oracle = _dyn.JaxOracle(self.problem.jax_loss(), self.n_track)
+        d = derivatives_of(self.problem, type(self).__name__)
+        P = self.dim
         layout, closure, form, rank = self._layout, _dyn.CLOSURES[self.closure], self.sigma_form, self.rank
+        spectrum = Spectrum(n=self.n_track, dense=P <= self.dense_max, k=rank)
 
         def drift(k, y, args):
-            return _dyn.drift(jnp, oracle, layout, closure, form, rank, y, args)
+            data = args.get("data")
+            theta = layout.unpack(jnp, y)[0]
+            lam, Q, _ = spectrum.solve(fresh_run(**spectrum.init(P)), d, theta, data,
+                                       threshold=_tracked_threshold(jnp, args), scale=2.0 / args["eta"])
+            return _dyn.drift(jnp, PureOracle(d, data, (lam, Q)), layout, closure, form, rank, y, args)
 
         return drift
+
+    # --- JAX engine: the compiled step-exact map (effdyn.engine_jax) ----------------------
+    def jax_map(self):
+        """The step-exact map of :meth:`map_step` (the equations of :mod:`.dynamics`) as pure
+        JAX functions, for every storage, form and closure.
+
+        The eigenpairs come from a dense ``eigh`` of the Hessian up to ``dense_max`` (as the
+        NumPy map) and above it from the JAX eigen-tracker: its block holds ``n_track`` pairs
+        plus two guards, the top ``rank`` are converged, and so is every other pair whose
+        eigenvalue lies where its rate differs from the rate of the untracked directions,
+        i.e. above the threshold with |1 − ηλ| > clip (above (1 + clip)/η for the default
+        threshold 1/η). Pairs below that are returned unconverged but only enter with the
+        untracked rate, so they do not change Σ.
+        """
+        from ...engine_jax.compiled import (CompiledMap, PureOracle, Spectrum, bump, fresh_run, require_jax_problem,
+                                            tracker_report)
+
+        _, jnp = _jax()
+        problem = require_jax_problem(self)
+        P, r = self.dim, self.rank
+        layout, closure, form = self._layout, _dyn.CLOSURES[self.closure], self.sigma_form
+        spectrum = Spectrum(n=self.n_track, dense=P <= self.dense_max, k=r)
+        chord = self.closure == "chord"
+
+        def evaluate(k, y, jrun, p, data):
+            theta = layout.unpack(jnp, y)[0]
+            lam, Q, jrun = spectrum.solve(jrun, problem, theta, data, threshold=_tracked_threshold(jnp, p),
+                                          scale=2.0 / p["eta"])
+            return {"lam": lam, "Q": Q}, jrun
+
+        def record(k, y, ev, jrun, p, data):
+            theta, S = layout.unpack(jnp, y)
+            U = layout.factor(jnp, S)
+            lam, v = ev["lam"], ev["Q"][:, 0]
+            s = jnp.sum((v @ U) ** 2)
+            a = jnp.sqrt(s)
+            out = {"sharpness": lam[0], "eigs": lam, "amplitude": a,
+                   "envelope_plus": problem.pure_loss(theta + a * v, data),
+                   "envelope_minus": problem.pure_loss(theta - a * v, data)}
+            jrun = bump(jrun, losses=2)
+            if chord:
+                V = S[:, 0]
+                (top_p, n_p), (top_m, n_m) = (spectrum.top_value(problem, theta + V, data, 2.0 / p["eta"]),
+                                              spectrum.top_value(problem, theta - V, data, 2.0 / p["eta"]))
+                out["sharpness_centre"] = lam[0]
+                out["sharpness"] = 0.5 * (top_p + top_m)
+                jrun = bump(jrun, eigensolves=2, **({"hessians": 2} if spectrum.dense else {"hvps": n_p + n_m}))
+            return out, jrun
+
+        def advance(k, y, ev, jrun, p, data):
+            oracle = PureOracle(problem, data, (ev["lam"], ev["Q"]))
+            y_new = _dyn.map_step(jnp, oracle, layout, closure, form, r, y, p)
+            if chord:
+                V = layout.unpack(jnp, y)[1][:, 0]
+                theta = y[:P]
+                big = V @ V > (_dyn.CHORD_MIN_AMPLITUDE * jnp.maximum(1.0, jnp.linalg.norm(theta))) ** 2
+                return y_new, bump(jrun, gradients=2, hvps=big.astype(jnp.int64))
+            n_dirs = layout.factor(jnp, layout.unpack(jnp, y)[1]).shape[1]
+            return y_new, bump(jrun, gradients=1, thirds=n_dirs)
+
+        def magnitude(y):
+            theta, V = layout.unpack(jnp, y)
+            return jnp.maximum(jnp.max(jnp.abs(theta)), jnp.max(jnp.abs(V)))
+
+        key = ("FreeEnergyFlow", r, self.n_track, self.storage, self.sigma_form, self.closure, spectrum)
+        return CompiledMap(key=key, params=self._jax_params(),
+                           init_run=lambda y0, seed: fresh_run(**spectrum.init(P, seed)),
+                           evaluate=evaluate, record=record, advance=advance,
+                           magnitude=magnitude if self.storage == "log-factor" else _max_abs, causes={},
+                           report=tracker_report)
 
     # --- records and observables --------------------------------------------------------
     def record(self, k, y, run):
@@ -496,3 +584,16 @@ def _jax():
     from ..._jax import import_jax
 
     return import_jax()
+
+
+def _tracked_threshold(jnp, p):
+    """Where the tracker must converge every eigenpair: above the threshold, except where
+    the rate log max(|1 − ηλ|, clip) equals the untracked rate log(clip), i.e. up to
+    (1 + clip)/η when the threshold lies within [(1 − clip)/η, (1 + clip)/η]."""
+    lo, hi = (1.0 - p["clip"]) / p["eta"], (1.0 + p["clip"]) / p["eta"]
+    return jnp.where((p["threshold"] >= lo) & (p["threshold"] <= hi), hi, p["threshold"])
+
+
+def _max_abs(y):
+    _, jnp = _jax()
+    return jnp.max(jnp.abs(y))
