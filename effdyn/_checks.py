@@ -227,3 +227,23 @@ def seed_rng(seed, name: str = "seed") -> np.random.Generator:
         if seed < 0:
             raise ValueError(f"`{name}` must be None or an integer >= 0; got {seed}.")
     return np.random.default_rng(seed)
+
+
+def checkpoint_path(checkpoint, checkpoint_every):
+    """The file of a ``checkpoint=`` argument (of ``effdyn.gd`` and ``effdyn.solve``) as a
+    Path, or None when there is none (then ``checkpoint_every`` must be None too)."""
+    import os
+    from pathlib import Path
+
+    if checkpoint is None or checkpoint is False:
+        if checkpoint_every is not None:
+            raise ValueError("`checkpoint_every` needs `checkpoint=PATH` (the file to write the checkpoints to).")
+        return None
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"`checkpoint` must be a file path (str or os.PathLike); got {type(checkpoint).__name__}.")
+    path = Path(checkpoint)
+    if str(checkpoint) == "" or path.is_dir():
+        raise ValueError(f"`checkpoint` must name a file, not a directory; got {str(checkpoint)!r}.")
+    if not path.parent.exists():
+        raise ValueError(f"`checkpoint`: the folder {str(path.parent)!r} does not exist; create it first.")
+    return path

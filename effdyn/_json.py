@@ -9,6 +9,6 @@ def json_default(obj):
 
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    if isinstance(obj, (np.floating, np.integer)):
+    if isinstance(obj, np.generic):  # NumPy scalars (numbers, booleans, strings) as Python's
         return obj.item()
     return str(obj)

@@ -178,7 +178,11 @@ class Metrics:
                 f"<p>{html.escape(self._spike_line())}</p></div>")
 
 
-def _num(x) -> str:
+def format_number(x, digits: int = 3, small: float = 1e-3) -> str:
+    """A number for a table: ``digits`` significant digits, scientific notation at or above
+    1e4 and below ``small``, "–" for None or NaN; anything else as ``str``."""
+    if x is None:
+        return "–"
     try:
         x = float(x)
     except (TypeError, ValueError):
@@ -187,7 +191,13 @@ def _num(x) -> str:
         return "–"
     if x == 0:
         return "0"
-    return f"{x:.3e}" if abs(x) >= 1e4 or abs(x) < 1e-2 else f"{x:.4g}"
+    if abs(x) >= 1e4 or abs(x) < small:
+        return f"{x:.{digits - 1}e}"
+    return f"{x:.{digits}g}"
+
+
+def _num(x) -> str:
+    return format_number(x, 4, 1e-2)
 
 
 # --------------------------------------------------------------------------------------

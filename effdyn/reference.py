@@ -40,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import as_vector, choice, nonneg_int, positive_float, positive_int
+from ._checks import as_vector, checkpoint_path, choice, nonneg_int, positive_float, positive_int
+from ._json import json_default as _json_default
 from .errors import IntegrationError
 from .kernels.gd_loop import STATUS_BLOWUP, STATUS_NONFINITE, VARIANTS
 from .outcomes import Cause, Status
@@ -376,14 +377,6 @@ def _first_cause(problem, theta, loss_bound):
     return 0, 0.0, ""
 
 
-def _json_default(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return str(obj)
-
-
 # --------------------------------------------------------------------------------------
 # arguments
 # --------------------------------------------------------------------------------------
@@ -491,17 +484,9 @@ def _check_memory(P, steps, eig_every, n_eigs, theta_every, record_eigvecs) -> N
 def _checkpoint_args(checkpoint, checkpoint_every, steps):
     """``(Path or None, every)``: the checkpoint file and its spacing in GD steps (default a
     tenth of the run, at least one step)."""
-    if checkpoint is None or checkpoint is False:
-        if checkpoint_every is not None:
-            raise ValueError("`checkpoint_every` needs `checkpoint=PATH` (the file to write the checkpoints to).")
+    path = checkpoint_path(checkpoint, checkpoint_every)
+    if path is None:
         return None, None
-    if not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f"`checkpoint` must be a file path (str or os.PathLike); got {type(checkpoint).__name__}.")
-    path = Path(checkpoint)
-    if str(checkpoint) == "" or path.is_dir():
-        raise ValueError(f"`checkpoint` must name a file, not a directory; got {str(checkpoint)!r}.")
-    if not path.parent.exists():
-        raise ValueError(f"`checkpoint`: the folder {str(path.parent)!r} does not exist; create it first.")
     every = max(1, steps // 10) if checkpoint_every is None else positive_int(checkpoint_every, "checkpoint_every")
     return path, every
 

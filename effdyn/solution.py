@@ -9,6 +9,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ._json import json_default as _json_default
 from .outcomes import Status
 
 
@@ -273,14 +274,6 @@ def _config_seed(config):
 
 def _reserved(name: str, reserved) -> bool:
     return name in reserved or name.startswith(("record__", "problem__"))
-
-
-def _json_default(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return str(obj)
 
 
 def _data_only(extra: dict) -> dict:

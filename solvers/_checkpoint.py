@@ -74,17 +74,11 @@ def check_checkpoint_args(checkpoint, checkpoint_every, solver: str, steps: floa
     Returns ``(Path or None, every)`` with ``every`` in GD steps (default: a tenth of the
     horizon, at least one step).
     """
-    if checkpoint is None or checkpoint is False:
-        if checkpoint_every is not None:
-            raise ValueError("`checkpoint_every` needs `checkpoint=PATH` (the file to write the checkpoints to).")
+    from effdyn._checks import checkpoint_path
+
+    path = checkpoint_path(checkpoint, checkpoint_every)
+    if path is None:
         return None, None
-    if not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f"`checkpoint` must be a file path (str or os.PathLike); got {type(checkpoint).__name__}.")
-    path = Path(checkpoint)
-    if str(checkpoint) == "" or path.is_dir():
-        raise ValueError(f"`checkpoint` must name a file, not a directory; got {str(checkpoint)!r}.")
-    if not path.parent.exists():
-        raise ValueError(f"`checkpoint`: the folder {str(path.parent)!r} does not exist; create it first.")
     if solver not in CHECKPOINT_SOLVERS:
         raise ValueError(
             f"`checkpoint` is not supported for solver={solver!r}: the diffrax backend integrates in one "

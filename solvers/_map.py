@@ -33,13 +33,7 @@ def solve_map(model, y0, run, steps, *, save_every, throw, progress, blowup, see
     sr = SolveRun(model, y0, run, solver="map", blowup=blowup, throw=throw, progress=progress, seed=seed,
                   time_limit=time_limit, callback=callback, total=steps, desc=f"{model.name} [map]")
 
-    if resume_state is None:
-        k_start, y = k_first, np.array(y0, dtype=np.float64)
-    else:
-        sr.restore(resume_state)
-        k_start, y = int(resume_state["k_state"]), np.array(resume_state["y"], dtype=np.float64)
-        if sr.bar is not None:
-            sr.bar.update(k_start - k_first)
+    k_start, y = sr.map_start(y0, k_first, resume_state)
 
     def capture(k, y, complete=False):
         checkpoint.capture(k, {**sr.body(), "complete": complete, "y": y, "k_state": k})

@@ -72,6 +72,16 @@ class SolveRun:
             setattr(self.stats, key, value)
         self.wall_before = self.stats.wall_time
 
+    def map_start(self, y0, k_first: int, resume_state):
+        """``(k, y)`` a step-exact map starts from: (k_first, y0), or where the checkpoint
+        ``resume_state`` of a map run left off (its records restored, the bar advanced)."""
+        if resume_state is None:
+            return k_first, np.array(y0, dtype=np.float64)
+        self.restore(resume_state)
+        if self.bar is not None:
+            self.bar.update(int(resume_state["k_state"]) - k_first)
+        return int(resume_state["k_state"]), np.array(resume_state["y"], dtype=np.float64)
+
     def body(self) -> dict:
         """What a checkpoint stores of this run (besides the backend's own state)."""
         self.update_stats()

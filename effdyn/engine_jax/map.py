@@ -146,13 +146,7 @@ def solve_map_jax(model, cmap, y0, run, steps, *, save_every, throw, progress, b
     every = max(1, int(round(save_every)))
     sr = SolveRun(model, y0, run, solver="map", blowup=blowup, throw=throw, progress=progress, seed=seed,
                   time_limit=time_limit, callback=None, total=n_steps, desc=f"{model.name} [map, jax]")
-    if resume_state is None:
-        k_start, y = k_first, np.array(y0, dtype=np.float64)
-    else:
-        sr.restore(resume_state)
-        k_start, y = int(resume_state["k_state"]), np.array(resume_state["y"], dtype=np.float64)
-        if sr.bar is not None:
-            sr.bar.update(k_start - k_first)
+    k_start, y = sr.map_start(y0, k_first, resume_state)
 
     fresh = cmap.init_run(np.asarray(y0, dtype=np.float64), 0 if seed is None else int(seed))
     jax_state = getattr(run, "jax_state", None)

@@ -12,7 +12,6 @@ repository page.
 from __future__ import annotations
 
 import datetime as _dt
-import math
 from pathlib import Path
 
 __all__ = ["write_report", "render_report", "case_table", "handover_table", "TABLE_COLUMNS", "HANDOVER_COLUMNS",
@@ -77,19 +76,9 @@ stopped by its time budget ("budget") is compared over the steps it computed.
 
 
 def _fmt(x, digits: int = 3) -> str:
-    if x is None:
-        return "–"
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if math.isnan(x):
-        return "–"
-    if x == 0:
-        return "0"
-    if abs(x) >= 1e4 or abs(x) < 1e-3:
-        return f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}g}"
+    from ..diagnostics import format_number
+
+    return format_number(x, digits, 1e-3)
 
 
 def _cell(text, limit: int = 110) -> str:
