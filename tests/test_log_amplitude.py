@@ -120,3 +120,21 @@ def test_bad_log_factor_input_is_refused(valley):
         ed.solve(model, X0, 10, initial={'sigma0': np.zeros((2, 1))})
     with pytest.raises(ValueError, match="`storage`"):
         FreeEnergyFlow(valley, ETA, storage="logfactor")
+
+
+def test_map_keeps_decaying_below_the_smallest_float(valley):
+    # floor = 0 (the pure model): before the onset the amplitude decays geometrically, and
+    # after ~270 steps ‖e^ρ v̂‖ underflows (its square does below ρ ≈ −372); the step-exact
+    # map must keep ρ finite and decaying
+    # (it used to form e^ρ v̂ and take log(0) = −inf, and stopped as "diverged")
+    X = np.array(X0)
+    model = FreeEnergyFlow(valley, ETA, storage="log-factor", floor=0.0)
+    sol = ed.solve(model, X, 400, solver="map", initial={"sigma_seed": "gd"}, save_every=1)
+    assert sol.stats.status == "success"
+    rho = np.asarray(sol.y)[:, 2]
+    assert np.all(np.isfinite(sol.y))
+    assert rho[-1] < -500 and np.all(np.diff(rho[250:]) < 0)
+    # the same run in the factor storage (where Σ simply underflows to zero) has the same θ
+    ref = ed.solve(FreeEnergyFlow(valley, ETA, storage="factor", floor=0.0), X, 400, solver="map",
+                   initial={"sigma_seed": "gd"}, save_every=1)
+    np.testing.assert_allclose(np.asarray(sol.y)[:, :2], np.asarray(ref.y)[:, :2], rtol=1e-12, atol=1e-15)

@@ -33,7 +33,7 @@ import numpy as np
 from .._jax import import_jax
 
 __all__ = ["CompiledMap", "Spectrum", "PureOracle", "COUNTERS", "fresh_run", "bump", "to_host", "from_host",
-           "jax_problem_of", "require_jax_problem", "no_evaluation", "max_abs", "MODEL_TRACKER_RTOL", "Derivatives",
+           "jax_problem_of", "require_jax_problem", "no_evaluation", "max_abs", "MODEL_TRACKER_RTOL", "MODEL_RATE_RTOL", "Derivatives",
            "derivatives_of", "tracker_report", "mixed_third", "RETRY"]
 
 #: Work counters carried in the JAX run state (the names of effdyn.models.run_state.Counters).
@@ -45,6 +45,13 @@ RETRY = 99
 #: eigenvectors into Σ and into the SDCP, so they want them accurate too, not only the
 #: eigenvalues; see docs/jax_engine.md ("Models") for the cost of this choice.
 MODEL_TRACKER_RTOL = 1e-6
+#: Tolerance (eigenvalue criterion, relative to 2/η) of the pairs a model needs only for their
+#: eigenvalue: the free-energy flow's tracked pairs below its top ``rank``, which enter only
+#: through their rate log max(|1 − ηλ|, clip) (an error δλ moves it by at most ηδλ/clip).
+#: Converging them to 1e-6 residuals too cost 215 HVPs per step on the digits MLP at
+#: P ≈ 2·10⁴ at the EoS (6 cold solves in 11 steps); this, 61 (one cold solve), with θ and
+#: Σ within 1e-4 relative and the sharpness within 5e-7·(2/η) after 10 steps.
+MODEL_RATE_RTOL = 1e-4
 #: Warm LOBPCG iterations of the models' tracker before it falls back to a cold solve. GD's
 #: tracker (top eigenvalue to 1e-4) needs few; converging a moving cluster of critical pairs
 #: to 1e-6 residuals does not fit in its 8: on a digits MLP at the EoS (five critical
@@ -289,6 +296,7 @@ class Spectrum:
     guard: int = 2
     rtol: float = MODEL_TRACKER_RTOL
     criterion: str = "residual"
+    rest_rtol: float | None = None
     history: int = 2
     max_iter: int = MODEL_TRACKER_MAX_ITER
 
@@ -296,8 +304,8 @@ class Spectrum:
         from .tracker import EigenTrackerJax
 
         return EigenTrackerJax(k=self.k, block=min(P, self.n + self.guard), guard=self.guard, rtol=self.rtol,
-                               criterion=self.criterion, history=self.history, dense_max=0,
-                               max_iter=self.max_iter)
+                               criterion=self.criterion, rest_rtol=self.rest_rtol, history=self.history,
+                               dense_max=0, max_iter=self.max_iter)
 
     def init(self, P: int, seed: int = 0):
         """The spectral part of a fresh JAX run state (an empty dict for the dense path)."""

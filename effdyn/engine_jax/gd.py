@@ -145,9 +145,11 @@ def gd_jax(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int |
         Eigenvalues at or above it are tracked to ``eig_tol`` too, e.g. ``1/eta`` or
         ``(2/eta)·0.9`` (default: only the top ``n_eigs``).
     eig_block : int, optional
-        Vectors carried by the tracker (default ``n_eigs + 5``, at most P; the lowest 2 are
-        guards). On the digits MLP at the EoS blocks of 4 to 9 vectors all meet the
-        tolerance; 6 had the fewest cold solves (benchmarks/bench_jax_engine.py). With
+        Vectors carried by the tracker (default ``n_eigs + 3``, at most P; the lowest 2 are
+        guards). On the digits MLP at the EoS blocks of 3 to 9 vectors all meet the
+        tolerance; with the warm budget of 20 iterations a block of 4 used the fewest HVPs
+        (5.5 per step at P ≈ 2·10³, 8.9 at 2·10⁴, against 7.4 and 10.3–11.5 with 6;
+        benchmarks/bench_jax_engine.py). With
         ``eig_threshold`` make it hold every eigenvalue above the threshold plus 2
         (``eig_info["saturated"]`` says when it did not).
     eig_dense_max : int, optional
@@ -185,7 +187,7 @@ def gd_jax(problem, theta0, eta, steps, *, variant: str = "gd", eig_every: int |
             raise ValueError(f"`tracker.k` = {tracker.k} must equal `n_eigs` = {n_eigs}.")
     elif eig_every is not None:
         rtol = DEFAULT_RTOL if eig_tol is None else (TIGHT_RTOL if eig_tol == "tight" else eig_tol)
-        block = min(P, n_eigs + 5) if eig_block is None else min(P, eig_block)
+        block = min(P, n_eigs + 3) if eig_block is None else min(P, eig_block)
         # Warm starts from two updates back see θ on the same side of the valley only when
         # updates are an odd number of steps apart.
         extra = {} if eig_dense_max is None else {"dense_max": nonneg_int(eig_dense_max, "eig_dense_max")}

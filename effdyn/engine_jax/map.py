@@ -117,10 +117,25 @@ def _build_chunk(problem, cmap, chunk, every, rec_template, ev_template):
 
 
 def _templates(cmap, y0, jrun, problem):
-    """Zero pytrees shaped like the evaluation and the record (for the skipped branches)."""
+    """Zero pytrees shaped like the evaluation and the record (for the skipped branches).
+
+    Cached on the problem by the compiled map's key and the shapes of the state and run
+    state: finding them traces the model's evaluation and record (``eval_shape``), which
+    for the central flow (tracker, SDCP) took ~2.5 s of Python on every solve, compiled or
+    not."""
     jax, jnp = import_jax()
-    data = problem.data_args
     y = jnp.asarray(y0)
+    leaves, tree = jax.tree_util.tree_flatten(jrun)
+    key = ("templates", cmap.key, y.shape, str(y.dtype), tree,
+           tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x).__name__))) for x in leaves))
+    cache = problem.__dict__.setdefault(_CACHE_ATTR, {})
+    if key not in cache:
+        cache[key] = _trace_templates(jax, jnp, cmap, y, jrun, problem)
+    return cache[key]
+
+
+def _trace_templates(jax, jnp, cmap, y, jrun, problem):
+    data = problem.data_args
     k = jnp.zeros((), jnp.int64)
     ev_shape, _ = jax.eval_shape(lambda y, jr, p, d: cmap.evaluate(k, y, jr, p, d), y, jrun, cmap.params, data)
     ev_zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), ev_shape)

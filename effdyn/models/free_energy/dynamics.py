@@ -200,8 +200,13 @@ def map_step(xp, oracle, layout, closure, form: str, rank: int, y, p):
         g, g_off = rates(xp, lam, p)
         g = floored(xp, g, Q, S, floor_value(xp, theta, p["floor"]), rank, layout.factored)
         f, f_off = xp.exp(g), xp.exp(g_off)
-        FS = Q @ ((f - f_off)[:, None] * (Q.T @ S)) + f_off * S
-        S_new = FS if layout.factored else (Q @ ((f - f_off)[:, None] * (Q.T @ FS.T)) + f_off * FS.T).T
+
+        def F(S):
+            return Q @ ((f - f_off)[:, None] * (Q.T @ S)) + f_off * S
+
+        if layout.factored:
+            return layout.map_factor(xp, theta_new, y, F)
+        S_new = F(F(S).T).T
     else:
         MS = _apply_M(xp, lam, Q, S, p)
         S_new = _apply_M(xp, lam, Q, MS.T, p).T

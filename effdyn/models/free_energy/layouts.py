@@ -47,6 +47,11 @@ class FactorLayout:
         """A factor U with Σ = UUᵀ (what the third-derivative contraction takes)."""
         return S
 
+    def map_factor(self, xp, theta, y, F):
+        """The state [θ, F(V)] for a map F that acts on each column of the factor linearly
+        (the step-exact map's Σ update)."""
+        return self.pack(xp, theta, F(self.unpack(xp, y)[1]))
+
     def sigma(self, xp, S):
         return S @ xp.swapaxes(S, -1, -2)
 
@@ -87,6 +92,16 @@ class LogFactorLayout(FactorLayout):
         D = dS * xp.exp(-rho)
         drho = xp.sum(Vhat * D, axis=0) / xp.sum(Vhat**2, axis=0)
         return xp.concatenate([dtheta, drho, (D - Vhat * drho).ravel()])
+
+    def map_factor(self, xp, theta, y, F):
+        # F is linear per column: apply it to the unit directions and add the log of the
+        # gain to ρ, so that an amplitude below what a float can hold (the norm of e^ρ v̂
+        # underflows near ρ ≈ −372, reached with floor = 0) keeps decaying instead of
+        # becoming log(0) = −inf.
+        _, rho, Vhat = self.parts(y)
+        D = F(Vhat)
+        gain = xp.linalg.norm(D, axis=0)
+        return xp.concatenate([theta, rho + xp.log(gain), (D / gain).ravel()])
 
 
 class DenseLayout(FactorLayout):

@@ -414,13 +414,13 @@ class FreeEnergyFlow(AbstractModel):
         return cached_jax_drift(self.problem, key, self._build_jax_drift)
 
     def _build_jax_drift(self):
-        from ...engine_jax.compiled import PureOracle, Spectrum, derivatives_of, fresh_run
+        from ...engine_jax.compiled import MODEL_RATE_RTOL, PureOracle, Spectrum, derivatives_of, fresh_run
 
         _, jnp = _jax()
         d = derivatives_of(self.problem, type(self).__name__)
         P = self.dim
         layout, closure, form, rank = self._layout, _dyn.CLOSURES[self.closure], self.sigma_form, self.rank
-        spectrum = Spectrum(n=self.n_track, dense=P <= self.dense_max, k=rank)
+        spectrum = Spectrum(n=self.n_track, dense=P <= self.dense_max, k=rank, rest_rtol=MODEL_RATE_RTOL)
 
         def drift(k, y, args):
             data = args.get("data")
@@ -438,20 +438,22 @@ class FreeEnergyFlow(AbstractModel):
 
         The eigenpairs come from a dense ``eigh`` of the Hessian up to ``dense_max`` (as the
         NumPy map) and above it from the JAX eigen-tracker: its block holds ``n_track`` pairs
-        plus two guards, the top ``rank`` are converged, and so is every other pair whose
-        eigenvalue lies where its rate differs from the rate of the untracked directions,
-        i.e. above the threshold with |1 − ηλ| > clip (above (1 + clip)/η for the default
-        threshold 1/η). Pairs below that are returned unconverged but only enter with the
-        untracked rate, so they do not change Σ.
+        plus two guards, the top ``rank`` are converged (residual 1e-6·(2/η)), and so is
+        the eigenvalue of every other pair that lies where its rate differs from the rate of
+        the untracked directions, i.e. above the threshold with |1 − ηλ| > clip (above
+        (1 + clip)/η for the default threshold 1/η), to 1e-4·(2/η) by the eigenvalue
+        criterion (``MODEL_RATE_RTOL``: these pairs enter only through their rate). Pairs
+        below that are returned unconverged but only enter with the untracked rate, so they
+        do not change Σ.
         """
-        from ...engine_jax.compiled import (CompiledMap, PureOracle, Spectrum, bump, fresh_run, require_jax_problem,
-                                            tracker_report)
+        from ...engine_jax.compiled import (MODEL_RATE_RTOL, CompiledMap, PureOracle, Spectrum, bump, fresh_run,
+                                            require_jax_problem, tracker_report)
 
         _, jnp = _jax()
         problem = require_jax_problem(self)
         P, r = self.dim, self.rank
         layout, closure, form = self._layout, _dyn.CLOSURES[self.closure], self.sigma_form
-        spectrum = Spectrum(n=self.n_track, dense=P <= self.dense_max, k=r)
+        spectrum = Spectrum(n=self.n_track, dense=P <= self.dense_max, k=r, rest_rtol=MODEL_RATE_RTOL)
         chord = self.closure == "chord"
 
         def evaluate(k, y, jrun, p, data):
