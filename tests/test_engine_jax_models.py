@@ -119,8 +119,9 @@ def test_compiled_map_equals_numpy_engine(jax_problems, pname, mname, eta, start
 
 def test_tracker_path_equals_dense_path_and_resumes_exactly(tmp_path, monkeypatch):
     """Above ``dense_max`` the eigenpairs come from the JAX tracker (block = n_track + 2
-    guards, every pair above (1 + clip)/η converged to 1e-6·2/η): the flow follows the dense
-    one to that accuracy; a checkpoint written at a chunk's end resumes bit for bit."""
+    guards, the top pair converged to a residual of 1e-6·2/η, every other pair above
+    (1 + clip)/η to an eigenvalue error of 1e-4·2/η): the flow follows the dense one to that
+    accuracy; a checkpoint written at a chunk's end resumes bit for bit."""
     p = _mlp_problem(n=60, d=6, h=12, seed=1)                     # P = 110
     eta, steps = 0.6, 64
     theta0 = p.init()
@@ -131,7 +132,7 @@ def test_tracker_path_equals_dense_path_and_resumes_exactly(tmp_path, monkeypatc
     assert np.max(np.abs(sol.records["eigs"][:, 0] - exact[:, 0])) <= 1e-6 * 2 / eta
     # every eigenvalue above (1 + clip)/η, where the rates differ from the untracked ones
     rated = exact > (1 + tracked.clip) / eta
-    assert rated.sum() >= 2 and np.max(np.abs(sol.records["eigs"] - exact)[rated]) <= 1e-6 * 2 / eta
+    assert rated.sum() >= 2 and np.max(np.abs(sol.records["eigs"] - exact)[rated]) <= 1e-4 * 2 / eta
     np.testing.assert_allclose(sol.theta, ref.theta, rtol=0, atol=1e-6)
     np.testing.assert_allclose(sol.amplitude, ref.amplitude, rtol=1e-4, atol=1e-8)
     # one eigen-solve per evaluated state (steps + 1) in the compiled map, plus the start's: the
@@ -177,6 +178,40 @@ def test_tracker_path_equals_dense_path_and_resumes_exactly(tmp_path, monkeypatc
     for name in full.records:
         np.testing.assert_array_equal(back.records[name], full.records[name])
     assert back.stats.hvps == full.stats.hvps
+
+
+def test_warm_jax_drift_for_host_solvers_equals_the_numpy_drift():
+    """Above ``dense_max`` the free-energy drift of a JAX problem is one compiled call with
+    the JAX tracker carried in ``run.jax_state`` (tight tolerance, history 1): equal to the
+    NumPy drift with dense eigenpairs, counted, and an RK45 solve through it follows the
+    dense one; a run state of the compiled map is not mistaken for it."""
+    p = _mlp_problem(n=60, d=6, h=12, seed=1)                     # P = 110
+    eta = 0.6
+    theta0 = p.init()
+    warm, dense = M.FreeEnergyFlow(p, eta, n_track=6, dense_max=0), M.FreeEnergyFlow(p, eta, n_track=6, dense_max=200)
+    assert warm._warm_jax_drift_applies() and not dense._warm_jax_drift_applies()
+    y0, run = warm.start(theta0)
+    ref = dense._numpy_drift(0.0, y0, dense.start(theta0)[1])
+    rng = np.random.default_rng(3)
+    before = run.counters.to_dict()
+    for i in range(3):   # warm starts from the previous evaluation, nearby states
+        y = y0 * (1 + 1e-6 * rng.standard_normal(y0.size))
+        d_warm = warm.drift(0.0, y, run)
+        d_ref = dense._numpy_drift(0.0, y, dense.start(theta0)[1])
+        np.testing.assert_allclose(d_warm, d_ref, rtol=1e-7, atol=1e-9 * np.max(np.abs(ref)))
+    assert set(run.jax_state) == {"tracker"} and int(run.jax_state["tracker"]["n_updates"]) == 3
+    after = run.counters.to_dict()
+    assert after["eigensolves"] - before["eigensolves"] == 3 and after["gradients"] - before["gradients"] == 3
+    assert after["hvps"] - before["hvps"] == int(run.jax_state["tracker"]["n_hvp"]) > 0
+    sol = ed.solve(warm, theta0, 40, solver="scipy:RK45", save_every=10)
+    ref_sol = ed.solve(dense, theta0, 40, solver="scipy:RK45", save_every=10)
+    assert sol.run.jax_state is not None and sol.stats.hvps > 0
+    np.testing.assert_allclose(sol.theta, ref_sol.theta, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(sol.amplitude, ref_sol.amplitude, rtol=1e-5, atol=1e-10)
+    # a compiled map's run state (history 2) has another shape: the drift starts afresh
+    mapped = ed.solve(warm, theta0, 3, solver="map")
+    run2 = mapped.run
+    np.testing.assert_allclose(warm.drift(0.0, y0, run2), ref, rtol=1e-7, atol=1e-9 * np.max(np.abs(ref)))
 
 
 def test_run_state_is_data_and_a_run_continues(jax_problems):
