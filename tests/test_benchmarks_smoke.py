@@ -129,3 +129,16 @@ def test_command_line_quick_subset(tmp_path):
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["quick"] is True and "eigs" in data["benchmarks"]
     assert (tmp_path / "summary.md").read_text().startswith("# Benchmark summary")
+
+
+def test_tracker_tolerance_study_runs_and_its_configurations_agree(capsys):
+    # the study of the models' tracker tolerances on a tiny digits MLP (P = 385): every
+    # configuration runs, and the loose ones stay within their stated accuracy of the tight one
+    import bench_tracker_tolerances as btt
+
+    rows = btt.main(["5", "3", "tight,rest1e-4,eig1e-7all", "fe"])
+    assert [r["config"] for r in rows] == ["tight", "rest1e-4", "eig1e-7all"]
+    assert all(r["hvp_per_step"] > 0 for r in rows)
+    for r in rows[1:]:
+        assert r["d_sharpness"] <= 1e-4 and r["d_state"] <= 1e-4 and r["d_amplitude"] <= 1e-3
+    assert "reference: tight" in capsys.readouterr().out
