@@ -19,9 +19,12 @@ target is a wall time):
 * ``cifar``: the seed paper's CIFAR MLP shape on random data (n = 500, 3072 inputs, tanh,
   10 outputs, width 32: P = 98 666, η = 0.02): GD with the sharpness, the free-energy map
   and the central-flow map over ``--cifar-steps`` steps (default 100) from the start,
-  extrapolated to 2000 steps.
+  extrapolated to 2000 steps. Random data never nears 2/η, so this measures no EoS step.
+* ``cifar-eos``: the same network on CIFAR-shaped digits (:func:`cifar_shaped_digits`: 500
+  digits images upsampled to 32 × 32 × 3), which at η = 0.02 catapults to 2/η = 100 and
+  stays there: the three runs at the EoS after 200 GD steps, extrapolated to 2000 steps.
 
-Run: ``.venv/bin/python benchmarks/bench_jax_models.py [--only digits,peer,cifar] [--large [--only-large]]
+Run: ``.venv/bin/python benchmarks/bench_jax_models.py [--only digits,peer,cifar,cifar-eos] [--large [--only-large]]
 [--steps N] [--out FILE]``.
 """
 
@@ -182,6 +185,54 @@ def cifar(steps, log, width=32, n=500):
     return rec
 
 
+def cifar_shaped_digits(n=500, width=32):
+    """A CIFAR-shaped problem that reaches the EoS: n digits images upsampled to 32 × 32 ×
+    3 (each pixel a 4 × 4 block, the grey value in all three channels), standardised,
+    one-hot labels, the MLP 3072 → width → 10 of the CIFAR cases (P = 98 656 for width 32).
+    Random data of this shape memorises at once and never nears 2/η; these images start at
+    sharpness ≈ 300 and, at η = 0.02 (the seed paper's), catapult to and hover at 2/η = 100."""
+    from effdyn.data import load_digits_subset, one_hot
+    from effdyn.problems.builders import mlp_problem
+
+    X8, labels = load_digits_subset(n, seed=0)
+    up = np.kron(X8.reshape(-1, 8, 8), np.ones((4, 4)))
+    X = np.repeat(up[..., None], 3, axis=3).reshape(n, -1)
+    X = (X - X.mean()) / X.std()
+    return mlp_problem(X, one_hot(labels), width, seed=0, name="cifar_shaped_digits")
+
+
+def cifar_eos(steps, log, pre_steps=200, eta=0.02):
+    """GD + sharpness, the free-energy map and the central-flow map at the EoS of the
+    CIFAR-shaped digits MLP (``pre_steps`` GD steps first), per step as ratios to a plain
+    step, and the three extrapolated to 2000 steps (the seed paper's horizon)."""
+    import effdyn as ed
+    from effdyn.engine_jax import gd_jax
+
+    p, theta0 = cifar_shaped_digits()
+    log(f"CIFAR-shaped digits MLP: P = {p.dim}, n = 500, η = {eta}")
+    pre = gd_jax(p, theta0, eta, pre_steps, eig_every=None, theta_every=pre_steps)
+    theta = pre.theta[-1]
+    unit = _unit(p, theta, 50)
+    rec = {"P": p.dim, "eta": eta, "steps": steps, "plain_step_s": unit, "pre_steps": pre_steps}
+    rec["gd"] = _gd(p, theta, eta, steps)
+    log(f"  plain {unit * 1e3:.2f} ms; GD + sharpness {rec['gd']['cpu_per_step'] / unit:.1f}× "
+        f"({rec['gd']['hvp_per_step']:.1f} HVPs/step; sharpness {rec['gd']['sharpness']}, 2/η = {2 / eta:g})")
+    for name, model in (("free_energy_map", ed.models.FreeEnergyFlow(p, eta)),
+                        ("central_flow_map", ed.models.CentralFlow(p, eta))):
+        rec[name] = _model(model, theta, steps)
+        r = rec[name]
+        log(f"  {name}: {r['cpu_per_step'] / unit:.1f}× ({r['hvp_per_step']:.1f} HVPs, {r['thirds_per_step']:.1f} thirds "
+            f"per step; {r['wall'] / steps:.2f} s wall per step; compile run {r['first_run_wall']:.1f} s; "
+            f"critical {r.get('n_critical')})")
+    per_step_cpu = rec["gd"]["cpu_per_step"] + sum(rec[k]["cpu_per_step"] for k in ("free_energy_map", "central_flow_map"))
+    per_step_wall = sum(rec[k]["wall"] / steps for k in ("gd", "free_energy_map", "central_flow_map"))
+    rec["extrapolated_2000_steps_cpu_min"] = per_step_cpu * 2000 / 60
+    rec["extrapolated_2000_steps_wall_min"] = per_step_wall * 2000 / 60
+    log(f"  extrapolated to 2000 steps (all three): {rec['extrapolated_2000_steps_cpu_min']:.1f} min CPU, "
+        f"{rec['extrapolated_2000_steps_wall_min']:.1f} min wall")
+    return rec
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     only = args[args.index("--only") + 1].split(",") if "--only" in args else ["digits", "peer", "cifar"]
@@ -201,6 +252,8 @@ if __name__ == "__main__":
         res["peer"] = peer(log)
     if "cifar" in only:
         res["cifar"] = cifar(csteps, log)
+    if "cifar-eos" in only:
+        res["cifar_eos"] = cifar_eos(csteps, log)
     if out:
         with open(out, "w") as fh:
             json.dump(res, fh, indent=1)

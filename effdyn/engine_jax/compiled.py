@@ -41,9 +41,9 @@ COUNTERS = ("losses", "gradients", "hvps", "thirds", "hessians", "eigensolves")
 #: Status a model's function sets when the step needs a richer compiled map
 #: (``CompiledMap.upgrade``): the driver recompiles and redoes the chunk with it.
 RETRY = 99
-#: Residual tolerance (relative to 2/η) of the models' tracker. The models feed the
-#: eigenvectors into Σ and into the SDCP, so they want them accurate too, not only the
-#: eigenvalues; see docs/jax_engine.md ("Models") for the cost of this choice.
+#: Residual tolerance (relative to 2/η) of the models' tracker for the pairs whose vectors
+#: matter (the free-energy flow's top ``rank``; the central flow sets its own,
+#: ``CENTRAL_FLOW_RTOL``); see docs/jax_engine.md ("Models") for the cost of this choice.
 MODEL_TRACKER_RTOL = 1e-6
 #: Tolerance (eigenvalue criterion, relative to 2/η) of the pairs a model needs only for their
 #: eigenvalue: the free-energy flow's tracked pairs below its top ``rank``, which enter only
@@ -53,10 +53,11 @@ MODEL_TRACKER_RTOL = 1e-6
 #: Σ within 1e-4 relative and the sharpness within 5e-7·(2/η) after 10 steps.
 MODEL_RATE_RTOL = 1e-4
 #: Warm LOBPCG iterations of the models' tracker before it falls back to a cold solve. GD's
-#: tracker (top eigenvalue to 1e-4) needs few; converging a moving cluster of critical pairs
-#: to 1e-6 residuals does not fit in its 8: on a digits MLP at the EoS (five critical
-#: eigenvalues of the central flow) every update then went cold (~90 HVPs per step); with
-#: 30 one cold solve in 21 updates (~45 HVPs per step), the same tolerance.
+#: tracker (top eigenvalue to 1e-4) needs fewer (its default is 20); converging a moving
+#: cluster of critical pairs to 1e-6 residuals did not fit in the former 8: on a digits MLP at
+#: the EoS (five critical eigenvalues of the central flow) every update then went cold (~90
+#: HVPs per step); with 30 one cold solve in 21 updates (~45 HVPs per step), the same
+#: tolerance.
 MODEL_TRACKER_MAX_ITER = 30
 
 
