@@ -47,7 +47,8 @@ SEED_KINDS = {
             "every instant; the sharpness-reduction flow, whose amplitude is prescribed)",
     "gd half-step": "GD's first half-step displacement at θ0, (θ1 − θ0)/2 = −η∇E(θ0)/2 (projected on the "
                     "top eigenvectors where the model carries modes)",
-    "round-off floor": "a floor of round-off size, ε_mach·max(1, ‖θ‖), along the top eigenvectors",
+    "round-off floor": "a floor of round-off size along the top eigenvectors (GD's coordinate-wise rounding "
+                       "projected on them in the continuous free-energy flow, ε_mach·max(1, ‖θ‖) otherwise)",
     "floor": "a floor of a given size along the top eigenvectors",
     "projection": "θ0 minus its projection on the stable set (self-stabilisation)",
     "given": "initial data passed explicitly (sigma0, u0, delta0, x0, ...)",

@@ -182,11 +182,13 @@ class SolveRun:
 
 #: A model whose sharpness stays above (2/η)·(1 + STALL_MARGIN) for STALL_STEPS GD steps in a
 #: row while its oscillation amplitude stays below STALL_AMPLITUDE·max(1, ‖θ‖) and grows by
-#: less than a factor STALL_GROWTH has an oscillation that should be growing but is not
-#: (above that edge a mode grows at least (1 + 2·STALL_MARGIN)^STALL_STEPS ≈ 117-fold):
-#: typically a fluctuation seeded below the integrator's absolute tolerance, whose growth
-#: the error control never sees. An onset overshoot, where the amplitude is tiny but
-#: growing, is not flagged.
+#: less than a factor STALL_GROWTH over some STALL_STEPS of that stretch has an oscillation
+#: that should be growing but is not (above that edge a mode grows at least
+#: (1 + 2·STALL_MARGIN)^STALL_STEPS ≈ 117-fold): typically a fluctuation seeded below the
+#: integrator's absolute tolerance, whose growth the error control never sees. The growth is
+#: measured over a sliding window, so an amplitude that wanders at the tolerance's noise
+#: level (up and down by orders of magnitude) is caught as well as one that sits still; an
+#: onset overshoot, where the amplitude is tiny but growing, is not flagged.
 STALL_MARGIN = 0.05
 STALL_STEPS = 50
 STALL_AMPLITUDE = 1e-8
@@ -201,20 +203,23 @@ def stalled_oscillation(model, ks, recs, ys) -> str | None:
     if "sharpness" not in recs[0] or "amplitude" not in recs[0]:
         return None
     edge = (2.0 / model.eta) * (1.0 + STALL_MARGIN)
-    start = a_start = None
+    stretch = []   # (k, amplitude) of the current run of records above the edge with a tiny amplitude
     for k, rec, y in zip(ks, recs, ys):
         scale = max(1.0, float(np.linalg.norm(np.asarray(y)[: model.dim])))  # θ comes first in a state
         amp = float(rec["amplitude"])
         bad = float(rec["sharpness"]) > edge and amp < STALL_AMPLITUDE * scale
         if bad:
-            if start is None:
-                start, a_start = k, amp
-            if k - start >= STALL_STEPS and amp < STALL_GROWTH * a_start:
-                return (f"stalled oscillation: the sharpness stayed above 2/η·(1 + {STALL_MARGIN:g}) from k = "
-                        f"{start:g} to {k:g} while the oscillation amplitude stayed below {STALL_AMPLITUDE:g}·max(1, ‖θ‖) "
-                        f"and grew by less than {STALL_GROWTH:g}× (a fluctuation that should grow did not; if Σ was "
-                        "seeded at round-off size, use "
-                        "storage='log-factor' or tighter tolerances, or check against GD)")
+            stretch.append((k, amp))
+            start = stretch[0][0]
+            if k - start >= STALL_STEPS:
+                # the amplitude STALL_STEPS ago (the last record at or before k − STALL_STEPS)
+                a_then = next(a for kk, a in reversed(stretch) if kk <= k - STALL_STEPS)
+                if amp < STALL_GROWTH * a_then:
+                    return (f"stalled oscillation: the sharpness stayed above 2/η·(1 + {STALL_MARGIN:g}) from k = "
+                            f"{start:g} to {k:g} while the oscillation amplitude stayed below {STALL_AMPLITUDE:g}·max(1, "
+                            f"‖θ‖) and grew by less than {STALL_GROWTH:g}× over {STALL_STEPS} steps (a fluctuation that "
+                            "should grow did not; if Σ was seeded at round-off size, use storage='log-factor' or "
+                            "tighter tolerances, or check against GD)")
         else:
-            start = None
+            stretch = []
     return None

@@ -109,12 +109,14 @@ def test_time_axis_continues_at_k0_and_compare_uses_the_right_steps():
     assert (ed.compare(traj, ode, window=(1500, 1550)).k0, ed.compare(traj, ode, window=(1500, 1550)).k1) == \
         (1500, 1550)
     # over these 100 steps (the oscillation grows from 5e-7 to 0.1) the flow handed GD's state
-    # is 10× closer to GD than the same flow from θ0 (measured: sharpness error 0.0047 against
-    # 0.048, distance 0.0046 against 0.071)
+    # is closer to GD than the same flow from θ0, whose onset is set by its own seed (measured:
+    # sharpness error 0.0047 against 0.012, distance 0.0046 against 0.026, amplitude 0.13
+    # against 0.71; with the former norm-based floor of the flow θ0's were 0.048 and 0.071)
     from_theta0 = ed.solve(model, [0.1, 3.0], steps=K_VALLEY + 100, rtol=1e-6, atol=1e-9)
     base = ed.compare(traj, from_theta0, window=(K_VALLEY, K_VALLEY + 100))
-    assert m.sharpness_error < 0.01 < 0.04 < base.sharpness_error
-    assert m.distance < 0.01 < 0.05 < base.distance
+    assert m.sharpness_error < 0.006 < 0.01 < base.sharpness_error
+    assert m.distance < 0.006 < 0.02 < base.distance
+    assert m.amplitude_error < 0.2 < 0.5 < base.amplitude_error
     mp = ed.solve(model, start=state, steps=100, solver="map", save_every=10)
     np.testing.assert_array_equal(mp.k, np.arange(K_VALLEY, K_VALLEY + 101, 10))
     # a solution from θ0 is still checked against GD's θ0

@@ -168,8 +168,9 @@ def default_models(theta0, *, small: bool = True, save_every: float = 1.0, rod: 
     Seeding: Σ = 0 (or ρ = 0) is invariant, so every oscillation model needs a seed
     (theory §2). The free-energy flow starts from Σ0 = GD's first half-step projected on the
     top eigenvector (``sigma_seed="gd"``) and keeps its default persistent floor
-    ``"roundoff"``, q = (ε_mach·max(1, ‖θ‖))²: the size of the round-off that seeds GD's
-    own oscillation. The edge-flow reconstruction gets the same magnitude floor,
+    ``"roundoff"``: the round-off that seeds GD's own oscillation (GD's coordinate-wise
+    rounding along each top mode in the continuous flow, (ε_mach·max(1, ‖θ‖))² in the
+    map; theory §5). The edge-flow reconstruction gets the same magnitude floor,
     ρ >= ε_mach·max(1, ‖θ0‖). The other models use their own defaults.
 
     ``small`` problems (P up to a few dozen) run every model, the free-energy flow both

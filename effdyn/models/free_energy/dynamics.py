@@ -23,7 +23,7 @@ import numpy as np
 from .._shared import count_eigensolve, two_point_gradients
 
 __all__ = ["NumpyOracle", "JaxOracle", "CLOSURES", "second_order", "chord", "drift", "map_step", "rates",
-           "floor_value", "CHORD_MIN_AMPLITUDE"]
+           "floor_value", "mode_floor", "CHORD_MIN_AMPLITUDE"]
 
 #: Below this amplitude (relative to max(1, ‖θ‖)) the chord correction of the top
 #: curvature is left out: it is O(‖V‖²) there (≤ 1e-8 relative), while the difference
@@ -138,8 +138,26 @@ CLOSURES = {"second-order": second_order, "chord": chord}
 # --- the covariance part ------------------------------------------------------------------
 
 def floor_value(xp, theta, floor):
-    """The persistent floor q: the number given, or (ε_mach·max(1, ‖θ‖))² for "roundoff" (−1)."""
+    """The persistent floor q of the step-exact map (and of the seeds): the number given, or
+    (ε_mach·max(1, ‖θ‖))² for "roundoff" (−1)."""
     roundoff = (xp.finfo(xp.float64).eps * xp.maximum(1.0, xp.linalg.norm(theta))) ** 2
+    return xp.where(floor < 0, roundoff, floor)
+
+
+def mode_floor(xp, theta, Q, floor, rank: int):
+    """The persistent floor of the continuous flow, per top-r mode: the number given, or for
+    "roundoff" (−1) the round-off that seeds GD's own oscillation along each mode,
+    q_i = ε_mach² Σ_p Q_pi² θ_p².
+
+    GD rounds every coordinate of θ − η∇E to its own precision, ~ε|θ_p|, so the seed along
+    an eigenvector is that rounding projected on it: far below ε‖θ‖ when the oscillating
+    coordinates are small (the minimal valley: x ≈ 0.003 beside y ≈ 3.8, a thousandth of
+    it). The step-exact map keeps :func:`floor_value`: its θ is a discrete iterate with
+    GD's own instability and its own round-off of exactly this size, so Σ's floor must lie
+    well above it, or θ's oscillation grows alongside Σ's and the map becomes GD
+    (docs/theory.md, "Seeds")."""
+    r = min(rank, Q.shape[1])
+    roundoff = xp.finfo(xp.float64).eps ** 2 * xp.sum(Q[:, :r] ** 2 * (theta**2)[:, None], axis=0)
     return xp.where(floor < 0, roundoff, floor)
 
 
@@ -152,7 +170,8 @@ def rates(xp, lam, p):
 
 
 def floored(xp, g, Q, S, q, rank: int, factored: bool):
-    """Rates with the persistent floor: a decaying top mode relaxes towards amplitude² q."""
+    """Rates with the persistent floor: a decaying top mode relaxes towards amplitude² q
+    (q a number, or one per top mode)."""
     r = min(rank, g.shape[0])
     if factored:
         m = xp.sum((Q[:, :r].T @ S) ** 2, axis=1)
@@ -181,7 +200,7 @@ def drift(xp, oracle, layout, closure, form: str, rank: int, y, p):
     theta, S, dtheta, lam, Q = _evaluate(xp, oracle, layout, closure, y, p)
     if form == "log":
         g, g_off = rates(xp, lam, p)
-        g = floored(xp, g, Q, S, floor_value(xp, theta, p["floor"]), rank, layout.factored)
+        g = floored(xp, g, Q, S, mode_floor(xp, theta, Q, p["floor"], rank), rank, layout.factored)
         GS = Q @ ((g - g_off)[:, None] * (Q.T @ S)) + g_off * S  # G applied to V (or Σ)
         dS = GS if layout.factored else GS + GS.T
     else:

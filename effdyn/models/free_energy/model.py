@@ -96,9 +96,12 @@ class FreeEnergyFlow(AbstractModel):
         non-oscillating directions (rate log(clip)). Default 0.25.
     floor : "roundoff", float or None
         Persistent seed q >= 0: a decaying top-r mode relaxes towards amplitude² q instead of
-        towards 0. The default "roundoff" uses q = (ε_mach·max(1, ‖θ‖))², the size of the
-        round-off that seeds GD's own oscillation; 0 gives the pure model (Σ = 0 invariant).
-        None means "roundoff" for the log form and 0 for the rate form (no floor there).
+        towards 0. The default "roundoff" is the round-off that seeds GD's own oscillation:
+        in the continuous flow, GD's coordinate-wise rounding projected on each top mode,
+        q_i = ε_mach² Σ_p v_{i,p}² θ_p²; in the step-exact map (and for the "floor" seeds)
+        the larger q = (ε_mach·max(1, ‖θ‖))², which keeps Σ ahead of the round-off of the
+        map's own θ (docs/theory.md §5); 0 gives the pure model (Σ = 0 invariant). None
+        means "roundoff" for the log form and 0 for the rate form (no floor there).
     dense_max : int
         Dense eigendecomposition of H up to this P, Lanczos (warm-started) above.
     relative_sigma_tol : bool
@@ -257,7 +260,9 @@ class FreeEnergyFlow(AbstractModel):
         return _dyn.rates(np, np.asarray(lam), self._params())
 
     def floor_at(self, theta) -> float:
-        """Floor q at θ: the number given, or (ε_mach·max(1, ‖θ‖))² for "roundoff"."""
+        """Floor q at θ of the step-exact map and the seeds: the number given, or
+        (ε_mach·max(1, ‖θ‖))² for "roundoff" (the continuous flow's per-mode floor is
+        :func:`.dynamics.mode_floor`)."""
         return float(_dyn.floor_value(np, np.asarray(theta), self._params()["floor"]))
 
     def theta_drift(self, theta, S, run=None) -> np.ndarray:
