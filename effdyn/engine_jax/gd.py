@@ -442,7 +442,10 @@ def _build_chunk(problem, tracker, variant, chunk, te, record_mid, ee, ve, n_eig
             theta, prev, tstate, Q, status, fail_k, fail_v, bufs = c
             k = k0 + j
             active = (status == _OK) & (k <= steps)
-            E, g = vg(theta, data)
+            # The steps of the last chunk past `steps` (and after a failure) are not
+            # recorded: skip their gradient (a whole chunk of them on a short run).
+            E, g = jax.lax.cond(active, lambda th: vg(th, data),
+                                lambda th: (jnp.zeros((), th.dtype), jnp.zeros_like(th)), theta)
             gn = jnp.sqrt(jnp.sum(g * g))
             nonfinite = ~jnp.isfinite(E) | ~jnp.isfinite(gn)
             blowup = jnp.abs(E) > loss_bound
