@@ -369,3 +369,35 @@ def test_every_model_resumes_exactly(name, tmp_path, interactive_sigint):
     _same(sol, ref)
     for key in ref.records:
         np.testing.assert_array_equal(sol.records[key], ref.records[key])
+
+
+def test_free_energy_warm_jax_drift_resumes_bit_identical(tmp_path, interactive_sigint):
+    # a JAX problem above dense_max: RK45 drives the compiled drift whose eigen-tracker state
+    # lives in run.jax_state; a checkpoint keeps it, so the resumed run is the same run
+    import jax.numpy as jnp
+
+    from effdyn.problems import from_jax
+
+    rng = np.random.default_rng(1)
+    X, Y = rng.standard_normal((60, 6)), np.eye(2)[rng.integers(0, 2, 60)]
+    params = {"W1": 0.8 * rng.standard_normal((6, 12)), "b1": np.zeros(12),
+              "W2": 0.8 * rng.standard_normal((12, 2)), "b2": np.zeros(2)}
+
+    def mse(p, batch):
+        x, y = batch
+        return 0.5 * jnp.mean(jnp.sum((jnp.tanh(x @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"] - y) ** 2, axis=1))
+
+    prob = from_jax(mse, params=params, data=(X, Y), loss_min=0.0)    # P = 110
+    make = lambda: FreeEnergyFlow(prob, 0.6, n_track=6, dense_max=0)   # noqa: E731
+    theta0 = prob.init()
+    kw = dict(solver="scipy:RK45", save_every=5)
+    ref = ed.solve(make(), theta0, 60, **kw)
+    assert make()._warm_jax_drift_applies() and ref.run.jax_state is not None
+    path = tmp_path / "warm.ckpt"
+    with pytest.raises(IntegrationError, match="checkpoint at k = "):
+        ed.solve(make(), theta0, 60, checkpoint=path, checkpoint_every=20, callback=_sigint_at(35.0), **kw)
+    sol = resume(make(), path)
+    _same(sol, ref)
+    for name in ref.records:
+        np.testing.assert_array_equal(sol.records[name], ref.records[name])
+    assert sol.stats.hvps == ref.stats.hvps and sol.stats.nfev == ref.stats.nfev
