@@ -103,27 +103,32 @@ def _model(model, theta, steps):
 ETA_LARGE = 0.1
 
 
-def digits(width, steps, log, eta=ETA):
+def _at_the_eos(p, theta0, eta, pre_steps, steps, log):
+    """GD runs ``pre_steps`` to the EoS; from there GD with the sharpness every step, the
+    free-energy map and the central-flow map, each per step and as a ratio to a plain step."""
+    import effdyn as ed
     from effdyn.engine_jax import gd_jax
 
-    p = digits_mlp(width)
-    log(f"digits MLP: P = {p.dim}, η = {eta}")
-    pre = gd_jax(p, p.init(), eta, 600, eig_every=None, theta_every=600)
-    theta = pre.theta[-1]
+    theta = gd_jax(p, theta0, eta, pre_steps, eig_every=None, theta_every=pre_steps).theta[-1]
     unit = _unit(p, theta, max(steps, 50))
-    rec = {"P": p.dim, "eta": eta, "plain_step_s": unit, "steps": steps}
+    rec = {"P": p.dim, "eta": eta, "plain_step_s": unit, "steps": steps, "pre_steps": pre_steps}
     rec["gd"] = _gd(p, theta, eta, steps)
     log(f"  plain {unit * 1e3:.2f} ms; GD + sharpness {rec['gd']['cpu_per_step'] / unit:.1f}× "
         f"({rec['gd']['hvp_per_step']:.1f} HVPs/step; sharpness {rec['gd']['sharpness']}, 2/η = {2 / eta:g})")
-    import effdyn as ed
-
     for name, model in (("free_energy_map", ed.models.FreeEnergyFlow(p, eta)),
                         ("central_flow_map", ed.models.CentralFlow(p, eta))):
         rec[name] = _model(model, theta, steps)
         r = rec[name]
         log(f"  {name}: {r['cpu_per_step'] / unit:.1f}× ({r['hvp_per_step']:.1f} HVPs, {r['grads_per_step']:.1f} grads, "
-            f"{r['thirds_per_step']:.1f} thirds per step; critical {r.get('n_critical')})")
+            f"{r['thirds_per_step']:.1f} thirds per step; {r['wall'] / steps:.2f} s wall per step; compile run "
+            f"{r['first_run_wall']:.1f} s; critical {r.get('n_critical')})")
     return rec
+
+
+def digits(width, steps, log, eta=ETA):
+    p = digits_mlp(width)
+    log(f"digits MLP: P = {p.dim}, η = {eta}")
+    return _at_the_eos(p, p.init(), eta, 600, steps, log)
 
 
 def peer(log):
@@ -205,25 +210,9 @@ def cifar_eos(steps, log, pre_steps=200, eta=0.02):
     """GD + sharpness, the free-energy map and the central-flow map at the EoS of the
     CIFAR-shaped digits MLP (``pre_steps`` GD steps first), per step as ratios to a plain
     step, and the three extrapolated to 2000 steps (the seed paper's horizon)."""
-    import effdyn as ed
-    from effdyn.engine_jax import gd_jax
-
     p, theta0 = cifar_shaped_digits()
     log(f"CIFAR-shaped digits MLP: P = {p.dim}, n = 500, η = {eta}")
-    pre = gd_jax(p, theta0, eta, pre_steps, eig_every=None, theta_every=pre_steps)
-    theta = pre.theta[-1]
-    unit = _unit(p, theta, 50)
-    rec = {"P": p.dim, "eta": eta, "steps": steps, "plain_step_s": unit, "pre_steps": pre_steps}
-    rec["gd"] = _gd(p, theta, eta, steps)
-    log(f"  plain {unit * 1e3:.2f} ms; GD + sharpness {rec['gd']['cpu_per_step'] / unit:.1f}× "
-        f"({rec['gd']['hvp_per_step']:.1f} HVPs/step; sharpness {rec['gd']['sharpness']}, 2/η = {2 / eta:g})")
-    for name, model in (("free_energy_map", ed.models.FreeEnergyFlow(p, eta)),
-                        ("central_flow_map", ed.models.CentralFlow(p, eta))):
-        rec[name] = _model(model, theta, steps)
-        r = rec[name]
-        log(f"  {name}: {r['cpu_per_step'] / unit:.1f}× ({r['hvp_per_step']:.1f} HVPs, {r['thirds_per_step']:.1f} thirds "
-            f"per step; {r['wall'] / steps:.2f} s wall per step; compile run {r['first_run_wall']:.1f} s; "
-            f"critical {r.get('n_critical')})")
+    rec = _at_the_eos(p, theta0, eta, pre_steps, steps, log)
     per_step_cpu = rec["gd"]["cpu_per_step"] + sum(rec[k]["cpu_per_step"] for k in ("free_energy_map", "central_flow_map"))
     per_step_wall = sum(rec[k]["wall"] / steps for k in ("gd", "free_energy_map", "central_flow_map"))
     rec["extrapolated_2000_steps_cpu_min"] = per_step_cpu * 2000 / 60
